@@ -1,0 +1,108 @@
+"""The bus contract every stage is written against.
+
+Two implementations honour it: :class:`pipeline.bus.kafka.KafkaBus` (aiokafka) and
+:class:`pipeline.bus.memory.MemoryBus` (in-process). The delivery rule is the same on both:
+a consumer commits a message only after everything its handler produced is acknowledged.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One record read from a topic; a tombstone (deleted key) has an empty value."""
+
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    partition: int = 0
+    offset: int = 0
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to produce; ``value=None`` writes a tombstone on compacted topics."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class BusError(RuntimeError):
+    """The bus cannot be reached or refused an operation; the message says what to check."""
+
+
+class Consumer(abc.ABC):
+    """A member of a consumer group reading some topics."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def getmany(self, timeout_ms: int, max_records: int) -> list[Message]:
+        """Up to ``max_records`` messages, waiting at most ``timeout_ms`` for the first."""
+
+    @abc.abstractmethod
+    async def commit(self, messages: Sequence[Message]) -> None:
+        """Mark ``messages`` (and everything before them in their partitions) done."""
+
+    async def __aenter__(self) -> Consumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class Bus(abc.ABC):
+    """Produce to topics and create consumers. Topic names here are full names."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def produce_many(self, records: Sequence[Outgoing]) -> None:
+        """Produce ``records`` and return once every one is acknowledged."""
+
+    async def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        await self.produce_many([Outgoing(topic, value, key, headers or {})])
+
+    @abc.abstractmethod
+    def consumer(
+        self,
+        topics: Sequence[str],
+        group_id: str | None,
+        *,
+        from_beginning: bool = False,
+    ) -> Consumer:
+        """A consumer for ``topics``; ``group_id=None`` reads without a group (tables)."""
+
+    @abc.abstractmethod
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        """Make sure ``topics`` exist (no-op where topics need no creation)."""
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

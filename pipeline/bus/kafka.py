@@ -1,0 +1,268 @@
+"""Kafka bus on aiokafka: any Kafka-protocol broker (Apache Kafka, Redpanda, MSK, Tansu)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
+from aiokafka.helpers import create_ssl_context
+
+from pipeline.bus.base import Bus, BusError, Consumer, Message, Outgoing
+from pipeline.settings import KafkaSettings
+from pipeline.topics import TOPICS
+
+log = logging.getLogger(__name__)
+
+
+def client_config(settings: KafkaSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments for the connection and security settings."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol.value,
+    }
+    if settings.security_protocol.value.startswith("SASL"):
+        if not settings.sasl_mechanism:
+            raise BusError(
+                "kafka.security_protocol is SASL but kafka.sasl_mechanism is not set "
+                "(PICTGUARD_KAFKA__SASL_MECHANISM: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"
+            )
+        config["sasl_mechanism"] = settings.sasl_mechanism
+        config["sasl_plain_username"] = settings.sasl_username
+        config["sasl_plain_password"] = settings.sasl_password
+    if settings.security_protocol.value.endswith("SSL"):
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
+            certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        )
+        context.check_hostname = settings.ssl_check_hostname
+        config["ssl_context"] = context
+    return config
+
+
+def _unreachable(settings: KafkaSettings, exc: BaseException) -> BusError:
+    return BusError(
+        f"cannot reach Kafka at {settings.bootstrap_servers} ({exc.__class__.__name__}) — "
+        "check PICTGUARD_KAFKA__BOOTSTRAP_SERVERS and that the broker is running"
+    )
+
+
+class KafkaBus(Bus):
+    """Produces with ``acks=all`` and waits for every acknowledgement before returning."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        producer = AIOKafkaProducer(
+            **client_config(self.settings),
+            acks="all",
+            linger_ms=self.settings.linger_ms,
+            max_request_size=self.settings.max_request_size,
+            request_timeout_ms=int(self.settings.connect_timeout_s * 1000) + 20000,
+        )
+        try:
+            await asyncio.wait_for(producer.start(), self.settings.connect_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await _quiet_stop(producer)
+            raise _unreachable(self.settings, exc) from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def produce_many(self, records: Sequence[Outgoing]) -> None:
+        if self._producer is None:
+            raise BusError("KafkaBus used before start()")
+        futures = [
+            await self._producer.send(
+                r.topic,
+                value=r.value,
+                key=r.key,
+                headers=[(k, v.encode()) for k, v in r.headers.items()],
+            )
+            for r in records
+        ]
+        try:
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise BusError(f"Kafka did not acknowledge a record: {exc}") from exc
+
+    def consumer(
+        self, topics: Sequence[str], group_id: str | None, *, from_beginning: bool = False
+    ) -> Consumer:
+        return KafkaConsumer(self.settings, list(topics), group_id)
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        await create_topics(self.settings, topics)
+
+
+async def create_topics(settings: KafkaSettings, names: Sequence[str] | None = None) -> list[str]:
+    """Create pictguard's topics (all of them by default); return those newly created."""
+    specs = {settings.topic_prefix + t.name: t for t in TOPICS}
+    wanted = list(names) if names is not None else list(specs)
+    admin = AIOKafkaAdminClient(
+        **client_config(settings), request_timeout_ms=int(settings.connect_timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), settings.connect_timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        await _quiet_close(admin)
+        raise _unreachable(settings, exc) from exc
+    try:
+        existing = set(await admin.list_topics())
+        new = []
+        for name in wanted:
+            if name in existing:
+                continue
+            spec = specs.get(name)
+            configs = {"retention.ms": str(settings.retention_ms)}
+            if spec is not None:
+                configs.update(spec.configs)
+                if spec.compacted:
+                    configs = {"cleanup.policy": "compact"}
+            new.append(
+                NewTopic(
+                    name=name,
+                    num_partitions=settings.partitions,
+                    replication_factor=settings.replication_factor,
+                    topic_configs=configs,
+                )
+            )
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass  # another process created it meanwhile
+        return [t.name for t in new]
+    finally:
+        await _quiet_close(admin)
+
+
+class KafkaConsumer(Consumer):
+    """Manual commits only: offsets move after the handler's output is acknowledged."""
+
+    def __init__(self, settings: KafkaSettings, topics: list[str], group_id: str | None) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.group_id = group_id
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **client_config(self.settings),
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.settings.max_poll_records,
+            max_partition_fetch_bytes=self.settings.max_request_size,
+            fetch_max_bytes=max(self.settings.max_request_size, 52428800),
+            **self.settings.consumer_overrides,
+        )
+        try:
+            await asyncio.wait_for(consumer.start(), self.settings.connect_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await _quiet_stop(consumer)
+            raise _unreachable(self.settings, exc) from exc
+        if self.group_id is None:
+            # Tables read every partition from the start, without a group.
+            partitions = []
+            for topic in self.topics:
+                parts = consumer.partitions_for_topic(topic)
+                if parts is None:
+                    await consumer._client.force_metadata_update()  # noqa: SLF001
+                    parts = consumer.partitions_for_topic(topic) or set()
+                partitions += [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+        else:
+            consumer.subscribe(self.topics)
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> list[Message]:
+        if self._consumer is None:
+            raise BusError("consumer used before start()")
+        data = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        out: list[Message] = []
+        for tp, records in data.items():
+            for r in records:
+                out.append(
+                    Message(
+                        topic=tp.topic,
+                        value=r.value if r.value is not None else b"",
+                        key=r.key,
+                        headers={k: v.decode(errors="replace") for k, v in (r.headers or ())},
+                        partition=tp.partition,
+                        offset=r.offset,
+                        timestamp_ms=r.timestamp,
+                    )
+                )
+        return out
+
+    async def commit(self, messages: Sequence[Message]) -> None:
+        if self._consumer is None or self.group_id is None or not messages:
+            return
+        offsets: dict[TopicPartition, int] = {}
+        for m in messages:
+            tp = TopicPartition(m.topic, m.partition)
+            offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partition moved to another member during a rebalance; it will redeliver
+            # these messages, and every consumer downstream is idempotent.
+            log.warning("commit skipped after rebalance: %s", exc)
+
+    async def end_offsets(self) -> dict[tuple[str, int], int]:
+        """Current end offset per assigned partition (tables use it to know when loaded)."""
+        if self._consumer is None:
+            raise BusError("consumer used before start()")
+        assigned = list(self._consumer.assignment())
+        ends = await self._consumer.end_offsets(assigned)
+        return {(tp.topic, tp.partition): off for tp, off in ends.items()}
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the end per assigned partition (for metrics)."""
+        if self._consumer is None:
+            return {}
+        ends = await self.end_offsets()
+        out = {}
+        for (topic, part), end in ends.items():
+            pos = await self._consumer.position(TopicPartition(topic, part))
+            out[(topic, part)] = max(0, end - pos)
+        return out
+
+
+async def _quiet_stop(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    try:
+        await client.stop()
+    except Exception:  # noqa: BLE001 — already failing; the first error is the useful one
+        pass
+
+
+async def _quiet_close(admin: AIOKafkaAdminClient) -> None:
+    try:
+        await admin.close()
+    except Exception:  # noqa: BLE001
+        pass

@@ -1,0 +1,280 @@
+"""The ``pictguard`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from pipeline.bus.base import BusError
+from pipeline.events import SchemaError
+from pipeline.logs import setup_logging
+from pipeline.settings import Settings, SettingsError, load_settings
+from pipeline.state.sqlite import StateError
+from pipeline.storage.base import StorageError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="pictguard",
+    help="Keep CSAM and unwanted sexual content out of fediverse image stores.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+console = Console()
+err_console = Console(stderr=True)
+
+# Errors whose message already tells the admin what to fix: one line, no traceback.
+ADMIN_ERRORS: tuple[type[BaseException], ...] = (
+    SettingsError,
+    StorageError,
+    BusError,
+    StateError,
+    SchemaError,
+)
+
+
+@dataclass
+class Options:
+    config: Path | None = None
+    debug: bool = False
+
+    def settings(self, **overrides: Any) -> Settings:
+        settings = load_settings(self.config, **overrides)
+        setup_logging(settings.log, debug=self.debug)
+        return settings
+
+
+def options(ctx: typer.Context) -> Options:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Options) else Options()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML settings file", envvar="PICTGUARD_CONFIG")
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Verbose logs and tracebacks")] = False,
+) -> None:
+    ctx.obj = Options(config=config, debug=debug)
+
+
+def run_async(opts: Options, coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; known failures become one clear line and exit code 2."""
+    try:
+        return asyncio.run(coro)
+    except ADMIN_ERRORS as exc:
+        if opts.debug:
+            traceback.print_exc()
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if opts.debug:
+            traceback.print_exc()
+        err_console.print(
+            f"[bold red]error:[/] unexpected {exc.__class__.__name__}: {exc} "
+            "(run with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+
+
+def load(ctx: typer.Context, **overrides: Any) -> tuple[Options, Settings]:
+    opts = options(ctx)
+    try:
+        return opts, opts.settings(**overrides)
+    except SettingsError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def scan(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="s3://bucket[/prefix] or a folder")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only; touch nothing")] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Ignore the checkpoint of an interrupted scan")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+) -> None:
+    """Scan a bucket or folder end to end in this process and print a summary."""
+    from pipeline.runtime import run_scan
+
+    opts, settings = load(ctx)
+    if dry_run:
+        settings.enforce.dry_run = True
+    show_progress = sys.stderr.isatty() and not as_json
+    progress = Progress(
+        TextColumn("[bold]scanning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]:>8.1f} obj/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=not show_progress,
+    )
+    task = progress.add_task("scan", total=None, rate=0.0)
+
+    def listed(n: int) -> None:
+        current = progress.tasks[0].total or 0
+        progress.update(task, total=current + n)
+
+    def done(n: int) -> None:
+        elapsed = progress.tasks[0].elapsed or 0.0
+        progress.update(task, completed=n, rate=n / elapsed if elapsed else 0.0)
+
+    with progress:
+        summary = run_async(
+            opts, run_scan(settings, target, resume=not restart, on_listed=listed, on_done=done)
+        )
+    print_summary(summary, settings, as_json=as_json)
+    if not summary.completed:
+        raise typer.Exit(1)
+
+
+def print_summary(summary: Any, settings: Settings, *, as_json: bool) -> None:
+    from pipeline.events import Decision
+
+    if as_json:
+        out = {
+            "target": summary.target,
+            "scanned": summary.scanned,
+            "clean": summary.decisions[Decision.ALLOW],
+            "flagged": summary.flagged,
+            "flag_csam": summary.decisions[Decision.FLAG_CSAM],
+            "flag_nsfw": summary.decisions[Decision.FLAG_NSFW],
+            "errors": summary.decisions[Decision.ERROR],
+            "actions": dict(summary.actions),
+            "elapsed_s": round(summary.elapsed_s, 3),
+            "objects_per_s": round(summary.rate, 2),
+            "dry_run": settings.enforce.dry_run,
+            "items": [
+                {
+                    "object": v.object.id if v.object else None,
+                    "decision": v.decision.value,
+                    "reason": v.reason.value if v.reason else None,
+                    "matched": v.matched,
+                    "action": a.action.value if a else None,
+                    "outcome": a.outcome.value if a else None,
+                }
+                for v, a in summary.notable
+            ],
+        }
+        console.print_json(json.dumps(out))
+        return
+    table = Table(title=f"pictguard scan of {summary.target}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("scanned", str(summary.scanned))
+    table.add_row("clean", str(summary.decisions[Decision.ALLOW]))
+    table.add_row(
+        "flagged",
+        f"{summary.flagged} (csam {summary.decisions[Decision.FLAG_CSAM]}, "
+        f"nsfw {summary.decisions[Decision.FLAG_NSFW]})",
+    )
+    table.add_row("errors", str(summary.decisions[Decision.ERROR]))
+    actions = ", ".join(f"{k} {v}" for k, v in sorted(summary.actions.items())) or "none"
+    table.add_row("actions", actions + (" (dry run)" if settings.enforce.dry_run else ""))
+    table.add_row("elapsed", f"{summary.elapsed_s:.2f} s")
+    table.add_row("objects/s", f"{summary.rate:.1f}")
+    console.print(table)
+    if summary.notable:
+        detail = Table(title="flagged and failed objects")
+        for col in ("object", "decision", "why", "action", "outcome"):
+            detail.add_column(col)
+        for verdict, action in summary.notable[:50]:
+            why = verdict.matched or (verdict.reason.value if verdict.reason else "")
+            if verdict.detail and verdict.decision is Decision.ERROR:
+                why = f"{why}: {verdict.detail}"[:80]
+            detail.add_row(
+                verdict.object.id if verdict.object else verdict.request_id,
+                verdict.decision.value,
+                why,
+                action.action.value if action else "-",
+                action.outcome.value if action else "-",
+            )
+        console.print(detail)
+        if len(summary.notable) > 50:
+            console.print(f"… and {len(summary.notable) - 50} more (see `pictguard audit`)")
+
+
+@app.command("run")
+def run_role_cmd(
+    ctx: typer.Context,
+    role: Annotated[str, typer.Argument(help="ingest, classify or enforce")],
+) -> None:
+    """Run one role as its own process on Kafka (distributed mode) until SIGTERM."""
+    from pipeline.runtime import run_role
+
+    if role not in {"ingest", "classify", "enforce"}:
+        err_console.print(f"[bold red]error:[/] unknown role {role!r}: choose ingest, classify or enforce")
+        raise typer.Exit(2)
+    opts, settings = load(ctx)
+    run_async(opts, run_role(settings, role))
+
+
+@app.command()
+def backfill(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="s3://bucket[/prefix] or a folder")],
+    restart: Annotated[bool, typer.Option("--restart", help="Ignore the checkpoint")] = False,
+) -> None:
+    """Publish a bucket or folder listing to Kafka as scan requests."""
+    from pipeline.runtime import run_backfill
+
+    opts, settings = load(ctx)
+    n = run_async(opts, run_backfill(settings, target, resume=not restart))
+    console.print(f"published {n} scan requests to {settings.topic('scan-requests.bulk')}")
+
+
+@topics_app.command("create")
+def topics_create(ctx: typer.Context) -> None:
+    """Create pictguard's Kafka topics (partitions and retention from settings)."""
+    from pipeline.bus.kafka import create_topics
+
+    opts, settings = load(ctx)
+    created = run_async(opts, create_topics(settings.kafka))
+    for name in created:
+        console.print(f"created {name}")
+    if not created:
+        console.print("all topics already exist")
+
+
+def main() -> None:
+    logging.captureWarnings(True)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Event contracts shared by every role.
+
+Every event is a pydantic model with a ``kind`` and a ``schema_version``; on the wire it is
+JSON (bytes base64-encoded). Nobody builds event dicts by hand: producers call
+:func:`encode` and consumers call :func:`decode`, which rejects unknown versions with an
+error that says what to do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+
+def new_id() -> str:
+    """A random, URL-safe identifier for requests, verdicts and actions."""
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SchemaError(ValueError):
+    """A message on the bus is not a valid event of the expected kind or version."""
+
+
+class Lane(StrEnum):
+    """Which queue a scan request travels in; classify serves ``sync`` first."""
+
+    BULK = "bulk"
+    SYNC = "sync"
+
+
+class Source(StrEnum):
+    """What produced a scan request."""
+
+    BACKFILL = "backfill"
+    EVENT = "event"
+    RECONCILE = "reconcile"
+    WATCH = "watch"
+    API = "api"
+
+
+class Decision(StrEnum):
+    ALLOW = "allow"
+    FLAG_NSFW = "flag_nsfw"
+    FLAG_CSAM = "flag_csam"
+    ERROR = "error"
+
+
+class ErrorReason(StrEnum):
+    """Why a request ended in an ``error`` verdict."""
+
+    UNDECODABLE = "undecodable"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED_TYPE = "unsupported_type"
+    EMPTY = "empty"
+    NOT_FOUND = "not_found"
+    FETCH_FAILED = "fetch_failed"
+    OBJECT_TOO_BIG = "object_too_big"
+    MODEL_FAILED = "model_failed"
+    TIMEOUT = "timeout"
+
+
+class ActionType(StrEnum):
+    REPORT = "report"
+    DELETE = "delete"
+    QUARANTINE = "quarantine"
+    RESTORE = "restore"
+
+
+class ActionOutcome(StrEnum):
+    DONE = "done"
+    DRY_RUN = "dry_run"
+    ALREADY_ABSENT = "already_absent"
+    DUPLICATE = "duplicate"
+    HELD = "held"
+    FAILED = "failed"
+
+
+class StoreKind(StrEnum):
+    S3 = "s3"
+    FILE = "file"
+
+
+class ObjectRef(BaseModel):
+    """Where an object lives: an S3 bucket and key, or a root folder and relative path."""
+
+    model_config = ConfigDict(frozen=True)
+
+    store: StoreKind
+    bucket: str
+    key: str
+    version_id: str | None = None
+    etag: str | None = None
+    size: int | None = None
+
+    @property
+    def id(self) -> str:
+        """Stable object id, used as the Kafka key of everything about this object."""
+        if self.store is StoreKind.S3:
+            return f"s3://{self.bucket}/{self.key}"
+        return f"file://{self.bucket.rstrip('/')}/{self.key}"
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", extra="ignore")
+
+    kind: ClassVar[str]
+    schema_version: int = SCHEMA_VERSION
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def key(self) -> str:
+        raise NotImplementedError
+
+
+class ScanRequest(_Event):
+    """Ask classify for a verdict on one object (bulk) or one inline upload (sync)."""
+
+    kind: ClassVar[str] = "scan_request"
+    type: Literal["scan_request"] = "scan_request"
+    request_id: str = Field(default_factory=new_id)
+    lane: Lane = Lane.BULK
+    source: Source = Source.BACKFILL
+    object: ObjectRef | None = None
+    content: bytes | None = None
+    content_type: str | None = None
+    reply_to: str | None = None
+    deadline: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return self.object.id if self.object else self.request_id
+
+
+class Verdict(_Event):
+    """The outcome of one scan request."""
+
+    kind: ClassVar[str] = "verdict"
+    type: Literal["verdict"] = "verdict"
+    verdict_id: str = Field(default_factory=new_id)
+    request_id: str
+    lane: Lane = Lane.BULK
+    source: Source = Source.BACKFILL
+    object: ObjectRef | None = None
+    decision: Decision
+    reason: ErrorReason | None = None
+    detail: str | None = None
+    sha256: str | None = None
+    pdq: str | None = None
+    pdq_quality: int | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+    labels: list[str] = Field(default_factory=list)
+    matched: str | None = None
+    classifiers: list[str] = Field(default_factory=list)
+    model_version: str = ""
+    policy_version: str = ""
+    cached: bool = False
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.object.id if self.object else self.request_id
+
+
+class EnforcementAction(_Event):
+    """What enforce did (or deliberately did not do) about one verdict."""
+
+    kind: ClassVar[str] = "action"
+    type: Literal["action"] = "action"
+    action_id: str = Field(default_factory=new_id)
+    verdict_id: str
+    object: ObjectRef | None = None
+    decision: Decision
+    action: ActionType
+    outcome: ActionOutcome
+    dry_run: bool = False
+    detail: str | None = None
+    quarantine: ObjectRef | None = None
+    sha256: str | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.object.id if self.object else self.verdict_id
+
+
+class DeadLetter(_Event):
+    """A message that could not be processed, with the reason, kept for an admin."""
+
+    kind: ClassVar[str] = "dead_letter"
+    type: Literal["dead_letter"] = "dead_letter"
+    source_topic: str
+    source_key: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    reason: str
+    detail: str = ""
+    payload: bytes = b""
+
+    @property
+    def key(self) -> str:
+        return self.source_key or f"{self.source_topic}:{self.partition}:{self.offset}"
+
+
+Event = ScanRequest | Verdict | EnforcementAction | DeadLetter
+E = TypeVar("E", bound=_Event)
+
+
+
+def encode(event: _Event) -> bytes:
+    """Serialise an event to its JSON wire form."""
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def decode(data: bytes, model: type[E]) -> E:
+    """Parse ``data`` as an event of type ``model``.
+
+    Raises :class:`SchemaError` with an actionable message for malformed JSON, the wrong
+    kind, or a schema version this build does not understand.
+    """
+    import json
+
+    try:
+        raw: Any = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"not JSON ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(raw, dict):
+        raise SchemaError(f"expected a JSON object, got {type(raw).__name__}")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SchemaError(
+            f"{model.kind} schema_version {version!r} is not supported (this pictguard reads "
+            f"version {SCHEMA_VERSION}); run the same pictguard version on every role"
+        )
+    kind = raw.get("type")
+    if kind != model.kind:
+        raise SchemaError(f"expected a {model.kind} event, got type {kind!r}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(root)"
+        raise SchemaError(f"invalid {model.kind}: {where}: {first['msg']}") from None

@@ -1,0 +1,307 @@
+"""Wiring: the same stage objects on the in-process bus (single process) or on Kafka.
+
+Single process (``pictguard scan``/``serve``): MemoryBus, SQLite state and tables.
+Distributed (``pictguard run ROLE``): KafkaBus, compacted-topic tables, one role per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from classify.base import ClassifyTables
+from pipeline.bus.base import Bus
+from pipeline.bus.kafka import KafkaBus
+from pipeline.bus.memory import MemoryBus
+from pipeline.events import ActionOutcome, Decision, EnforcementAction, Verdict
+from pipeline.settings import Settings
+from pipeline.stage import consume
+from pipeline.state.sqlite import SqliteState
+from pipeline.state.table import Table
+from pipeline.state.topic_table import TopicTable
+from pipeline.storage.locations import Stores, parse_location
+from pipeline.topics import HASHLISTS, SCAN_BULK, SCAN_SYNC, TABLE_TOPICS, VERDICT_CACHE, VERDICTS
+
+log = logging.getLogger(__name__)
+
+
+def group(settings: Settings, role: str) -> str:
+    return f"{settings.kafka.group_prefix}{role}"
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT ask the loops to finish the batch in hand, commit and return."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+@dataclass
+class Runtime:
+    """What a process has opened: bus, stores, state; closed together."""
+
+    settings: Settings
+    bus: Bus
+    stores: Stores
+    state: SqliteState
+    tables: ClassifyTables
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        await _close_all(self._closers)
+
+
+async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
+    """Close in reverse order of opening, each once, even if one of them fails."""
+    while closers:
+        closer = closers.pop()
+        try:
+            await closer()
+        except Exception:  # noqa: BLE001 — close everything even if one fails
+            log.exception("error while shutting down")
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, *, distributed: bool) -> AsyncIterator[Runtime]:
+    """Open bus, stores, state and tables for this process's mode."""
+    closers: list[Callable[[], Awaitable[None]]] = []
+    try:
+        bus: Bus
+        if distributed:
+            bus = KafkaBus(settings.kafka)
+        else:
+            bus = MemoryBus(table_topics=[settings.topic(t) for t in TABLE_TOPICS])
+        await bus.start()
+        closers.append(bus.stop)
+        stores = Stores(settings.s3)
+        closers.append(stores.close)
+        state = SqliteState(settings.storage.state_file)
+        await state.start()
+        closers.append(state.stop)
+        hashlists: Table
+        cache: Table
+        if distributed:
+            hashlists = TopicTable(bus, settings.topic(HASHLISTS))
+            cache = TopicTable(bus, settings.topic(VERDICT_CACHE))
+        else:
+            hashlists = state.table(HASHLISTS)
+            cache = state.table(VERDICT_CACHE)
+        runtime = Runtime(settings, bus, stores, state, ClassifyTables(hashlists, cache))
+        runtime._closers = closers
+        yield runtime
+    finally:
+        await _close_all(closers)
+
+
+async def start_tables(runtime: Runtime) -> None:
+    await runtime.tables.hashlists.start()
+    await runtime.tables.verdict_cache.start()
+    runtime._closers.append(runtime.tables.hashlists.stop)
+    runtime._closers.append(runtime.tables.verdict_cache.stop)
+
+
+async def classify_tasks(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
+    """Start the engine and return the consume loops of the classify role (sync lane first)."""
+    from classify.engine import ClassifyEngine
+    from classify.stage import ClassifyStage
+
+    s = runtime.settings
+    engine = ClassifyEngine(s.classify, runtime.tables)
+    await engine.start()
+    runtime._closers.append(engine.stop)
+    stage = ClassifyStage(runtime.bus, s, runtime.stores, engine)
+    batch = s.classify.fetch_batch
+    return [
+        consume(runtime.bus, [s.topic(SCAN_SYNC)], group(s, "classify-sync"), stage, runtime.stop,
+                max_records=batch),
+        consume(runtime.bus, [s.topic(SCAN_BULK)], group(s, "classify"), stage, runtime.stop,
+                max_records=batch),
+    ]
+
+
+async def enforce_tasks(
+    runtime: Runtime,
+    on_outcome: Callable[[Verdict, EnforcementAction | None], None] | None = None,
+) -> list[Coroutine[Any, Any, None]]:
+    from enforce.stage import EnforceStage
+
+    s = runtime.settings
+    stage = EnforceStage(runtime.bus, s, runtime.stores, runtime.state, on_outcome=on_outcome)
+    await stage.start()
+    runtime._closers.append(stage.stop)
+    return [consume(runtime.bus, [s.topic(VERDICTS)], group(s, "enforce"), stage, runtime.stop)]
+
+
+@dataclass
+class ScanSummary:
+    """What ``pictguard scan`` prints at the end."""
+
+    target: str
+    produced: int = 0
+    decisions: Counter[str] = field(default_factory=Counter)
+    actions: Counter[str] = field(default_factory=Counter)
+    notable: list[tuple[Verdict, EnforcementAction | None]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    completed: bool = False
+
+    @property
+    def scanned(self) -> int:
+        return sum(self.decisions.values())
+
+    @property
+    def flagged(self) -> int:
+        return self.decisions[Decision.FLAG_CSAM] + self.decisions[Decision.FLAG_NSFW]
+
+    @property
+    def rate(self) -> float:
+        return self.scanned / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+class _Tracker:
+    """Counts final outcomes so the single-process scan knows when it is done."""
+
+    def __init__(self, summary: ScanSummary, on_progress: Callable[[int], None] | None) -> None:
+        self.summary = summary
+        self.done = 0
+        self.expected: int | None = None
+        self.finished = asyncio.Event()
+        self.on_progress = on_progress
+
+    def record(self, verdict: Verdict, action: EnforcementAction | None) -> None:
+        if action is not None and action.outcome is ActionOutcome.DUPLICATE:
+            return
+        self.summary.decisions[verdict.decision] += 1
+        if action is not None:
+            self.summary.actions[f"{action.action.value}:{action.outcome.value}"] += 1
+        if verdict.decision is not Decision.ALLOW and len(self.summary.notable) < 1000:
+            self.summary.notable.append((verdict, action))
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done)
+        self._check()
+
+    def expect(self, n: int) -> None:
+        self.expected = n
+        self._check()
+
+    def _check(self) -> None:
+        if self.expected is not None and self.done >= self.expected:
+            self.finished.set()
+
+
+async def run_scan(
+    settings: Settings,
+    target: str,
+    *,
+    resume: bool = True,
+    on_listed: Callable[[int], None] | None = None,
+    on_done: Callable[[int], None] | None = None,
+) -> ScanSummary:
+    """Scan a bucket/prefix or folder end to end in this process; return the summary."""
+    from ingest.backfill import Backfill
+
+    location = parse_location(target)
+    summary = ScanSummary(target=str(location))
+    tracker = _Tracker(summary, on_done)
+    started = time.perf_counter()
+    async with open_runtime(settings, distributed=False) as runtime:
+        store = runtime.stores.for_location(location)
+        await store.check()
+        await start_tables(runtime)
+        loops = await classify_tasks(runtime) + await enforce_tasks(runtime, tracker.record)
+        tasks = [asyncio.create_task(c) for c in loops]
+        backfill = Backfill(
+            runtime.bus, settings, store, location, runtime.state, on_produced=on_listed
+        )
+        try:
+            result = await backfill.run(resume=resume)
+            summary.produced = result.produced
+            tracker.expect(result.produced)
+            waiter = asyncio.create_task(tracker.finished.wait())
+            done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not waiter and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            summary.completed = True
+        finally:
+            runtime.stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await runtime.aclose()
+    summary.elapsed_s = time.perf_counter() - started
+    return summary
+
+
+async def run_role(settings: Settings, role: str) -> None:
+    """Run one role on Kafka until SIGTERM."""
+    async with open_runtime(settings, distributed=True) as runtime:
+        stop_on_signals(runtime.stop)
+        await runtime.bus.ensure_topics([settings.topic(t.name) for t in _all_topics()])
+        loops: list[Coroutine[Any, Any, None]] = []
+        if role == "classify":
+            await start_tables(runtime)
+            loops = await classify_tasks(runtime)
+        elif role == "enforce":
+            await start_tables(runtime)
+            loops = await enforce_tasks(runtime)
+        elif role == "ingest":
+            from ingest.role import ingest_tasks
+
+            loops = await ingest_tasks(runtime)
+        else:
+            raise ValueError(f"unknown role {role!r}: choose ingest, classify or enforce")
+        log.info("%s role running on Kafka at %s", role, settings.kafka.bootstrap_servers)
+        try:
+            await _run_all(loops)
+        finally:
+            runtime.stop.set()
+            await runtime.aclose()
+        log.info("%s role stopped", role)
+
+
+async def _run_all(loops: list[Coroutine[Any, Any, None]]) -> None:
+    """Run loops together; the first failure stops the others and is raised."""
+    tasks = [asyncio.create_task(c) for c in loops]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+        await asyncio.gather(*pending)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _all_topics() -> tuple[Any, ...]:
+    from pipeline.topics import TOPICS
+
+    return TOPICS
+
+
+async def run_backfill(settings: Settings, target: str, *, resume: bool = True,
+                       on_listed: Callable[[int], None] | None = None) -> int:
+    """Publish a bucket/folder listing to Kafka; return the number of scan requests."""
+    from ingest.backfill import Backfill
+
+    location = parse_location(target)
+    async with open_runtime(settings, distributed=True) as runtime:
+        stop_on_signals(runtime.stop)
+        store = runtime.stores.for_location(location)
+        await store.check()
+        await runtime.bus.ensure_topics([settings.topic(SCAN_BULK)])
+        result = await Backfill(
+            runtime.bus, settings, store, location, runtime.state, on_produced=on_listed
+        ).run(runtime.stop, resume=resume)
+        await runtime.aclose()
+        return result.produced

@@ -1,0 +1,183 @@
+"""All settings, read once at start-up and passed down.
+
+Precedence: environment (``PICTGUARD_<SECTION>__<FIELD>``) over the YAML file given with
+``--config`` over defaults. Invalid values stop start-up with :class:`SettingsError`, whose
+message names the setting and the allowed values.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from classify.settings import ClassifySettings
+from enforce.settings import EnforceSettings
+from ingest.settings import IngestSettings
+from validate_api.settings import ApiSettings
+
+ENV_PREFIX = "PICTGUARD_"
+_config_file: ContextVar[Path | None] = ContextVar("pictguard_config_file", default=None)
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; the message is meant for the admin."""
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSettings(BaseModel):
+    """Connection to the Kafka-protocol broker (distributed mode only)."""
+
+    bootstrap_servers: str = "localhost:9092"
+    topic_prefix: str = "pictguard."
+    client_id: str = "pictguard"
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = Field(None, repr=False)
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+    partitions: int = Field(12, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    max_poll_records: int = Field(256, ge=1)
+    linger_ms: int = Field(5, ge=0)
+    max_request_size: int = Field(16 * 1024 * 1024, ge=1024)
+    group_prefix: str = "pictguard-"
+    consumer_overrides: dict[str, int] = Field(
+        default_factory=dict,
+        description="Extra aiokafka consumer settings, e.g. session_timeout_ms",
+    )
+
+
+class S3Settings(BaseModel):
+    """Access to S3-compatible storage; empty keys use the standard AWS credential chain."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = Field(None, repr=False)
+    session_token: str | None = Field(None, repr=False)
+    path_style: bool = False
+    max_pool_connections: int = Field(64, ge=1)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(30.0, gt=0)
+    max_attempts: int = Field(4, ge=1)
+
+
+class StorageSettings(BaseModel):
+    """Where single-process state (SQLite) lives."""
+
+    state_dir: Path = Path(".pictguard")
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "pictguard.sqlite3"
+
+
+class MetricsSettings(BaseModel):
+    port: int = Field(9100, ge=0, le=65535)
+    host: str = "0.0.0.0"
+
+
+class LogSettings(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["console", "json"] = "console"
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    classify: ClassifySettings = Field(default_factory=ClassifySettings)  # type: ignore[arg-type]
+    enforce: EnforceSettings = Field(default_factory=EnforceSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file.get()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a short name such as ``verdicts``."""
+        return f"{self.kafka.topic_prefix}{name}"
+
+    @field_validator("kafka", "s3", "storage", mode="before")
+    @classmethod
+    def _none_is_default(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    env = ENV_PREFIX + "__".join(p.upper() for p in loc if not p.isdigit())
+    dotted = ".".join(loc)
+    msg = str(error["msg"])
+    ctx = error.get("ctx") or {}
+    expected = ctx.get("expected")
+    if expected:
+        msg = f"allowed values are {expected}"
+    value = error.get("input")
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {dotted} ({env}); check the spelling against the README"
+    return f"invalid setting {dotted} ({env}){shown}: {msg}"
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from the environment and ``config``; raise :class:`SettingsError`."""
+    if config is not None:
+        if not config.is_file():
+            raise SettingsError(f"config file {config} not found")
+        try:
+            yaml.safe_load(config.read_text())
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"config file {config} is not valid YAML: {exc}") from None
+    token = _config_file.set(config)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError("; ".join(_describe(e) for e in exc.errors())) from None  # type: ignore[arg-type]
+    finally:
+        _config_file.reset(token)

@@ -1,0 +1,183 @@
+"""SQLite state for single-process mode: checkpoints, verdicts, actions and key-value tables.
+
+One connection, used from one dedicated thread, so SQLite work never blocks the event loop
+and never needs its own locking. WAL mode keeps readers (``pictguard audit``) out of the
+writers' way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.state.table import Table
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    tbl TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (tbl, key)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL DEFAULT (datetime('now'))
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    verdict_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, object_id TEXT, sha256 TEXT,
+    decision TEXT NOT NULL, reason TEXT, created_at TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS verdicts_object ON verdicts (object_id);
+CREATE INDEX IF NOT EXISTS verdicts_sha ON verdicts (sha256);
+CREATE TABLE IF NOT EXISTS actions (
+    action_id TEXT PRIMARY KEY, verdict_id TEXT NOT NULL, object_id TEXT, sha256 TEXT,
+    decision TEXT NOT NULL, action TEXT NOT NULL, outcome TEXT NOT NULL,
+    created_at TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS actions_object ON actions (object_id);
+CREATE INDEX IF NOT EXISTS actions_created ON actions (created_at);
+"""
+
+
+class StateError(RuntimeError):
+    """The state directory cannot be used (permissions, disk full, corrupt file)."""
+
+
+class SqliteState:
+    """The single-process state file (``<state_dir>/pictguard.sqlite3``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def start(self) -> None:
+        if self._conn is None:
+            await self._run(self._open)
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StateError(
+                f"cannot open state file {self.path}: {exc} — check PICTGUARD_STORAGE__STATE_DIR "
+                "points to a writable folder with free space"
+            ) from exc
+        self._conn = conn
+
+    async def stop(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _checked(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError("state store used before start()")
+        return self._conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        def run() -> None:
+            try:
+                self._checked().execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                raise StateError(f"state file {self.path}: {exc}") from exc
+
+        await self._run(run)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        def run() -> None:
+            conn = self._checked()
+            try:
+                conn.execute("BEGIN")
+                conn.executemany(sql, rows)
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                conn.execute("ROLLBACK")
+                raise StateError(f"state file {self.path}: {exc}") from exc
+
+        await self._run(run)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._run(lambda: self._checked().execute(sql, params).fetchall())
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = await self._run(
+            lambda: self._checked().execute(sql, params).fetchone()
+        )
+        return row
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    async def get_checkpoint(self, name: str) -> str | None:
+        row = await self.fetchone("SELECT value FROM checkpoints WHERE name = ?", (name,))
+        return None if row is None else str(row[0])
+
+    async def set_checkpoint(self, name: str, value: str) -> None:
+        await self.execute(
+            "INSERT INTO checkpoints (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
+            "SET value = excluded.value, updated_at = datetime('now')",
+            (name, value),
+        )
+
+    async def clear_checkpoint(self, name: str) -> None:
+        await self.execute("DELETE FROM checkpoints WHERE name = ?", (name,))
+
+    def table(self, name: str) -> SqliteTable:
+        return SqliteTable(self, name)
+
+
+class SqliteTable(Table):
+    """A :class:`Table` stored in the ``kv`` table of a :class:`SqliteState`."""
+
+    def __init__(self, state: SqliteState, name: str) -> None:
+        self.state = state
+        self.name = name
+
+    async def start(self) -> None:
+        await self.state.start()
+
+    async def stop(self) -> None:
+        """The state file is closed by its owner."""
+
+    async def get(self, key: str) -> bytes | None:
+        row = await self.state.fetchone(
+            "SELECT value FROM kv WHERE tbl = ? AND key = ?", (self.name, key)
+        )
+        return None if row is None else bytes(row[0])
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self.state.execute(
+            "INSERT INTO kv (tbl, key, value) VALUES (?, ?, ?) "
+            "ON CONFLICT(tbl, key) DO UPDATE SET value = excluded.value",
+            (self.name, key, value),
+        )
+        self._notify(key, value)
+
+    async def delete(self, key: str) -> None:
+        await self.state.execute("DELETE FROM kv WHERE tbl = ? AND key = ?", (self.name, key))
+        self._notify(key, None)
+
+    async def items(self) -> AsyncIterator[tuple[str, bytes]]:  # type: ignore[override]
+        last = ""
+        while True:
+            rows = await self.state.fetchall(
+                "SELECT key, value FROM kv WHERE tbl = ? AND key > ? ORDER BY key LIMIT 5000",
+                (self.name, last),
+            )
+            if not rows:
+                return
+            for key, value in rows:
+                yield str(key), bytes(value)
+            last = str(rows[-1][0])

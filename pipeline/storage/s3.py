@@ -1,0 +1,239 @@
+"""S3-compatible storage through aiobotocore (AWS, MinIO, Ceph RGW, Garage, B2, moto)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from pipeline.events import StoreKind
+from pipeline.settings import S3Settings
+from pipeline.storage.base import (
+    AccessDenied,
+    LocationNotFound,
+    ObjectInfo,
+    ObjectMissing,
+    ObjectStore,
+    ObjectTooLarge,
+    StorageError,
+    StoreUnavailable,
+)
+
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
+_MISSING_KEY = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
+
+
+class S3Connection:
+    """One aiobotocore client shared by every bucket of one endpoint."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.endpoint_url or f"AWS S3 ({self.settings.region})"
+
+    async def client(self) -> Any:
+        if self._client is None:
+            s = self.settings
+            config = AioConfig(
+                max_pool_connections=s.max_pool_connections,
+                connect_timeout=s.connect_timeout_s,
+                read_timeout=s.read_timeout_s,
+                retries={"max_attempts": s.max_attempts, "mode": "standard"},
+                s3={"addressing_style": "path" if s.path_style else "auto"},
+            )
+            session = get_session()
+            self._client = await self._stack.enter_async_context(
+                session.create_client(
+                    "s3",
+                    endpoint_url=s.endpoint_url,
+                    region_name=s.region,
+                    aws_access_key_id=s.access_key_id,
+                    aws_secret_access_key=s.secret_access_key,
+                    aws_session_token=s.session_token,
+                    config=config,
+                )
+            )
+        return self._client
+
+    async def close(self) -> None:
+        self._client = None
+        await self._stack.aclose()
+
+    def bucket(self, name: str) -> S3Store:
+        return S3Store(self, name)
+
+    def translate(self, exc: Exception, bucket: str, key: str | None = None) -> StorageError:
+        """Turn a botocore error into a storage error that tells the admin what to check."""
+        where = f"s3://{bucket}/{key}" if key else f"bucket '{bucket}'"
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return AccessDenied(
+                f"no S3 credentials for {where} — set PICTGUARD_S3__ACCESS_KEY_ID and "
+                "PICTGUARD_S3__SECRET_ACCESS_KEY, or the standard AWS credential chain"
+            )
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "NoSuchBucket":
+                return LocationNotFound(
+                    f"bucket '{bucket}' not found at {self.endpoint} — check the bucket name "
+                    "and PICTGUARD_S3__ENDPOINT_URL"
+                )
+            if code in _DENIED:
+                return AccessDenied(
+                    f"access denied to {where} at {self.endpoint} ({code}) — check "
+                    "PICTGUARD_S3__ACCESS_KEY_ID / PICTGUARD_S3__SECRET_ACCESS_KEY and the "
+                    "bucket policy"
+                )
+            if code in _MISSING_KEY:
+                return ObjectMissing(f"{where} does not exist")
+            return StoreUnavailable(f"S3 error on {where} at {self.endpoint}: {code} {exc}")
+        if isinstance(exc, EndpointConnectionError):
+            return StoreUnavailable(
+                f"cannot reach S3 at {self.endpoint} — check PICTGUARD_S3__ENDPOINT_URL and "
+                "that the server is running"
+            )
+        if isinstance(exc, (BotoCoreError, OSError, TimeoutError)):
+            return StoreUnavailable(f"S3 at {self.endpoint} failed on {where}: {exc}")
+        raise exc
+
+
+class S3Store(ObjectStore):
+    kind = StoreKind.S3
+
+    def __init__(self, connection: S3Connection, bucket: str) -> None:
+        self.connection = connection
+        self.location = bucket
+
+    def _error(self, exc: Exception, key: str | None = None) -> StorageError:
+        return self.connection.translate(exc, self.location, key)
+
+    async def check(self) -> None:
+        client = await self.connection.client()
+        try:
+            await client.head_bucket(Bucket=self.location)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in {"404", "NoSuchBucket", "NotFound"}:
+                raise LocationNotFound(
+                    f"bucket '{self.location}' not found at {self.connection.endpoint} — check "
+                    "the bucket name and PICTGUARD_S3__ENDPOINT_URL"
+                ) from None
+            raise self._error(exc) from None
+        except (BotoCoreError, OSError) as exc:
+            raise self._error(exc) from None
+
+    async def list(  # type: ignore[override]
+        self, prefix: str = "", start_after: str | None = None
+    ) -> AsyncIterator[ObjectInfo]:
+        client = await self.connection.client()
+        kwargs: dict[str, Any] = {"Bucket": self.location, "Prefix": prefix}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        paginator = client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(**kwargs):
+                for item in page.get("Contents", ()):
+                    yield ObjectInfo(
+                        key=item["Key"],
+                        size=int(item.get("Size", 0)),
+                        etag=str(item.get("ETag", "")).strip('"') or None,
+                        last_modified=item.get("LastModified"),
+                    )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc) from None
+
+    async def get(self, key: str, max_bytes: int, version_id: str | None = None) -> bytes:
+        client = await self.connection.client()
+        kwargs: dict[str, Any] = {"Bucket": self.location, "Key": key}
+        if version_id:
+            kwargs["VersionId"] = version_id
+        try:
+            response = await client.get_object(**kwargs)
+            length = int(response.get("ContentLength", 0))
+            async with response["Body"] as body:
+                if length > max_bytes:
+                    raise ObjectTooLarge(key, length, max_bytes)
+                data: bytes = await body.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise ObjectTooLarge(key, len(data), max_bytes)
+            return data
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc, key) from None
+
+    async def head(self, key: str) -> ObjectInfo | None:
+        client = await self.connection.client()
+        try:
+            r = await client.head_object(Bucket=self.location, Key=key)
+        except ClientError as exc:
+            err = self._error(exc, key)
+            if isinstance(err, ObjectMissing):
+                return None
+            raise err from None
+        except (BotoCoreError, OSError) as exc:
+            raise self._error(exc, key) from None
+        return ObjectInfo(
+            key=key,
+            size=int(r.get("ContentLength", 0)),
+            etag=str(r.get("ETag", "")).strip('"') or None,
+            last_modified=r.get("LastModified"),
+            version_id=r.get("VersionId"),
+        )
+
+    async def metadata(self, key: str) -> dict[str, str]:
+        client = await self.connection.client()
+        try:
+            r = await client.head_object(Bucket=self.location, Key=key)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc, key) from None
+        return dict(r.get("Metadata", {}))
+
+    async def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
+        client = await self.connection.client()
+        try:
+            await client.put_object(
+                Bucket=self.location, Key=key, Body=data, Metadata=dict(metadata or {})
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc, key) from None
+
+    async def delete(self, key: str) -> bool:
+        if await self.head(key) is None:
+            return False
+        client = await self.connection.client()
+        try:
+            await client.delete_object(Bucket=self.location, Key=key)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc, key) from None
+        return True
+
+    async def copy_to(
+        self, key: str, target: ObjectStore, target_key: str, metadata: Mapping[str, str]
+    ) -> None:
+        if isinstance(target, S3Store) and target.connection is self.connection:
+            client = await self.connection.client()
+            try:
+                await client.copy_object(
+                    Bucket=target.location,
+                    Key=target_key,
+                    CopySource={"Bucket": self.location, "Key": key},
+                    Metadata=dict(metadata),
+                    MetadataDirective="REPLACE",
+                )
+            except (ClientError, BotoCoreError, OSError) as exc:
+                raise self._error(exc, key) from None
+            return
+        data = await self.get(key, max_bytes=2**40)
+        await target.put(target_key, data, metadata)

@@ -1,0 +1,36 @@
+"""The topics pictguard uses (short names; the prefix comes from ``kafka.topic_prefix``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BUCKET_EVENTS = "bucket-events"
+SCAN_BULK = "scan-requests.bulk"
+SCAN_SYNC = "scan-requests.sync"
+VERDICTS = "verdicts"
+ACTIONS = "actions"
+HASHLISTS = "hashlists"
+VERDICT_CACHE = "verdict-cache"
+DEAD_LETTER = "dead-letter"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    compacted: bool = False
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(BUCKET_EVENTS),
+    TopicSpec(SCAN_BULK),
+    # Sync requests are worthless after their deadline; keep them briefly.
+    TopicSpec(SCAN_SYNC, configs={"retention.ms": str(3600 * 1000)}),
+    TopicSpec(VERDICTS),
+    TopicSpec(ACTIONS),
+    TopicSpec(HASHLISTS, compacted=True),
+    TopicSpec(VERDICT_CACHE, compacted=True),
+    TopicSpec(DEAD_LETTER),
+)
+
+TABLE_TOPICS = tuple(t.name for t in TOPICS if t.compacted)

@@ -1,0 +1,46 @@
+"""Session fixtures: one real Kafka-protocol broker and one real S3 server for all tests."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.servers import Broker, S3Server, start_broker, start_s3
+
+# Tests must never read an admin's real configuration.
+for _name in list(os.environ):
+    if _name.startswith("PICTGUARD_"):
+        del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    b = start_broker()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    s = start_s3()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server) -> str:
+    """A fresh, empty bucket on the moto server."""
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    client: Any = s3_server.client()
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A topic prefix of this test's own, so tests sharing the broker never see each other."""
+    return f"t{uuid.uuid4().hex[:8]}."

