@@ -42,6 +42,7 @@ def setup_logging(settings: LogSettings, *, debug: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel("DEBUG" if debug else settings.level)
-    # Library chatter that says nothing an admin can act on.
+    # Library chatter: pictguard reports connection problems itself, in words that say
+    # which setting to check, so the libraries' own lines would only repeat them.
     for noisy in ("aiokafka", "botocore", "aiobotocore", "werkzeug", "urllib3", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.ERROR)
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.CRITICAL)

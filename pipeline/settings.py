@@ -58,7 +58,7 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(12, ge=1)
     replication_factor: int = Field(1, ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
-    connect_timeout_s: float = Field(10.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
     max_poll_records: int = Field(256, ge=1)
     linger_ms: int = Field(5, ge=0)
     max_request_size: int = Field(16 * 1024 * 1024, ge=1024)
@@ -81,7 +81,7 @@ class S3Settings(BaseModel):
     max_pool_connections: int = Field(64, ge=1)
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(30.0, gt=0)
-    max_attempts: int = Field(4, ge=1)
+    max_attempts: int = Field(3, ge=1, description="Tries per S3 call (retries back off)")
 
 
 class StorageSettings(BaseModel):

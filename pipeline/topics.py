@@ -12,6 +12,7 @@ ACTIONS = "actions"
 HASHLISTS = "hashlists"
 VERDICT_CACHE = "verdict-cache"
 DEAD_LETTER = "dead-letter"
+OBJECT_VERDICTS = "object-verdicts"
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(HASHLISTS, compacted=True),
     TopicSpec(VERDICT_CACHE, compacted=True),
     TopicSpec(DEAD_LETTER),
+    # Latest verdict per object id, kept by ingest for reconciliation (distributed mode).
+    TopicSpec(OBJECT_VERDICTS, compacted=True),
 )
 
 TABLE_TOPICS = tuple(t.name for t in TOPICS if t.compacted)

@@ -104,7 +104,7 @@ class LocalStore(ObjectStore):
                     size = os.fstat(f.fileno()).st_size
                     if size > max_bytes:
                         raise ObjectTooLarge(key, size, max_bytes)
-                    data = f.read(max_bytes + 1)
+                    data = f.read(size + 1)  # never preallocate the cap itself
             except (FileNotFoundError, IsADirectoryError):
                 raise ObjectMissing(f"{path} does not exist") from None
             except PermissionError:
