@@ -55,9 +55,7 @@ class ClassifyStage:
     async def handle(self, batch: Sequence[Message]) -> None:
         requests: list[tuple[Message, ScanRequest]] = []
         for message in batch:
-            request = await decode_or_dead_letter(
-                self.bus, self._dead_letter, message, ScanRequest
-            )
+            request = await decode_or_dead_letter(self.bus, self._dead_letter, message, ScanRequest)
             if request is not None:
                 requests.append((message, request))
         verdicts = await asyncio.gather(*(self._scan(m, r) for m, r in requests))

@@ -1,0 +1,371 @@
+"""The classification engine: bytes in, :class:`~classify.base.Assessment` out.
+
+Per image, cheapest first: sha256 → exact allow/block entry → verdict cache → an identical
+image already in flight → decode + PDQ (pool) → PDQ-near allow/block entry → every loaded
+model, through its dynamic batcher → policy → verdict cache. The stage calls
+:meth:`ClassifyEngine.evaluate` for many images at once; batching happens underneath.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+
+from classify.base import Assessment, ClassifyTables
+from classify.batcher import DynamicBatcher
+from classify.cache import VerdictCache
+from classify.decode import DecodeFailure, DecodeOptions, DecodePool, Prepared
+from classify.hashing import sha256_hex
+from classify.hashlists import HashLists, HashMatch
+from classify.policy import Judgement, Policy
+from classify.registry import HASHLIST, ClassifierError, Model, ModelOutput, WeightsMissingError
+from classify.registry import create as create_model
+from classify.settings import ClassifySettings
+from pipeline.events import Decision, ErrorReason, Lane
+
+log = logging.getLogger(__name__)
+
+# Inputs above this are hashed off the loop: sha256 of 50 MB takes ~100 ms.
+_INLINE_HASH_BYTES = 1 << 20
+# PDQ indexes above this are searched off the loop, many images per search (a query costs
+# ~1.2 ms at 1M entries on one core; batches of them use every core).
+_INLINE_PDQ_ENTRIES = 20_000
+
+
+class EngineNotReadyError(RuntimeError):
+    """``evaluate`` was called before ``start`` finished."""
+
+
+class ClassifyEngine:
+    """Decodes, hashes, matches hash lists, consults the verdict cache and runs models."""
+
+    def __init__(self, settings: ClassifySettings, tables: ClassifyTables) -> None:
+        self.settings = settings
+        self.tables = tables
+        self.hashlists = HashLists(
+            tables.hashlists,
+            pdq_max_distance=settings.pdq_max_distance,
+            pdq_min_quality=settings.pdq_min_quality,
+        )
+        self.cache = VerdictCache(tables.verdict_cache)
+        self.pool = DecodePool(settings.decode_workers, settings.decode_pool)
+        self.models: list[Model] = []
+        self.batchers: dict[str, DynamicBatcher[object, ModelOutput]] = {}
+        self.missing: dict[str, str] = {}
+        self.policy = Policy(settings.policy)
+        self.model_version = ""
+        self.policy_version = self.policy.version
+        self.use_hashlists = HASHLIST in settings.classifiers
+        self._decode_options = DecodeOptions()
+        self._hash_options = DecodeOptions()
+        self._inflight: dict[str, tuple[Lane, asyncio.Future[Assessment]]] = {}
+        self._pdq_batcher: DynamicBatcher[tuple[str | None, int | None], HashMatch | None] = (
+            DynamicBatcher(self.hashlists.match_pdq_many, max_batch=256, max_wait_ms=1, name="pdq")
+        )
+        self._ready = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load hash lists and models; a model whose weights are missing is skipped."""
+        if self._ready:
+            return
+        self.pool.start()
+        await self.tables.verdict_cache.start()
+        if self.use_hashlists:
+            await self.hashlists.start()
+            await self._pdq_batcher.start()
+        else:
+            log.warning("hash lists are disabled: 'hashlist' is not in classify.classifiers")
+        for name in dict.fromkeys(self.settings.classifiers):
+            if name == HASHLIST:
+                continue
+            model = create_model(name, self.settings)
+            try:
+                await asyncio.to_thread(model.load)
+            except WeightsMissingError as exc:
+                self.missing[name] = str(exc)
+                # Logged once per start, not per image: the admin needs to read it once.
+                log.warning(
+                    "%s%s is disabled: %s — to enable it: %s",
+                    "CSAM detection needs the CLIP model; " if name == "clip" else "",
+                    name,
+                    exc,
+                    exc.how_to_enable,
+                    extra={"classifier": name},
+                )
+                continue
+            self.models.append(model)
+            batcher: DynamicBatcher[object, ModelOutput] = DynamicBatcher(
+                model.predict,  # type: ignore[arg-type]
+                max_batch=self.settings.max_batch,
+                max_wait_ms=self.settings.max_wait_ms,
+                name=f"model-{name}",
+            )
+            await batcher.start()
+            self.batchers[name] = batcher
+        digest = "".join(getattr(model, "policy_digest", "") for model in self.models)
+        self.policy = Policy(self.settings.policy, concepts_digest=digest)
+        self.policy_version = self.policy.version
+        self.model_version = "+".join(model.version for model in self.models) or "none"
+        self._hash_options = DecodeOptions(
+            max_pixels=self.settings.max_pixels, max_frames=1, hash_size=self.settings.hash_size
+        )
+        preprocessors = tuple(model.preprocessor for model in self.models)
+        self._decode_options = replace(
+            self._hash_options,
+            max_frames=self.settings.max_frames,
+            draft_size=max([self._hash_options.draft_size, *(p.size for p in preprocessors)]),
+            preprocessors=preprocessors,
+        )
+        self._ready = True
+        log.info(
+            "classify engine ready",
+            extra={
+                "classifiers": self._classifier_names(),
+                "model_version": self.model_version,
+                "policy_version": self.policy_version,
+            },
+        )
+
+    async def stop(self) -> None:
+        """Stop batchers, the decode pool and the models."""
+        self._ready = False
+        await self._pdq_batcher.stop()
+        for batcher in self.batchers.values():
+            await batcher.stop()
+        self.batchers.clear()
+        for model in self.models:
+            model.close()
+        self.models.clear()
+        await asyncio.to_thread(self.pool.stop)
+
+    @property
+    def ready(self) -> bool:
+        """True between a completed :meth:`start` and :meth:`stop`."""
+        return self._ready
+
+    @property
+    def classifiers_loaded(self) -> list[str]:
+        """The classifiers that actually run, in order (a model without weights is absent)."""
+        return self._classifier_names()
+
+    def _classifier_names(self) -> list[str]:
+        names = [HASHLIST] if self.use_hashlists else []
+        return names + [model.name for model in self.models]
+
+    # -- evaluation --------------------------------------------------------------------
+
+    async def evaluate(
+        self, data: bytes, *, content_type: str | None = None, lane: Lane = Lane.BULK
+    ) -> Assessment:
+        """The assessment of one image. Bad input gives ``Decision.ERROR``, never an exception."""
+        if not self._ready:
+            raise EngineNotReadyError("ClassifyEngine.evaluate() called before start()")
+        started = time.perf_counter()
+        try:
+            assessment = await self._evaluate(data, content_type, lane)
+        except ClassifierError as exc:
+            assessment = self._error(ErrorReason.MODEL_FAILED, str(exc))
+        assessment.timings_ms["total"] = _ms_since(started)
+        return assessment
+
+    async def lookup_fast(self, data: bytes) -> Assessment | None:
+        """Answer from hash lists and the verdict cache only; None when a model must run.
+
+        Decodes for PDQ (no model inputs), so a re-encoded blocklisted image is caught here
+        too, and an undecodable upload gets its error at once.
+        """
+        if not self._ready:
+            raise EngineNotReadyError("ClassifyEngine.lookup_fast() called before start()")
+        started = time.perf_counter()
+        early = await self._before_decode(data)
+        if isinstance(early, Assessment):
+            early.timings_ms["total"] = _ms_since(started)
+            return early
+        sha256 = early
+        if self.use_hashlists and self.hashlists.has_pdq_entries:
+            prepared = await self.pool.prepare(data, self._hash_options)
+            if isinstance(prepared, DecodeFailure):
+                result = self._error(prepared.reason, prepared.detail, sha256)
+            else:
+                result = await self._match_pdq(sha256, prepared, Lane.SYNC)  # type: ignore[assignment]
+            if result is not None:
+                result.timings_ms["total"] = _ms_since(started)
+                return result
+        return None
+
+    async def _before_decode(self, data: bytes) -> Assessment | str:
+        """Size checks, sha256, exact hash-list entry, verdict cache; else the sha256."""
+        if not data:
+            return self._error(ErrorReason.EMPTY, "0 bytes", sha256_hex(b""))
+        if len(data) > self.settings.max_object_bytes:
+            return self._error(
+                ErrorReason.OBJECT_TOO_BIG,
+                f"{len(data)} bytes exceeds {self.settings.max_object_bytes}",
+            )
+        if len(data) > _INLINE_HASH_BYTES:
+            # hashlib releases the GIL: a thread is enough, and no bytes cross processes.
+            sha256 = await asyncio.to_thread(sha256_hex, data)
+        else:
+            sha256 = sha256_hex(data)
+        if self.use_hashlists and (match := self.hashlists.match_exact(sha256)) is not None:
+            return self._from_match(match, sha256, None, None)
+        if self.settings.verdict_cache and self.models:
+            cached = await self.cache.get(sha256, self.model_version, self.policy_version)
+            if cached is not None:
+                return cached
+        return sha256
+
+    async def _evaluate(self, data: bytes, content_type: str | None, lane: Lane) -> Assessment:
+        early = await self._before_decode(data)
+        if isinstance(early, Assessment):
+            return early
+        sha256 = early
+        running = self._inflight.get(sha256)
+        # The same content is being classified right now (federated duplicates often arrive
+        # together): share that run instead of paying for another — unless it waits in the
+        # bulk lane and this request is a sync one.
+        if running is not None and (running[0] is Lane.SYNC or lane is Lane.BULK):
+            try:
+                shared = await asyncio.shield(running[1])
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this request was cancelled
+                # The run we shared was cancelled, not us: classify on our own below.
+            else:
+                return replace(shared, cached=True, timings_ms={})
+        future: asyncio.Future[Assessment] = asyncio.get_running_loop().create_future()
+        self._inflight[sha256] = (lane, future)
+        try:
+            result = await self._classify(data, sha256, content_type, lane)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without sharers
+            raise
+        else:
+            future.set_result(result)
+        finally:
+            if self._inflight.get(sha256, (None, None))[1] is future:
+                del self._inflight[sha256]
+        return result
+
+    async def _classify(
+        self, data: bytes, sha256: str, content_type: str | None, lane: Lane
+    ) -> Assessment:
+        prepared = await self.pool.prepare(data, self._decode_options)
+        if isinstance(prepared, DecodeFailure):
+            detail = prepared.detail
+            if prepared.reason is ErrorReason.UNSUPPORTED_TYPE and content_type:
+                detail = f"{detail} (declared {content_type})"
+            return self._error(prepared.reason, detail, sha256)
+        timings = {"decode": round(prepared.decode_ms, 3)}
+        matched = await self._match_pdq(sha256, prepared, lane)
+        if matched is not None:
+            matched.timings_ms.update(timings)
+            return matched
+        if not self.models:
+            return self._assessment(Judgement(Decision.ALLOW), sha256, prepared, timings)
+        try:
+            judgements = await self._run_models(prepared, lane, timings)
+        except ClassifierError as exc:
+            return self._error(ErrorReason.MODEL_FAILED, str(exc), sha256)
+        assessment = self._assessment(Policy.worst(judgements), sha256, prepared, timings)
+        if self.settings.verdict_cache:
+            await self.cache.put(assessment)
+        return assessment
+
+    async def _run_models(
+        self, prepared: Prepared, lane: Lane, timings: dict[str, float]
+    ) -> list[Judgement]:
+        async def run(index: int, model: Model) -> list[ModelOutput]:
+            started = time.perf_counter()
+            batcher = self.batchers[model.name]
+            outputs = await asyncio.gather(
+                *(batcher.submit(frame[index], lane) for frame in prepared.inputs)
+            )
+            timings[f"model:{model.name}"] = _ms_since(started)
+            return list(outputs)
+
+        try:
+            per_model = await asyncio.gather(
+                *(run(index, model) for index, model in enumerate(self.models))
+            )
+        except Exception as exc:
+            log.warning("model call failed", extra={"error": repr(exc)})
+            raise ClassifierError(f"model failed: {exc!r}") from exc
+        return [
+            self.policy.decide_frame(outputs[frame] for outputs in per_model)
+            for frame in range(len(prepared.inputs))
+        ]
+
+    async def _match_pdq(self, sha256: str, prepared: Prepared, lane: Lane) -> Assessment | None:
+        if not self.use_hashlists or not self.hashlists.has_pdq_entries:
+            return None
+        query = (prepared.pdq, prepared.pdq_quality)
+        if self.hashlists.pdq_entries < _INLINE_PDQ_ENTRIES:
+            match = self.hashlists.match_pdq(*query)
+        else:
+            match = await self._pdq_batcher.submit(query, lane)
+        if match is None:
+            return None
+        return self._from_match(match, sha256, prepared.pdq, prepared.pdq_quality)
+
+    # -- building assessments ----------------------------------------------------------
+
+    def _from_match(
+        self, match: HashMatch, sha256: str, pdq: str | None, quality: int | None
+    ) -> Assessment:
+        entry = match.entry
+        if entry.list == "allow":
+            decision = Decision.ALLOW
+        else:
+            decision = Decision.FLAG_NSFW if entry.category == "nsfw" else Decision.FLAG_CSAM
+        return Assessment(
+            decision=decision,
+            sha256=sha256,
+            pdq=pdq or entry.pdq,
+            pdq_quality=quality if pdq else entry.pdq_quality,
+            matched=match.label,
+            detail=entry.reason or None,
+            classifiers=[HASHLIST],
+            model_version=self.model_version,
+            policy_version=self.policy_version,
+        )
+
+    def _assessment(
+        self, judgement: Judgement, sha256: str, prepared: Prepared, timings: dict[str, float]
+    ) -> Assessment:
+        return Assessment(
+            decision=judgement.decision,
+            sha256=sha256,
+            pdq=prepared.pdq,
+            pdq_quality=prepared.pdq_quality,
+            scores=judgement.scores,
+            labels=judgement.labels,
+            classifiers=self._classifier_names(),
+            model_version=self.model_version,
+            policy_version=self.policy_version,
+            timings_ms=dict(timings),
+        )
+
+    def _error(self, reason: ErrorReason, detail: str, sha256: str | None = None) -> Assessment:
+        return Assessment(
+            decision=Decision.ERROR,
+            reason=reason,
+            detail=detail,
+            sha256=sha256,
+            classifiers=self._classifier_names(),
+            model_version=self.model_version,
+            policy_version=self.policy_version,
+        )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

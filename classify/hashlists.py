@@ -1,0 +1,408 @@
+"""Allowlist and blocklist of image hashes, stored in the ``hashlists`` table.
+
+One entry per image, keyed by its sha256 (``pdq:<hex>`` for entries known only by PDQ,
+as imported lists often are). The value is the JSON of :class:`HashEntry`. Writes go to the
+table; every process that matches keeps an in-memory copy and a PDQ index, loaded at
+:meth:`HashLists.start` and kept in step through the table's ``subscribe``, so an entry
+added by ``pictguard hashes add`` (or another replica, on Kafka) takes effect without a
+restart.
+
+Matching order — exact evidence beats approximate, and at the same strength the allowlist
+beats the blocklist: exact allow, exact block, PDQ-near allow, PDQ-near block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from classify.hashing import hash_file, normalize_hex
+from classify.pdq_index import PdqIndex
+from pipeline.events import utcnow
+from pipeline.state.table import Table
+
+log = logging.getLogger(__name__)
+
+ListName = Literal["allow", "block"]
+Category = Literal["csam", "nsfw"]
+FileFormat = Literal["csv", "jsonl"]
+CSV_COLUMNS = ("list", "sha256", "pdq", "pdq_quality", "category", "reason", "author", "created_at")
+
+
+class HashListError(ValueError):
+    """A hash list entry or file is invalid; the message names the line and the field."""
+
+
+class HashEntry(BaseModel):
+    """One allow/block entry."""
+
+    list: ListName
+    sha256: str | None = None
+    pdq: str | None = None
+    pdq_quality: int | None = Field(None, ge=0, le=100)
+    category: Category = "csam"
+    reason: str = ""
+    author: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("sha256", "pdq", mode="before")
+    @classmethod
+    def _hex(cls, value: object) -> str | None:
+        if value is None or value == "":
+            return None
+        return normalize_hex(str(value))
+
+    @field_validator("pdq_quality", mode="before")
+    @classmethod
+    def _quality(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _some_hash(self) -> HashEntry:
+        if self.sha256 is None and self.pdq is None:
+            raise ValueError("an entry needs a sha256, a pdq, or both")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The table key: the sha256, or ``pdq:<hex>`` for PDQ-only entries."""
+        return self.sha256 if self.sha256 else f"pdq:{self.pdq}"
+
+
+@dataclass(frozen=True, slots=True)
+class HashMatch:
+    """A hash list entry that matched an image."""
+
+    entry: HashEntry
+    how: Literal["sha256", "pdq"]
+    distance: int = 0
+
+    @property
+    def label(self) -> str:
+        """``blocklist:sha256``, ``allowlist:pdq:12``, … (the verdict's ``matched``)."""
+        name = f"{self.entry.list}list"
+        return f"{name}:sha256" if self.how == "sha256" else f"{name}:pdq:{self.distance}"
+
+
+class HashLists:
+    """Read, write and match the allow/block lists of one ``hashlists`` table."""
+
+    def __init__(
+        self, table: Table, *, pdq_max_distance: int = 31, pdq_min_quality: int = 50
+    ) -> None:
+        self.table = table
+        self.pdq_max_distance = pdq_max_distance
+        self.pdq_min_quality = pdq_min_quality
+        self._entries: dict[str, HashEntry] = {}
+        self._pdq: dict[ListName, PdqIndex] = {"allow": PdqIndex(), "block": PdqIndex()}
+        self._started = False
+
+    # -- matching ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every entry and follow later changes."""
+        if self._started:
+            return
+        await self.table.start()
+        # Subscribe before the scan so no change slips between the two; applying an
+        # entry twice is harmless.
+        self.table.subscribe(self._on_change)
+        batch: dict[ListName, list[tuple[str, str]]] = {"allow": [], "block": []}
+        async for key, value in self.table.items():
+            entry = self._parse_value(key, value)
+            if entry is None:
+                continue
+            self._entries[key] = entry
+            if self._indexable(entry) and entry.pdq is not None:
+                batch[entry.list].append((key, entry.pdq))
+        for name, pairs in batch.items():
+            self._pdq[name].add_many(pairs)
+        self._started = True
+        log.info(
+            "hash lists loaded",
+            extra={
+                "entries": len(self._entries),
+                "pdq_allow": len(self._pdq["allow"]),
+                "pdq_block": len(self._pdq["block"]),
+            },
+        )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _on_change(self, key: str, value: bytes | None) -> None:
+        for index in self._pdq.values():
+            index.remove(key)
+        self._entries.pop(key, None)
+        if value is None:
+            return
+        entry = self._parse_value(key, value)
+        if entry is None:
+            return
+        self._entries[key] = entry
+        if self._indexable(entry) and entry.pdq is not None:
+            self._pdq[entry.list].add(key, entry.pdq)
+
+    def _indexable(self, entry: HashEntry) -> bool:
+        # An entry hashed from a flat or tiny image has an unreliable PDQ: exact-only.
+        return entry.pdq is not None and (
+            entry.pdq_quality is None or entry.pdq_quality >= self.pdq_min_quality
+        )
+
+    @staticmethod
+    def _parse_value(key: str, value: bytes) -> HashEntry | None:
+        try:
+            return HashEntry.model_validate_json(value)
+        except ValidationError as exc:
+            log.warning("skipping invalid hash list entry", extra={"key": key, "error": str(exc)})
+            return None
+
+    def match_exact(self, sha256: str) -> HashMatch | None:
+        """The entry for this exact content, if any (no decode needed)."""
+        entry = self._entries.get(sha256)
+        return HashMatch(entry, "sha256") if entry is not None else None
+
+    def match_pdq(self, pdq: str | None, quality: int | None) -> HashMatch | None:
+        """The nearest allow entry within distance, else the nearest block entry."""
+        return self.match_pdq_many([(pdq, quality)])[0]
+
+    def match_pdq_many(
+        self, queries: Sequence[tuple[str | None, int | None]]
+    ) -> list[HashMatch | None]:
+        """:meth:`match_pdq` for many images in one index search per list (blocking)."""
+        results: list[HashMatch | None] = [None] * len(queries)
+        usable = [
+            i
+            for i, (pdq, quality) in enumerate(queries)
+            if pdq is not None and quality is not None and quality >= self.pdq_min_quality
+        ]
+        lists: tuple[ListName, ...] = ("allow", "block")
+        for name in lists:
+            index = self._pdq[name]
+            pending = [i for i in usable if results[i] is None]
+            if len(index) == 0 or not pending:
+                continue
+            hits = index.search([queries[i][0] or "" for i in pending], self.pdq_max_distance)
+            for i, hit in zip(pending, hits, strict=True):
+                if hit is not None and (entry := self._entries.get(hit.key)) is not None:
+                    results[i] = HashMatch(entry, "pdq", hit.distance)
+        return results
+
+    @property
+    def pdq_entries(self) -> int:
+        """How many entries are PDQ-indexed."""
+        return sum(len(index) for index in self._pdq.values())
+
+    @property
+    def has_pdq_entries(self) -> bool:
+        return any(len(index) for index in self._pdq.values())
+
+    # -- editing -----------------------------------------------------------------------
+
+    async def add(
+        self,
+        *,
+        sha256: str | None = None,
+        pdq: str | None = None,
+        pdq_quality: int | None = None,
+        list: ListName = "block",
+        reason: str = "",
+        author: str = "",
+        category: Category = "csam",
+    ) -> HashEntry:
+        """Add or replace the entry for an image; returns what was stored."""
+        try:
+            entry = HashEntry(
+                list=list,
+                sha256=sha256,
+                pdq=pdq,
+                pdq_quality=pdq_quality,
+                reason=reason,
+                author=author,
+                category=category,
+            )
+        except ValidationError as exc:
+            raise HashListError(_first_error(exc)) from None
+        await self.put(entry)
+        return entry
+
+    async def add_image(
+        self,
+        path: Path,
+        *,
+        list: ListName = "block",
+        reason: str = "",
+        author: str = "",
+        category: Category = "csam",
+        hash_size: int = 512,
+        max_pixels: int = 64_000_000,
+    ) -> HashEntry:
+        """Hash an image file (sha256 + PDQ, decoded as the engine decodes) and add it.
+
+        Raises :class:`classify.decode.DecodeError` for a file that is not a usable image.
+        """
+        hashes = await asyncio.to_thread(
+            hash_file, path, hash_size=hash_size, max_pixels=max_pixels
+        )
+        return await self.add(
+            sha256=hashes.sha256,
+            pdq=hashes.pdq,
+            pdq_quality=hashes.pdq_quality,
+            list=list,
+            reason=reason,
+            author=author,
+            category=category,
+        )
+
+    async def put(self, entry: HashEntry) -> None:
+        """Store ``entry`` under its key."""
+        await self.table.put(entry.key, entry.model_dump_json(exclude_none=True).encode())
+        log.info(
+            "hash list entry stored",
+            extra={
+                "key": entry.key,
+                "list": entry.list,
+                "category": entry.category,
+                "author": entry.author,
+            },
+        )
+
+    async def remove(self, *, sha256: str | None = None, pdq: str | None = None) -> bool:
+        """Remove the entry of an image by sha256 (or a PDQ-only entry by PDQ).
+
+        Returns whether something was removed.
+        """
+        if sha256:
+            key = normalize_hex(sha256, "sha256")
+        elif pdq:
+            key = f"pdq:{normalize_hex(pdq, 'pdq')}"
+        else:
+            raise HashListError("remove needs a sha256 or a pdq")
+        if await self.table.get(key) is None:
+            return False
+        await self.table.delete(key)
+        log.info("hash list entry removed", extra={"key": key})
+        return True
+
+    async def get(self, sha256: str) -> HashEntry | None:
+        """The stored entry for a sha256."""
+        value = await self.table.get(normalize_hex(sha256, "sha256"))
+        return None if value is None else self._parse_value(sha256, value)
+
+    async def entries(self, list: ListName | None = None) -> AsyncIterator[HashEntry]:
+        """Every stored entry, optionally of one list."""
+        async for key, value in self.table.items():
+            entry = self._parse_value(key, value)
+            if entry is not None and (list is None or entry.list == list):
+                yield entry
+
+    # -- files -------------------------------------------------------------------------
+
+    async def import_file(
+        self,
+        path: Path,
+        fmt: FileFormat | None = None,
+        *,
+        list: ListName | None = None,
+        reason: str | None = None,
+        author: str | None = None,
+        category: Category | None = None,
+    ) -> int:
+        """Import a CSV or JSONL file; returns the number of entries stored.
+
+        Columns/keys are those of :data:`CSV_COLUMNS`; ``list``, ``reason``, ``author`` and
+        ``category`` given here fill in rows that lack them. A bad row stops the import
+        with its line number before anything is written.
+        """
+        fmt = fmt or _format_of(path)
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8")
+        defaults = {"list": list, "reason": reason, "author": author, "category": category}
+        entries = [
+            _entry_from_row(row, defaults, where=f"{path}:{line}")
+            for line, row in _read_rows(text, fmt)
+        ]
+        for entry in entries:
+            await self.put(entry)
+        return len(entries)
+
+    async def export(
+        self,
+        path: Path,
+        fmt: FileFormat | None = None,
+        *,
+        list: ListName | None = None,
+    ) -> int:
+        """Write every entry (or one list) to a CSV or JSONL file; returns the count."""
+        fmt = fmt or _format_of(path)
+        entries = [entry async for entry in self.entries(list)]
+        await asyncio.to_thread(path.write_text, _render(entries, fmt), encoding="utf-8")
+        return len(entries)
+
+
+def _format_of(path: Path) -> FileFormat:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    raise HashListError(f"cannot tell the format of {path} from its name: use .csv or .jsonl")
+
+
+def _read_rows(text: str, fmt: FileFormat) -> Iterable[tuple[int, dict[str, object]]]:
+    if fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text))
+        for row in reader:
+            yield reader.line_num, {k: v for k, v in row.items() if k is not None}
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise HashListError(f"line {number}: not JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise HashListError(f"line {number}: expected a JSON object")
+        yield number, row
+
+
+def _entry_from_row(
+    row: dict[str, object], defaults: dict[str, str | None], *, where: str
+) -> HashEntry:
+    data = {k: v for k, v in row.items() if v not in (None, "")}
+    for key, value in defaults.items():
+        if value is not None:
+            data.setdefault(key, value)
+    data.setdefault("list", "block")
+    try:
+        return HashEntry.model_validate(data)
+    except ValidationError as exc:
+        raise HashListError(f"{where}: {_first_error(exc)}") from None
+
+
+def _render(entries: list[HashEntry], fmt: FileFormat) -> str:
+    if fmt == "jsonl":
+        return "".join(entry.model_dump_json(exclude_none=True) + "\n" for entry in entries)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for entry in entries:
+        row = entry.model_dump(mode="json")
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+    return out.getvalue()
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "entry"
+    return f"{where}: {first['msg']}"

@@ -1,0 +1,136 @@
+"""Classifiers by name: one interface, a registry of loaders, and what a model returns.
+
+Like open_clip's model registry, a classifier is a name plus a loader that takes the
+settings; ``classify.classifiers`` lists names in order. ``hashlist`` is not a model (the
+engine checks hash lists before any model) but is a name in the same list so it can be
+switched off for a benchmark.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from classify.preprocess import Preprocessor
+from classify.settings import ClassifySettings
+
+HASHLIST = "hashlist"
+
+
+class ClassifierError(RuntimeError):
+    """A classifier cannot be loaded or run; the message says what to change."""
+
+
+class WeightsMissingError(ClassifierError):
+    """A model's weights are not available locally; ``how_to_enable`` tells the admin."""
+
+    def __init__(self, message: str, how_to_enable: str) -> None:
+        super().__init__(message)
+        self.how_to_enable = how_to_enable
+
+
+@dataclass(slots=True)
+class ModelOutput:
+    """What one model concluded about one frame.
+
+    ``scores`` are namespaced (``clip:underage``, ``nudenet:nsfw``); ``labels`` name what
+    fired (``clip:sexual:<concept>``, ``nudenet:FEMALE_BREAST_EXPOSED``); ``categories`` are
+    the policy categories this model considers present (``underage``, ``sexual``, …).
+    """
+
+    scores: dict[str, float] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+    categories: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class WeightsInfo:
+    """Where a model's weights come from, for ``pictguard models``."""
+
+    name: str
+    source: str
+    location: str | None
+    present: bool
+    detail: str = ""
+
+
+class Model(abc.ABC):
+    """A batched image model. ``load`` and ``predict`` block; the engine calls them in threads."""
+
+    name: str
+
+    @property
+    @abc.abstractmethod
+    def version(self) -> str:
+        """Identifies the weights and preprocessing; part of the verdict cache key."""
+
+    @property
+    @abc.abstractmethod
+    def preprocessor(self) -> Preprocessor:
+        """The decode-pool step that produces this model's uint8 input."""
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load weights; raise :class:`WeightsMissingError` when they are not available."""
+
+    @abc.abstractmethod
+    def predict(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
+        """One output per ``H×W×3`` uint8 input, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most models hold nothing to free
+        """Release the model (sessions, GPU memory)."""
+
+
+ModelFactory = Callable[[ClassifySettings], Model]
+WeightsProbe = Callable[[ClassifySettings], WeightsInfo]
+_MODELS: dict[str, tuple[ModelFactory, WeightsProbe]] = {}
+
+
+def register(name: str, factory: ModelFactory, probe: WeightsProbe) -> None:
+    """Make a model available under ``name`` in ``classify.classifiers``."""
+    _MODELS[name] = (factory, probe)
+
+
+# Built-in models, imported on first use: the clip module pulls in torch, which the CLI's
+# hash commands and a NudeNet-only deployment need not load. Each module exposes ``MODEL``
+# (the factory) and ``describe_weights``.
+_BUILTIN = {"nudenet": "classify.models.nudenet", "clip": "classify.models.clip"}
+
+
+def _lookup(name: str) -> tuple[ModelFactory, WeightsProbe]:
+    if name not in _MODELS and name in _BUILTIN:
+        module = importlib.import_module(_BUILTIN[name])
+        register(name, module.MODEL, module.describe_weights)
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ClassifierError(
+            f"unknown classifier {name!r}; known: {', '.join(available())} "
+            "(check PICTGUARD_CLASSIFY__CLASSIFIERS)"
+        ) from None
+
+
+def available() -> list[str]:
+    """Every known classifier name."""
+    return [HASHLIST, *dict.fromkeys([*_BUILTIN, *_MODELS])]
+
+
+def create(name: str, settings: ClassifySettings) -> Model:
+    """A new, not yet loaded model by name."""
+    factory, _ = _lookup(name)
+    return factory(settings)
+
+
+def describe(name: str, settings: ClassifySettings) -> WeightsInfo:
+    """Where ``name``'s weights come from and whether they are present."""
+    if name == HASHLIST:
+        return WeightsInfo(HASHLIST, "hashlists table", None, True, "no weights")
+    try:
+        _, probe = _lookup(name)
+    except ClassifierError:
+        return WeightsInfo(name, "unknown classifier", None, False)
+    return probe(settings)

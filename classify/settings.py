@@ -1,0 +1,157 @@
+"""Settings of the classify role (section ``classify``).
+
+Environment variables nest with ``__``: ``PICTGUARD_CLASSIFY__MAX_BATCH=64``,
+``PICTGUARD_CLASSIFY__CLIP__CHECKPOINT_PATH=/models/vit-l-14.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import NoDecode
+
+
+class ClipSettings(BaseModel):
+    """Where the open_clip model comes from and how it runs.
+
+    Weights are resolved in this order: ``checkpoint_path`` (a local file), then
+    ``pretrained`` (an open_clip tag such as ``openai``, looked up in the Hugging Face cache
+    only — pictguard never downloads at start; run ``pictguard models --download`` or
+    ``hf download`` once), then random weights if ``allow_random_weights`` (tests and
+    benchmarks only).
+    """
+
+    model: str = Field(
+        default="ViT-L-14", description="open_clip model name (see open_clip.list_models())"
+    )
+    pretrained: str | None = Field(
+        default="openai",
+        description="open_clip pretrained tag resolved through the Hugging Face cache",
+    )
+    checkpoint_path: Path | None = Field(
+        default=None, description="Local weights file (state dict); wins over `pretrained`"
+    )
+    model_config_path: Path | None = Field(
+        default=None, description="Extra open_clip model config JSON file or folder to register"
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Hugging Face cache folder; default: HF_HOME / ~/.cache/huggingface",
+    )
+    allow_random_weights: bool = Field(
+        default=False,
+        description="Run with random weights when none are found (tests/benchmarks only)",
+    )
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    fp16: bool = Field(default=True, description="fp16 autocast on CUDA (ignored on CPU)")
+    policy_path: Path | None = Field(
+        default=None,
+        description="Concept policy YAML; default: the one shipped in classify/policies",
+    )
+    head_path: Path | None = Field(
+        default=None, description="Optional linear/MLP head on the image embedding (torch file)"
+    )
+    head_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Head probability at which its category fires"
+    )
+    threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 keeps torch's default")
+
+
+class NudenetSettings(BaseModel):
+    """The NudeNet 320n detector run through onnxruntime."""
+
+    model_path: Path | None = Field(
+        default=None, description="ONNX file; default: the 320n.onnx bundled in the nudenet package"
+    )
+    device: str = Field(default="auto", description="auto | cpu | cuda (CUDA execution provider)")
+    min_confidence: float = Field(
+        default=0.25, ge=0, le=1, description="Detections below are dropped"
+    )
+    iou_threshold: float = Field(default=0.45, ge=0, le=1, description="NMS overlap threshold")
+    threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = default")
+
+
+class PolicySettings(BaseModel):
+    """How category scores become a decision."""
+
+    nudenet_nsfw_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="NudeNet exposed-part confidence that counts as nsfw"
+    )
+    nudenet_counts_as_sexual: bool = Field(
+        default=True,
+        description="A NudeNet nsfw hit is a sexual signal for CSAM = underage AND sexual",
+    )
+    flag_nsfw: bool = Field(
+        default=True, description="Emit flag_nsfw (False: nsfw-only hits allow)"
+    )
+    drawn_underage_as: Literal["flag_csam", "flag_nsfw"] = Field(
+        default="flag_csam",
+        description="Decision for drawn/anime content that is underage AND sexual",
+    )
+
+
+class ClassifySettings(BaseModel):
+    """How objects are fetched and classified."""
+
+    max_object_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        gt=0,
+        description="Larger objects get an error verdict without download",
+    )
+    concurrency: int = Field(
+        default=32, gt=0, description="Scan requests processed at once per classify process"
+    )
+    fetch_batch: int = Field(default=64, gt=0, description="Messages read from the bus per poll")
+
+    classifiers: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["hashlist", "nudenet", "clip"],
+        description="Classifiers by name (hashlist, nudenet, clip, or a registered one), in "
+        "order; hashlist runs before any model",
+    )
+    # Decoding
+    decode_workers: int = Field(default=2, gt=0, description="Decode/hash pool size")
+    decode_pool: Literal["thread", "process"] = Field(
+        default="thread",
+        description="thread (low overhead) or process (scales past the GIL on big boxes)",
+    )
+    max_pixels: int = Field(
+        default=64_000_000, gt=0, description="Decompression-bomb limit per frame"
+    )
+    max_frames: int = Field(
+        default=4, gt=0, description="Frames sampled from an animation; worst wins"
+    )
+    hash_size: int = Field(
+        default=512, gt=0, description="Images are shrunk to fit this box before PDQ"
+    )
+    # Hash lists
+    pdq_max_distance: int = Field(
+        default=31, ge=0, le=256, description="PDQ match: Hamming distance"
+    )
+    pdq_min_quality: int = Field(
+        default=50, ge=0, le=100, description="PDQ below this is not matched"
+    )
+    # Verdict cache
+    verdict_cache: bool = Field(
+        default=True, description="Reuse verdicts by sha256 + model/policy version"
+    )
+    # Batching
+    max_batch: int = Field(default=32, gt=0, description="Images per model call")
+    max_wait_ms: float = Field(default=5.0, ge=0, description="Longest wait to fill a batch")
+
+    @field_validator("classifiers", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        # PICTGUARD_CLASSIFY__CLASSIFIERS=hashlist,nudenet (a JSON list works as well).
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [name.strip() for name in text.split(",") if name.strip()]
+        return value
+
+    clip: ClipSettings = Field(default_factory=ClipSettings)  # type: ignore[arg-type]
+    nudenet: NudenetSettings = Field(default_factory=NudenetSettings)  # type: ignore[arg-type]
+    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
