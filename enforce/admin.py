@@ -1,0 +1,475 @@
+"""Admin flows shared by the CLI and the admin API: status, resume, restore, allow, block, audit.
+
+Each flow goes through :class:`enforce.enforcer.Enforcer`, so what an admin does is
+published on the ``actions`` topic, recorded in the state store and notified like any
+enforcement action.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from classify.hashlists import HashLists
+from enforce.enforcer import Enforcer
+from enforce.quarantine import META_PREFIX, original_of
+from pipeline.bus.base import Bus
+from pipeline.events import (
+    ActionOutcome,
+    ActionType,
+    Decision,
+    EnforcementAction,
+    ObjectRef,
+    Source,
+    StoreKind,
+    Verdict,
+    new_id,
+)
+from pipeline.settings import Settings
+from pipeline.state.sqlite import SqliteState
+from pipeline.state.table import Table
+from pipeline.storage import ObjectMissing, StorageError
+from pipeline.storage.locations import Stores
+
+_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_VERDICT_ID = re.compile(r"^[0-9a-f]{32}$")
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# Reading an object to hash it for an allow/block entry: images, not archives.
+_MAX_HASH_BYTES = 256 * 1024 * 1024
+
+
+class AdminError(ValueError):
+    """An admin request that cannot be carried out; the message says why and what to try."""
+
+
+class NotFound(AdminError):
+    """Nothing matches the target the admin named."""
+
+
+@dataclass
+class EnforceContext:
+    """What the admin flows need; the CLI and the API build it from their settings."""
+
+    settings: Settings
+    stores: Stores
+    state: SqliteState
+    bus: Bus
+    hashlists: Table | None = None  # default: the ``hashlists`` table of ``state``
+
+
+def static_context(
+    ctx: EnforceContext,
+) -> Callable[[], AbstractAsyncContextManager[EnforceContext]]:
+    """A context factory over objects a running process already opened (for the API)."""
+
+    @asynccontextmanager
+    async def _open() -> AsyncIterator[EnforceContext]:
+        yield ctx
+
+    return _open
+
+
+@dataclass
+class AdminResult:
+    """What an admin flow did, for a table in the CLI and JSON in the API."""
+
+    summary: str
+    actions: list[EnforcementAction] = field(default_factory=list)
+    entry: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The result as the admin API returns it."""
+        return {
+            "summary": self.summary,
+            "actions": [a.model_dump(mode="json", exclude_none=True) for a in self.actions],
+            "entry": self.entry,
+        }
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``30m``, ``2h``, ``7d``, ``1w``, or an ISO date/time (UTC if no zone is given)."""
+    now = now or datetime.now(UTC)
+    match = _DURATION.match(text.strip().lower())
+    if match:
+        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise AdminError(
+            f"--since {text!r}: use a duration such as 30m, 2h, 7d, or a date like 2024-05-01"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def object_id_of(target: str) -> str | None:
+    """The object id an admin means: ``s3://bucket/key`` as is, a path as ``file://``."""
+    if target.startswith(("s3://", "file://")):
+        return target
+    if target.startswith(("/", "./", "../", "~")):
+        return "file://" + str(Path(target).expanduser().resolve())
+    return None
+
+
+class EnforceAdmin:
+    """The admin flows over one :class:`EnforceContext`. Use as an async context manager."""
+
+    def __init__(self, ctx: EnforceContext, *, dry_run: bool = False) -> None:
+        settings = ctx.settings
+        if dry_run and not settings.enforce.dry_run:
+            settings = settings.model_copy(
+                update={"enforce": settings.enforce.model_copy(update={"dry_run": True})}
+            )
+        self.ctx = ctx
+        self.settings = settings
+        self.dry_run = settings.enforce.dry_run
+        self.enforcer = Enforcer(ctx.bus, settings, ctx.stores, ctx.state)
+        self.records = self.enforcer.records
+        self.hashlists = HashLists(ctx.hashlists or ctx.state.table("hashlists"))
+
+    async def __aenter__(self) -> EnforceAdmin:
+        await self.enforcer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.enforcer.stop()
+
+    # -- guard -------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """Guard state, held actions and quarantine warnings."""
+        guard = self.enforcer.guard.status()
+        config = self.settings.enforce
+        return {
+            "dry_run": config.dry_run,
+            "policy": {
+                "flag_csam": config.on_flag_csam,
+                "flag_nsfw": config.on_flag_nsfw,
+                "error": config.on_error,
+            },
+            "quarantine": self.enforcer.quarantine.spec.describe(),
+            "quarantine_warnings": self.enforcer.quarantine_warnings,
+            "guard": {
+                "enabled": guard.enabled,
+                "tripped": guard.trip is not None,
+                "reason": guard.trip.reason if guard.trip else None,
+                "since": guard.trip.since.isoformat() if guard.trip else None,
+                "destructive_last_minute": guard.destructive_last_minute,
+                "destructive_last_hour": guard.destructive_last_hour,
+                "flagged_ratio": guard.flagged_ratio,
+                "window": guard.window,
+                "limits": config.guard.model_dump(),
+            },
+            "held": await self.records.count_open_held(),
+        }
+
+    async def resume(self, *, discard: bool = False, reason: str = "") -> AdminResult:
+        """Clear the guard and release (or discard) every held action."""
+        held = await self.records.open_held()
+        if self.dry_run:
+            verb = "discard" if discard else "release"
+            actions = [h.action for h in held]
+            return AdminResult(
+                f"dry run: would resume the guard and {verb} {len(held)} held action(s)", actions
+            )
+        released = await self.enforcer.resume(discard=discard, note=reason)
+        counts: dict[str, int] = {}
+        for action in released.actions:
+            counts[action.outcome.value] = counts.get(action.outcome.value, 0) + 1
+        was = (
+            f"guard resumed ({released.trip.reason})" if released.trip else "guard was not tripped"
+        )
+        verb = "discarded" if discard else "released"
+        detail = ", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "none"
+        return AdminResult(
+            f"{was}; {len(released.actions)} held action(s) {verb}: {detail}", released.actions
+        )
+
+    # -- restore -----------------------------------------------------------------------
+
+    async def restore(self, target: str, *, reason: str = "") -> AdminResult:
+        """Restore what ``target`` names: a verdict id, an object id or key, or a sha256."""
+        quarantined = await self._quarantined(target)
+        if not quarantined:
+            raise NotFound(
+                f"nothing in quarantine matches {target!r} — give a verdict id, the original "
+                "s3://bucket/key (or quarantined key), a key, or a sha256; see `pictguard audit "
+                "--action quarantine`"
+            )
+        actions = [await self.enforcer.restore(q, note=reason) for q in quarantined]
+        return AdminResult(_summarise("restored", actions), actions)
+
+    async def _quarantined(self, target: str) -> list[EnforcementAction]:
+        target = target.strip()
+        if _VERDICT_ID.match(target):
+            return await self.records.quarantined(verdict_id=target)
+        if _SHA256.match(target):
+            return await self.records.quarantined(sha256=target.lower())
+        object_id = object_id_of(target)
+        if object_id is None:
+            return await self.records.quarantined(key=target)
+        found = await self.records.quarantined(object_id=object_id)
+        if found:
+            return found
+        # Not in this state file (state lost, or quarantined elsewhere): the copy's own
+        # metadata says where it came from.
+        action = await self._from_metadata(object_id)
+        return [action] if action is not None else []
+
+    async def _from_metadata(self, object_id: str) -> EnforcementAction | None:
+        ref = await self._ref_for(object_id)
+        if ref is None:
+            return None
+        candidates = [ref, self.enforcer.quarantine.target(ref)[1]]
+        for copy in candidates:
+            store = self.ctx.stores.for_ref(copy)
+            try:
+                meta = await store.metadata(copy.key)
+            except (ObjectMissing, StorageError):
+                continue
+            original = original_of(meta)
+            if original is None:
+                continue
+            return EnforcementAction(
+                verdict_id=meta.get(f"{META_PREFIX}verdict-id", new_id()),
+                object=original,
+                decision=Decision(meta.get(f"{META_PREFIX}decision", Decision.FLAG_CSAM.value)),
+                action=ActionType.QUARANTINE,
+                outcome=ActionOutcome.DONE,
+                quarantine=copy,
+                sha256=meta.get(f"{META_PREFIX}sha256"),
+            )
+        return None
+
+    # -- allow and block ---------------------------------------------------------------
+
+    async def allow(self, target: str, *, reason: str, author: str) -> AdminResult:
+        """Allowlist the image ``target`` names, restore its quarantined copies, drop holds."""
+        _need_reason(reason)
+        sha256, pdq, quality, _ = await self._identify(target)
+        entry: dict[str, Any] = {
+            "list": "allow",
+            "sha256": sha256,
+            "pdq": pdq,
+            "reason": reason,
+            "author": author,
+        }
+        quarantined = await self.records.quarantined(sha256=sha256)
+        object_id = object_id_of(target)
+        if object_id:
+            known = {q.action_id for q in quarantined}
+            quarantined += [
+                q
+                for q in await self.records.quarantined(object_id=object_id)
+                if q.action_id not in known
+            ]
+        held = [
+            h
+            for h in await self.records.open_held()
+            if h.verdict.sha256 == sha256
+            or (object_id and h.verdict.object and h.verdict.object.id == object_id)
+        ]
+        if self.dry_run:
+            return AdminResult(
+                f"dry run: would allowlist {sha256}, restore {len(quarantined)} quarantined "
+                f"object(s) and discard {len(held)} held action(s)",
+                list(quarantined),
+                entry,
+            )
+        stored = await self.hashlists.add(
+            sha256=sha256,
+            pdq=pdq,
+            pdq_quality=quality,
+            list="allow",
+            reason=reason,
+            author=author,
+        )
+        actions = [await self.enforcer.restore(q, note=f"allowed: {reason}") for q in quarantined]
+        actions += [
+            await self.enforcer.release(h, discard=True, note=f"allowed: {reason}") for h in held
+        ]
+        return AdminResult(
+            f"allowlisted {sha256}; " + _summarise("restored/discarded", actions),
+            actions,
+            stored.model_dump(mode="json", exclude_none=True),
+        )
+
+    async def block(
+        self,
+        target: str,
+        *,
+        reason: str,
+        author: str,
+        category: Literal["csam", "nsfw"] = "csam",
+    ) -> AdminResult:
+        """Blocklist the image ``target`` names and act on every known copy of it now."""
+        _need_reason(reason)
+        sha256, pdq, quality, ref = await self._identify(target)
+        entry: dict[str, Any] = {
+            "list": "block",
+            "sha256": sha256,
+            "pdq": pdq,
+            "category": category,
+            "reason": reason,
+            "author": author,
+        }
+        refs: dict[str, ObjectRef] = {}
+        if ref is not None:
+            refs[ref.id] = ref
+        for verdict in await self._verdicts_with(sha256):
+            if verdict.object is not None:
+                refs.setdefault(verdict.object.id, verdict.object)
+        if not self.dry_run:
+            stored = await self.hashlists.add(
+                sha256=sha256,
+                pdq=pdq,
+                pdq_quality=quality,
+                list="block",
+                reason=reason,
+                author=author,
+                category=category,
+            )
+            entry = stored.model_dump(mode="json", exclude_none=True)
+        decision = Decision.FLAG_CSAM if category == "csam" else Decision.FLAG_NSFW
+        actions = []
+        for obj in refs.values():
+            if await self.ctx.stores.for_ref(obj).head(obj.key) is None:
+                continue
+            verdict = Verdict(
+                request_id=new_id(),
+                source=Source.API,
+                object=obj,
+                decision=decision,
+                sha256=sha256,
+                pdq=pdq,
+                pdq_quality=quality,
+                matched="blocklist:admin",
+                classifiers=["hashlist"],
+                detail=f"blocked by {author}: {reason}",
+            )
+            action = await self.enforcer.enforce(verdict)
+            if action is not None:
+                actions.append(action)
+        prefix = "dry run: would blocklist" if self.dry_run else "blocklisted"
+        return AdminResult(
+            f"{prefix} {sha256} ({category}); " + _summarise("acted on", actions), actions, entry
+        )
+
+    async def _verdicts_with(self, sha256: str) -> list[Verdict]:
+        rows = await self.ctx.state.fetchall(
+            "SELECT body FROM verdicts WHERE sha256 = ? ORDER BY created_at DESC", (sha256,)
+        )
+        return [Verdict.model_validate_json(body) for (body,) in rows]
+
+    async def _identify(self, target: str) -> tuple[str, str | None, int | None, ObjectRef | None]:
+        """(sha256, pdq, pdq quality, object) of the image ``target`` names."""
+        target = target.strip()
+        if _SHA256.match(target):
+            sha = target.lower()
+            verdict = await self.records.latest_verdict_for(sha256=sha)
+            return sha, verdict.pdq if verdict else None, _quality(verdict), None
+        object_id = object_id_of(target)
+        if object_id is None:
+            raise AdminError(
+                f"{target!r} is neither a sha256 (64 hex digits) nor an object "
+                "(s3://bucket/key or a file path)"
+            )
+        ref = await self._ref_for(object_id)
+        verdict = await self.records.latest_verdict_for(object_id=object_id)
+        if verdict is None:
+            for q in await self.records.quarantined(object_id=object_id):
+                verdict = await self.records.verdict(q.verdict_id)
+                if verdict is not None:
+                    break
+        if verdict is not None and verdict.sha256:
+            return verdict.sha256, verdict.pdq, _quality(verdict), verdict.object or ref
+        if ref is None:
+            raise NotFound(f"no verdict recorded for {target!r} and it is not a readable object")
+        # Never scanned here: hash the bytes (the original, or its quarantined copy).
+        for candidate in (ref, self.enforcer.quarantine.target(ref)[1]):
+            try:
+                data = await self.ctx.stores.for_ref(candidate).get(candidate.key, _MAX_HASH_BYTES)
+            except ObjectMissing:
+                continue
+            except StorageError as exc:
+                raise AdminError(f"cannot read {candidate.id} to hash it: {exc}") from None
+            return hashlib.sha256(data).hexdigest(), None, None, ref
+        raise NotFound(f"{target!r} does not exist and no verdict about it is recorded")
+
+    async def _ref_for(self, object_id: str) -> ObjectRef | None:
+        verdict = await self.records.latest_verdict_for(object_id=object_id)
+        if verdict is not None and verdict.object is not None:
+            return verdict.object
+        if object_id.startswith("s3://"):
+            bucket, _, key = object_id[len("s3://") :].partition("/")
+            if len(bucket) >= 3 and key:
+                return ObjectRef(store=StoreKind.S3, bucket=bucket, key=key)
+            raise AdminError(f"{object_id!r}: expected s3://bucket/key")
+        return self._file_ref(object_id)
+
+    def _file_ref(self, object_id: str) -> ObjectRef | None:
+        # A file id does not say where its root ends; the quarantine folder, when set, is
+        # one root we know, otherwise the parent folder serves.
+        path = Path(object_id.removeprefix("file://"))
+        spec = self.enforcer.quarantine.spec
+        if spec.kind is StoreKind.FILE and spec.root and path.is_relative_to(spec.root):
+            return ObjectRef(
+                store=StoreKind.FILE, bucket=spec.root, key=path.relative_to(spec.root).as_posix()
+            )
+        return ObjectRef(store=StoreKind.FILE, bucket=str(path.parent), key=path.name)
+
+    # -- audit -------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        *,
+        since: str | None = None,
+        decision: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+        limit: int = 200,
+    ) -> list[EnforcementAction]:
+        """Recorded actions, newest first, filtered as asked."""
+        return await self.records.actions(
+            since=parse_since(since) if since else None,
+            decision=_enum(Decision, decision, "--decision"),
+            action=_enum(ActionType, action, "--action"),
+            outcome=_enum(ActionOutcome, outcome, "--outcome"),
+            limit=limit,
+        )
+
+
+def _enum(kind: Any, value: str | None, option: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise AdminError(f"{option} {value!r}: allowed values are {allowed}") from None
+
+
+def _need_reason(reason: str) -> None:
+    if not reason.strip():
+        raise AdminError("give a reason (--reason): it is kept with the hash list entry")
+
+
+def _quality(verdict: Verdict | None) -> int | None:
+    return verdict.pdq_quality if verdict else None
+
+
+def _summarise(verb: str, actions: list[EnforcementAction]) -> str:
+    if not actions:
+        return f"nothing {verb}"
+    counts: dict[str, int] = {}
+    for a in actions:
+        counts[f"{a.action.value} {a.outcome.value}"] = (
+            counts.get(f"{a.action.value} {a.outcome.value}", 0) + 1
+        )
+    return f"{verb}: " + ", ".join(f"{n} × {k}" for k, n in sorted(counts.items()))

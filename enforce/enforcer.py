@@ -1,0 +1,413 @@
+"""Acting on one verdict: policy, deduplication, guard, storage, audit, notification.
+
+:class:`Enforcer` is what both the streaming stage and the admin commands use, so a
+verdict from the bus, a ``pictguard block`` and a released held action go through the same
+checks and leave the same trail: an ``actions`` event acknowledged by the bus, a row in the
+state store, and a notification.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from enforce.guard import Guard, Trip
+from enforce.notify import Notifier, action_notice, alert_notice
+from enforce.quarantine import Quarantine, QuarantineSpec
+from enforce.records import HeldAction, Records
+from enforce.settings import EnforceSettings, PolicyAction
+from pipeline.bus.base import Bus
+from pipeline.events import (
+    ActionOutcome,
+    ActionType,
+    Decision,
+    EnforcementAction,
+    ObjectRef,
+    Verdict,
+    encode,
+    utcnow,
+)
+from pipeline.settings import Settings
+from pipeline.state.sqlite import SqliteState
+from pipeline.storage import ObjectMissing, StorageError
+from pipeline.storage.locations import Stores
+from pipeline.topics import ACTIONS
+from pipeline.tracing import extract_context, inject_headers, tracer
+
+log = logging.getLogger(__name__)
+
+OutcomeCallback = Callable[[Verdict, EnforcementAction | None], None]
+DESTRUCTIVE = (ActionType.DELETE, ActionType.QUARANTINE)
+NEXT_STEP = (
+    "review with `pictguard audit --since 1h`, allow false positives with `pictguard allow`, "
+    "then `pictguard enforce resume` (or `--discard` to drop the held actions)"
+)
+
+
+def policy_action(settings: EnforceSettings, decision: Decision) -> ActionType | None:
+    """The configured action for a decision; None for ``allow``."""
+    choice: PolicyAction | None = {
+        Decision.FLAG_CSAM: settings.on_flag_csam,
+        Decision.FLAG_NSFW: settings.on_flag_nsfw,
+        Decision.ERROR: settings.on_error,
+    }.get(decision)
+    return None if choice is None else ActionType(choice)
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """What ``resume`` did: the trip it cleared and the actions it released or discarded."""
+
+    trip: Trip | None
+    actions: list[EnforcementAction]
+
+
+class Enforcer:
+    """Performs and records enforcement actions. One per process; start() before use."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        stores: Stores,
+        state: SqliteState,
+        *,
+        on_outcome: OutcomeCallback | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.config = settings.enforce
+        self.stores = stores
+        self.state = state
+        self.on_outcome = on_outcome
+        self.records = Records(state)
+        self.guard = Guard(self.config.guard, state, clock=clock)
+        self.quarantine = Quarantine(
+            stores,
+            QuarantineSpec.parse(self.config.quarantine),
+            retention_days=self.config.quarantine_retention_days,
+            lock_mode=self.config.quarantine_lock_mode,
+        )
+        self.notifier = notifier or Notifier(self.config.notify, state.table("enforce_notified"))
+        self.actions_topic = settings.topic(ACTIONS)
+        self.quarantine_warnings: list[str] = []
+        self._started = False
+
+    async def start(self) -> None:
+        """Prepare tables, load the guard, start notifications, check the quarantine."""
+        if self._started:
+            return
+        await self.records.start()
+        await self.guard.start()
+        await self.notifier.start()
+        self._started = True
+        self.quarantine_warnings = await self.quarantine.check()
+        for warning in self.quarantine_warnings:
+            await self.notifier.notify(
+                alert_notice(
+                    "quarantine_exposed", f"exposed:{warning}", warning, self.config.notify
+                )
+            )
+
+    async def stop(self) -> None:
+        """Send pending notifications and close the channels."""
+        if self._started:
+            await self.notifier.stop()
+            self._started = False
+
+    # -- the verdict path --------------------------------------------------------------
+
+    async def enforce(
+        self, verdict: Verdict, headers: Mapping[str, str] | None = None
+    ) -> EnforcementAction | None:
+        """Act on one verdict; returns the action taken (None for ``allow``).
+
+        Storage failures become an action with outcome ``failed``. Bus and state-store
+        failures raise, so the verdict is not committed and comes again.
+        """
+        with tracer.start_as_current_span(
+            "enforce", context=extract_context(headers or {})
+        ) as span:
+            span.set_attribute("pictguard.decision", verdict.decision.value)
+            await self.records.record_verdict(verdict)
+            intended = policy_action(self.config, verdict.decision)
+            if intended is None:
+                if verdict.object is not None and not self.config.dry_run:
+                    await self._observe(False)
+                self._callback(verdict, None)
+                return None
+            action = await self._decide(verdict, intended)
+            span.set_attribute("pictguard.action", action.action.value)
+            span.set_attribute("pictguard.outcome", action.outcome.value)
+            await self._finish(verdict, action)
+            return action
+
+    async def _decide(self, verdict: Verdict, intended: ActionType) -> EnforcementAction:
+        ref = verdict.object
+        if ref is None:
+            # Inline upload: validate_api answered pict-rs; nothing was stored to act on.
+            intended = ActionType.REPORT
+        elif intended in DESTRUCTIVE and self.quarantine.contains(ref):
+            return self._action(
+                verdict,
+                ActionType.REPORT,
+                ActionOutcome.DONE,
+                "object lies in the quarantine location; left where it is",
+            )
+        prior = await self.records.prior_action(verdict, intended, dry_run=self.config.dry_run)
+        if prior is not None:
+            return self._action(
+                verdict,
+                prior.action,
+                ActionOutcome.DUPLICATE,
+                f"repeat of action {prior.action_id} ({prior.outcome.value})",
+                quarantine=prior.quarantine,
+            )
+        if ref is None:
+            outcome = ActionOutcome.DRY_RUN if self.config.dry_run else ActionOutcome.DONE
+            return self._action(
+                verdict, ActionType.REPORT, outcome, "inline upload (sync lane): nothing stored"
+            )
+        if self.config.dry_run:
+            return self._action(
+                verdict, intended, ActionOutcome.DRY_RUN, self._would(intended, ref)
+            )
+        destructive = intended in DESTRUCTIVE
+        await self._observe(destructive)
+        if not destructive:
+            return self._action(verdict, ActionType.REPORT, ActionOutcome.DONE, None)
+        allowed, trip = await self.guard.admit()
+        if trip is not None:
+            await self._alert_trip(trip)
+        if not allowed:
+            current = self.guard.trip
+            reason = current.reason if current else "guard tripped"
+            return self._action(
+                verdict,
+                intended,
+                ActionOutcome.HELD,
+                f"held by the blast-radius guard ({reason}); release with "
+                "`pictguard enforce resume`",
+            )
+        return await self._perform(verdict, intended, ref)
+
+    def _would(self, action: ActionType, ref: ObjectRef) -> str:
+        if action is ActionType.QUARANTINE:
+            return f"dry run: would quarantine to {self.quarantine.target(ref)[1].id}"
+        if action is ActionType.DELETE:
+            return "dry run: would delete"
+        return "dry run: report only"
+
+    async def _perform(
+        self, verdict: Verdict, action: ActionType, ref: ObjectRef, note: str | None = None
+    ) -> EnforcementAction:
+        """Delete or quarantine ``ref``; storage errors become a ``failed`` action."""
+        try:
+            if action is ActionType.DELETE:
+                existed = await self.stores.for_ref(ref).delete(ref.key)
+                outcome = ActionOutcome.DONE if existed else ActionOutcome.ALREADY_ABSENT
+                return self._action(verdict, action, outcome, note)
+            try:
+                moved = await self.quarantine.move(ref, verdict, utcnow())
+            except ObjectMissing:
+                # Gone already — perhaps quarantined by a run that crashed before recording.
+                _, copy = self.quarantine.target(ref)
+                found = copy if await self.quarantine.exists(copy) else None
+                detail = "already in quarantine" if found else "object no longer exists"
+                return self._action(
+                    verdict, action, ActionOutcome.ALREADY_ABSENT, detail, quarantine=found
+                )
+            return self._action(verdict, action, ActionOutcome.DONE, note, quarantine=moved)
+        except StorageError as exc:
+            log.error(
+                "enforcement action failed",
+                extra={"object": ref.id, "action": action.value, "error": str(exc)},
+            )
+            return self._action(
+                verdict, action, ActionOutcome.FAILED, f"{action.value} failed: {exc}"
+            )
+        except Exception as exc:  # one object's surprise must not stop the others
+            log.exception(
+                "enforcement action failed unexpectedly",
+                extra={"object": ref.id, "action": action.value},
+            )
+            return self._action(
+                verdict,
+                action,
+                ActionOutcome.FAILED,
+                f"{action.value} failed: {exc.__class__.__name__}: {exc}",
+            )
+
+    def _action(
+        self,
+        verdict: Verdict,
+        action: ActionType,
+        outcome: ActionOutcome,
+        detail: str | None,
+        *,
+        quarantine: ObjectRef | None = None,
+    ) -> EnforcementAction:
+        return EnforcementAction(
+            verdict_id=verdict.verdict_id,
+            object=verdict.object,
+            decision=verdict.decision,
+            action=action,
+            outcome=outcome,
+            dry_run=self.config.dry_run,
+            detail=detail,
+            quarantine=quarantine,
+            sha256=verdict.sha256,
+            scores=verdict.scores,
+        )
+
+    async def _finish(self, verdict: Verdict, action: EnforcementAction) -> None:
+        """Publish (and await the ack), record, notify, call back — in that order."""
+        await self.bus.produce(
+            self.actions_topic, encode(action), key=action.key.encode(), headers=inject_headers()
+        )
+        await self.records.record_action(action)
+        if action.outcome is ActionOutcome.HELD:
+            await self.records.hold(action, verdict)
+        if action.outcome is not ActionOutcome.DUPLICATE:
+            await self.notifier.notify(action_notice(action, self.config.notify))
+        log.info(
+            "enforcement action",
+            extra={
+                "verdict_id": action.verdict_id,
+                "object": action.object.id if action.object else None,
+                "decision": action.decision.value,
+                "action": action.action.value,
+                "outcome": action.outcome.value,
+            },
+        )
+        self._callback(verdict, action)
+
+    def _callback(self, verdict: Verdict, action: EnforcementAction | None) -> None:
+        if self.on_outcome is None:
+            return
+        try:
+            self.on_outcome(verdict, action)
+        except Exception:  # the observer's bug must not undo an action already taken
+            log.exception("on_outcome callback failed")
+
+    async def _observe(self, destructive: bool) -> None:
+        trip = await self.guard.observe(destructive)
+        if trip is not None:
+            await self._alert_trip(trip)
+
+    async def _alert_trip(self, trip: Trip) -> None:
+        held = await self.records.count_open_held()
+        await self.notifier.notify(
+            alert_notice(
+                "guard_tripped",
+                f"guard:{trip.trip_id}",
+                f"blast-radius guard tripped on {self.config.notify.instance}: {trip.reason}; "
+                "deletes and quarantines are held",
+                self.config.notify,
+                trip_id=trip.trip_id,
+                reason=trip.reason,
+                since=trip.since.isoformat(),
+                held=held,
+                next_step=NEXT_STEP,
+            )
+        )
+
+    # -- admin operations --------------------------------------------------------------
+
+    async def resume(self, *, discard: bool = False, note: str = "") -> Released:
+        """Clear the guard, then release (or discard) every held action, oldest first."""
+        trip = await self.guard.resume()
+        done = [
+            await self.release(held, discard=discard, note=note)
+            for held in await self.records.open_held()
+        ]
+        return Released(trip, done)
+
+    async def release(
+        self, held: HeldAction, *, discard: bool = False, note: str = ""
+    ) -> EnforcementAction:
+        """Perform a held action after review, or discard it (recorded as a report)."""
+        verdict = held.verdict
+        suffix = f": {note}" if note else ""
+        if discard or verdict.object is None:
+            action = self._action(
+                verdict,
+                ActionType.REPORT,
+                ActionOutcome.DONE,
+                f"held {held.action.action.value} discarded by an admin{suffix}",
+            )
+            resolution = "discarded"
+        elif self.config.dry_run:
+            action = self._action(
+                verdict,
+                held.action.action,
+                ActionOutcome.DRY_RUN,
+                self._would(held.action.action, verdict.object),
+            )
+            resolution = "dry_run"
+        else:
+            action = await self._perform(
+                verdict,
+                held.action.action,
+                verdict.object,
+                f"released by an admin after the guard held it{suffix}",
+            )
+            resolution = "released"
+        await self._finish(verdict, action)
+        await self.records.resolve_held(held.action.action_id, f"{resolution}:{action.action_id}")
+        return action
+
+    async def restore(self, quarantined: EnforcementAction, *, note: str = "") -> EnforcementAction:
+        """Put a quarantined object back under its original key (byte-identical)."""
+        verdict = await self.records.verdict(quarantined.verdict_id) or Verdict(
+            verdict_id=quarantined.verdict_id,
+            request_id=quarantined.verdict_id,
+            object=quarantined.object,
+            decision=quarantined.decision,
+            sha256=quarantined.sha256,
+            scores=quarantined.scores,
+        )
+        copy, original = quarantined.quarantine, quarantined.object
+        if copy is None or original is None:
+            raise ValueError(f"action {quarantined.action_id} did not quarantine anything")
+        detail = f"restored from {copy.id}" + (f": {note}" if note else "")
+        if self.config.dry_run:
+            action = self._action(
+                verdict,
+                ActionType.RESTORE,
+                ActionOutcome.DRY_RUN,
+                f"dry run: would restore {original.id} from {copy.id}",
+                quarantine=copy,
+            )
+        else:
+            try:
+                remark = await self.quarantine.restore(copy, original)
+                action = self._action(
+                    verdict,
+                    ActionType.RESTORE,
+                    ActionOutcome.DONE,
+                    detail + (f"; {remark}" if remark else ""),
+                    quarantine=copy,
+                )
+            except ObjectMissing:
+                action = self._action(
+                    verdict,
+                    ActionType.RESTORE,
+                    ActionOutcome.FAILED,
+                    f"quarantine copy {copy.id} no longer exists",
+                    quarantine=copy,
+                )
+            except StorageError as exc:
+                action = self._action(
+                    verdict,
+                    ActionType.RESTORE,
+                    ActionOutcome.FAILED,
+                    f"restore failed: {exc}",
+                    quarantine=copy,
+                )
+        await self._finish(verdict, action)
+        return action

@@ -1,0 +1,158 @@
+"""What a notification says: one JSON payload, rendered as text for chat and email.
+
+Payloads carry bucket, key, decision, scores, action and verdict id — never image bytes,
+and a link only when the admin set ``include_links`` and a ``link_template``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from enforce.settings import NotifySettings, Severity
+from pipeline.events import ActionOutcome, Decision, EnforcementAction, utcnow
+
+DIGEST_ITEMS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One thing to tell admins; ``dedupe_key`` makes repeats (same verdict) silent."""
+
+    dedupe_key: str
+    severity: Severity
+    payload: Mapping[str, Any]
+    urgent: bool = False  # alerts skip the digest and go out at once
+    created: float = field(default=0.0, compare=False)
+
+
+def severity_of(action: EnforcementAction) -> Severity:
+    """CSAM is critical; nsfw, failures and held actions are warnings; errors are info."""
+    if action.decision is Decision.FLAG_CSAM:
+        return Severity.CRITICAL
+    if action.decision is Decision.FLAG_NSFW or action.outcome in (
+        ActionOutcome.FAILED,
+        ActionOutcome.HELD,
+    ):
+        return Severity.WARNING
+    return Severity.INFO
+
+
+def action_notice(action: EnforcementAction, settings: NotifySettings) -> Notice:
+    """The notice for one enforcement action, deduplicated by its verdict id."""
+    obj = action.object
+    payload: dict[str, Any] = {
+        "event": "action",
+        "instance": settings.instance,
+        "severity": severity_of(action).value,
+        "verdict_id": action.verdict_id,
+        "action_id": action.action_id,
+        "bucket": obj.bucket if obj else None,
+        "key": obj.key if obj else None,
+        "object": obj.id if obj else None,
+        "decision": action.decision.value,
+        "scores": {k: round(v, 4) for k, v in sorted(action.scores.items())},
+        "action": action.action.value,
+        "outcome": action.outcome.value,
+        "dry_run": action.dry_run,
+        "detail": action.detail,
+        "sha256": action.sha256,
+        "quarantine": action.quarantine.id if action.quarantine else None,
+        "time": action.created_at.isoformat(),
+    }
+    if settings.include_links and settings.link_template and obj is not None:
+        payload["link"] = settings.link_template.format(
+            bucket=obj.bucket,
+            key=obj.key,
+            object=obj.id,
+            verdict_id=action.verdict_id,
+            quarantine=action.quarantine.id if action.quarantine else "",
+        )
+    # One message per verdict and step: a replayed verdict stays silent, while a held
+    # action's release or a later restore is news.
+    step = "held" if action.outcome is ActionOutcome.HELD else "final"
+    key = f"verdict:{action.verdict_id}:{action.action.value}:{step}"
+    return Notice(key, severity_of(action), payload)
+
+
+def alert_notice(
+    event: str, dedupe_key: str, summary: str, settings: NotifySettings, **fields: Any
+) -> Notice:
+    """An urgent, critical message about pictguard itself (guard tripped, exposure)."""
+    payload = {
+        "event": event,
+        "instance": settings.instance,
+        "severity": Severity.CRITICAL.value,
+        "summary": summary,
+        "time": utcnow().isoformat(),
+        **fields,
+    }
+    return Notice(dedupe_key, Severity.CRITICAL, payload, urgent=True)
+
+
+def digest_payload(notices: Sequence[Notice], instance: str) -> dict[str, Any]:
+    """Many notices as one payload: counts by decision/action/outcome and the first few."""
+    counts: Counter[str] = Counter()
+    for notice in notices:
+        p = notice.payload
+        what = (p.get("decision", p["event"]), p.get("action", "-"), p.get("outcome", "-"))
+        counts["/".join(map(str, what))] += 1
+    top = max((n.severity for n in notices), key=lambda s: s.rank)
+    return {
+        "event": "digest",
+        "instance": instance,
+        "severity": top.value,
+        "count": len(notices),
+        "counts": dict(counts.most_common()),
+        "items": [dict(n.payload) for n in notices[:DIGEST_ITEMS]],
+        "time": utcnow().isoformat(),
+    }
+
+
+def _scores(scores: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.2f}" for k, v in scores.items()) or "no scores"
+
+
+def render_line(payload: Mapping[str, Any]) -> str:
+    """One line about one action or alert."""
+    if payload["event"] != "action":
+        return str(payload.get("summary", payload["event"]))
+    where = payload.get("object") or "inline upload (not stored)"
+    text = (
+        f"{payload['decision']} → {payload['action']} ({payload['outcome']}): {where} "
+        f"[{_scores(payload.get('scores', {}))}] verdict {payload['verdict_id']}"
+    )
+    if payload.get("detail"):
+        text += f" — {payload['detail']}"
+    if payload.get("link"):
+        text += f" {payload['link']}"
+    return text
+
+
+def render_subject(payload: Mapping[str, Any]) -> str:
+    """A one-line subject for email."""
+    severity = str(payload["severity"]).upper()
+    if payload["event"] == "digest":
+        return f"{severity}: {payload['count']} enforcement events on {payload['instance']}"
+    if payload["event"] == "action":
+        return f"{severity}: {payload['decision']} → {payload['action']} on {payload['instance']}"
+    return f"{severity}: {payload.get('summary', payload['event'])}"
+
+
+def render_text(payload: Mapping[str, Any]) -> str:
+    """Plain text for chat rooms and email bodies."""
+    head = f"[{str(payload['severity']).upper()}] pictguard {payload['instance']}: "
+    if payload["event"] != "digest":
+        text = head + render_line(payload)
+        if payload.get("next_step"):
+            text += f"\nNext step: {payload['next_step']}"
+        return text
+    lines = [head + f"{payload['count']} enforcement events"]
+    lines += [f"  {count} × {what}" for what, count in payload["counts"].items()]
+    items = payload["items"]
+    lines.append(f"First {len(items)}:")
+    lines += [f"  - {render_line(item)}" for item in items]
+    lines.append("Full list: pictguard audit --since 1h")
+    return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""Settings of the enforce role (section ``enforce``).
+
+Environment variables nest with ``__``: ``PICTGUARD_ENFORCE__ON_FLAG_NSFW=delete``,
+``PICTGUARD_ENFORCE__GUARD__MAX_DESTRUCTIVE_PER_MINUTE=50``. Notification channels are a
+list, so in the environment they are one JSON value:
+``PICTGUARD_ENFORCE__NOTIFY__CHANNELS='[{"type": "matrix", ...}]'``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+PolicyAction = Literal["report", "delete", "quarantine"]
+
+
+class Severity(StrEnum):
+    """How urgent a notification is; channels drop what is below their ``min_severity``."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """Order for comparisons: info < warning < critical."""
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+class _Section(BaseModel):
+    # A misspelt key must stop start-up instead of being ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class GuardSettings(_Section):
+    """The blast-radius guard: pauses destructive actions when they come too fast.
+
+    A misbehaving model (or a policy typo) must not wipe a bucket. When a limit trips,
+    deletes and quarantines are held (outcome ``held``), one alert goes out, and nothing
+    destructive happens until an admin runs ``pictguard enforce resume``.
+    """
+
+    enabled: bool = Field(True, description="Turn the guard off only for a supervised backfill")
+    max_destructive_per_minute: int = Field(
+        20, ge=1, description="Deletes + quarantines allowed in any sliding 60 s"
+    )
+    max_destructive_per_hour: int = Field(
+        200, ge=1, description="Deletes + quarantines allowed in any sliding 3600 s"
+    )
+    ratio_window: int = Field(
+        200, ge=1, description="How many recent object verdicts the flagged ratio looks at"
+    )
+    max_flagged_ratio: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Trip when more than this share of the window would be deleted/quarantined",
+    )
+    min_verdicts: int = Field(
+        50, ge=1, description="The ratio is judged only once the window holds this many verdicts"
+    )
+
+
+class _Channel(_Section):
+    name: str | None = Field(None, description="Shown in logs; defaults to the channel type")
+    min_severity: Severity = Field(
+        Severity.WARNING, description="info | warning | critical: drop less urgent messages"
+    )
+    digest_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="At most one message per interval; what arrives meanwhile becomes a digest",
+    )
+    timeout_s: float = Field(10.0, gt=0, description="Per delivery attempt")
+    max_attempts: int = Field(5, ge=1, description="Delivery attempts before giving up")
+    retry_initial_s: float = Field(1.0, ge=0, description="First back-off; doubles each retry")
+    retry_max_s: float = Field(60.0, ge=0, description="Longest back-off between attempts")
+
+    @property
+    def label(self) -> str:
+        """The channel's name in logs."""
+        return self.name or str(getattr(self, "type", "channel"))
+
+
+class WebhookChannel(_Channel):
+    """Generic JSON webhook, signed with HMAC-SHA256 (header ``X-Pictguard-Signature``)."""
+
+    type: Literal["webhook"] = "webhook"
+    url: str
+    secret: SecretStr | None = Field(
+        None, description="HMAC key; the receiver recomputes sha256=<hex> over the raw body"
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers")
+
+
+class MatrixChannel(_Channel):
+    """A message into a Matrix room through the client-server API."""
+
+    type: Literal["matrix"] = "matrix"
+    homeserver: str = Field(description="Base URL, e.g. https://matrix.example.org")
+    room_id: str = Field(description="Room id like !abc123:example.org (not an alias)")
+    access_token: SecretStr = Field(description="Access token of the bot account in the room")
+
+
+class SlackChannel(_Channel):
+    """A Slack (or Mattermost, Rocket.Chat) incoming webhook: ``{"text": ...}``."""
+
+    type: Literal["slack"] = "slack"
+    url: str
+
+
+class DiscordChannel(_Channel):
+    """A Discord channel webhook: ``{"content": ...}``."""
+
+    type: Literal["discord"] = "discord"
+    url: str
+
+
+class EmailChannel(_Channel):
+    """Email over SMTP (STARTTLS by default, implicit TLS with ``ssl: true``)."""
+
+    type: Literal["email"] = "email"
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    starttls: bool = Field(True, description="Upgrade with STARTTLS (ignored when ssl is true)")
+    ssl: bool = Field(False, description="Implicit TLS (usually port 465)")
+    sender: str = Field(description="From address")
+    recipients: list[str] = Field(min_length=1, description="To addresses")
+    subject_prefix: str = "[pictguard]"
+
+
+Channel = Annotated[
+    WebhookChannel | MatrixChannel | SlackChannel | DiscordChannel | EmailChannel,
+    Field(discriminator="type"),
+]
+
+
+class NotifySettings(_Section):
+    """Where admins hear about actions. Messages never carry image bytes."""
+
+    channels: list[Channel] = Field(default_factory=list)
+    instance: str = Field("pictguard", description="Names this instance in every message")
+    include_links: bool = Field(
+        False, description="Add a link built from link_template to each message (off: no URLs)"
+    )
+    link_template: str | None = Field(
+        None,
+        description="e.g. https://admin.example.org/media/{bucket}/{key}; fields: bucket, key, "
+        "object, verdict_id, quarantine",
+    )
+
+
+class EnforceSettings(_Section):
+    """What to do per decision, where quarantined objects go, guard and notifications."""
+
+    dry_run: bool = Field(False, description="Report only: never delete or move anything")
+    on_flag_csam: PolicyAction = "quarantine"
+    on_flag_nsfw: PolicyAction = "report"
+    on_error: PolicyAction = "report"
+    quarantine: str = Field(
+        "quarantine/",
+        description="s3://bucket/prefix/, a folder path, or a prefix inside the scanned bucket",
+    )
+    quarantine_retention_days: int = Field(
+        0,
+        ge=0,
+        description="S3 object-lock retention on quarantined copies (0: none; the quarantine "
+        "bucket must have object lock enabled)",
+    )
+    quarantine_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    concurrency: int = Field(16, gt=0)
+    guard: GuardSettings = Field(default_factory=GuardSettings)  # type: ignore[arg-type]
+    notify: NotifySettings = Field(default_factory=NotifySettings)  # type: ignore[arg-type]
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the admin endpoints; unset disables them"
+    )
+
+    @field_validator("quarantine")
+    @classmethod
+    def _quarantine_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a location (s3://bucket/prefix/, a folder, or a prefix)")
+        return value.strip()

@@ -1,0 +1,74 @@
+"""The enforce stage: consumes verdicts, acts on them, produces the audit trail.
+
+Run it with :func:`pipeline.stage.consume` over ``settings.topic(VERDICTS)``. A batch is
+processed concurrently (up to ``enforce.concurrency`` verdicts at once) while verdicts
+about the same object run one after the other in arrival order, so a repeat always sees
+the action of the verdict before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+from enforce.enforcer import Enforcer
+from enforce.notify import Notifier
+from pipeline.bus.base import Bus, Message
+from pipeline.events import EnforcementAction, Verdict
+from pipeline.settings import Settings
+from pipeline.stage import decode_or_dead_letter
+from pipeline.state.sqlite import SqliteState
+from pipeline.storage.locations import Stores
+from pipeline.topics import DEAD_LETTER
+
+__all__ = ["EnforceStage"]
+
+
+class EnforceStage:
+    """Acts on verdicts: report, delete or quarantine, behind the blast-radius guard."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        stores: Stores,
+        state: SqliteState,
+        *,
+        on_outcome: Callable[[Verdict, EnforcementAction | None], None] | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.enforcer = Enforcer(
+            bus, settings, stores, state, on_outcome=on_outcome, notifier=notifier, clock=clock
+        )
+        self._dead_letter = settings.topic(DEAD_LETTER)
+        self._slots = asyncio.Semaphore(settings.enforce.concurrency)
+
+    async def start(self) -> None:
+        """Prepare the state tables, load the guard, start notifications, check quarantine."""
+        await self.enforcer.start()
+
+    async def stop(self) -> None:
+        """Flush pending notification digests and close channels."""
+        await self.enforcer.stop()
+
+    async def handle(self, batch: Sequence[Message]) -> None:
+        """Act on a batch of verdict messages; returns once every action is acknowledged."""
+        queues: dict[str, list[tuple[Verdict, Message]]] = {}
+        for message in batch:
+            verdict = await decode_or_dead_letter(self.bus, self._dead_letter, message, Verdict)
+            if verdict is not None:
+                queues.setdefault(verdict.key, []).append((verdict, message))
+        # A TaskGroup cancels the rest if one raises (bus or state down): the batch is then
+        # not committed and comes again, and the repeats are recognised as duplicates.
+        async with asyncio.TaskGroup() as group:
+            for items in queues.values():
+                group.create_task(self._run_in_order(items))
+
+    async def _run_in_order(self, items: list[tuple[Verdict, Message]]) -> None:
+        for verdict, message in items:
+            async with self._slots:
+                await self.enforcer.enforce(verdict, message.headers)

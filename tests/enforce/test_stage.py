@@ -1,0 +1,304 @@
+"""The enforce stage against the real moto S3 server and the in-process bus."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from enforce.stage import EnforceStage
+from pipeline.bus.base import Message
+from pipeline.events import (
+    ActionOutcome,
+    ActionType,
+    DeadLetter,
+    Decision,
+    EnforcementAction,
+    Lane,
+    Verdict,
+    decode,
+    encode,
+)
+from pipeline.state.sqlite import SqliteState
+from pipeline.topics import DEAD_LETTER, VERDICTS
+from tests.enforce.conftest import exists, verdict_for
+
+
+def message(settings: Any, verdict: Verdict | bytes, offset: int = 0) -> Message:
+    value = verdict if isinstance(verdict, bytes) else encode(verdict)
+    key = None if isinstance(verdict, bytes) else verdict.key.encode()
+    return Message(topic=settings.topic(VERDICTS), value=value, key=key, offset=offset)
+
+
+async def run(stage: EnforceStage, settings: Any, *verdicts: Verdict | bytes) -> None:
+    await stage.handle([message(settings, v, i) for i, v in enumerate(verdicts)])
+
+
+async def test_quarantine_moves_object_to_other_bucket_with_metadata(
+    env: Any, state: SqliteState, bucket: str, s3_server: Any, put: Any, s3: Any
+) -> None:
+    qbucket = f"q-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=qbucket)
+    data = put(bucket, "aa/bb/img.jpg", ContentType="image/jpeg", Metadata={"owner": "u1"})
+    settings, bus, stores, tap = await env(quarantine=f"s3://{qbucket}/held/")
+    seen: list[tuple[Verdict, EnforcementAction | None]] = []
+    stage = EnforceStage(bus, settings, stores, state, on_outcome=lambda v, a: seen.append((v, a)))
+    await stage.start()
+    verdict = verdict_for(bucket, "aa/bb/img.jpg", data=data)
+    await run(stage, settings, verdict)
+    await stage.stop()
+
+    [action] = await tap.take()
+    assert action.action is ActionType.QUARANTINE
+    assert action.outcome is ActionOutcome.DONE
+    assert action.quarantine is not None
+    assert action.quarantine.id == f"s3://{qbucket}/held/aa/bb/img.jpg"
+    assert not exists(s3, bucket, "aa/bb/img.jpg")
+    copy = s3.get_object(Bucket=qbucket, Key="held/aa/bb/img.jpg")
+    assert copy["Body"].read() == data
+    assert copy["ContentType"] == "image/jpeg"
+    meta = copy["Metadata"]
+    assert meta["pictguard-verdict-id"] == verdict.verdict_id
+    assert meta["pictguard-decision"] == "flag_csam"
+    assert meta["pictguard-original"] == f"s3://{bucket}/aa/bb/img.jpg"
+    assert meta["pictguard-sha256"] == hashlib.sha256(data).hexdigest()
+    assert '"csam":0.91' in meta["pictguard-scores"]
+    assert "pictguard-quarantined-at" in meta
+    assert seen == [(verdict, action)]
+    rows = await state.fetchall(
+        "SELECT outcome FROM actions WHERE verdict_id = ?", (verdict.verdict_id,)
+    )
+    assert rows == [("done",)]
+    assert await state.fetchone(
+        "SELECT decision FROM verdicts WHERE verdict_id = ?", (verdict.verdict_id,)
+    ) == ("flag_csam",)
+
+
+async def test_bare_prefix_quarantines_inside_the_same_bucket(
+    env: Any, state: SqliteState, bucket: str, put: Any, s3: Any
+) -> None:
+    data = put(bucket, "x/y.png")
+    settings, bus, stores, tap = await env(quarantine="quarantine/")
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    await run(stage, settings, verdict_for(bucket, "x/y.png", data=data))
+    [action] = await tap.take()
+    assert action.quarantine is not None
+    assert action.quarantine.id == f"s3://{bucket}/quarantine/x/y.png"
+    assert s3.get_object(Bucket=bucket, Key="quarantine/x/y.png")["Body"].read() == data
+    assert not exists(s3, bucket, "x/y.png")
+
+    # A verdict about the quarantined copy itself (a rescan of the bucket) moves nothing.
+    await run(stage, settings, verdict_for(bucket, "quarantine/x/y.png", data=data))
+    [again] = await tap.take()
+    assert again.action is ActionType.REPORT
+    assert "quarantine location" in (again.detail or "")
+    assert exists(s3, bucket, "quarantine/x/y.png")
+    await stage.stop()
+
+
+async def test_policy_per_decision(
+    env: Any, state: SqliteState, bucket: str, put: Any, s3: Any
+) -> None:
+    for key in ("csam.jpg", "nsfw.jpg", "err.jpg", "ok.jpg"):
+        put(bucket, key)
+    settings, bus, stores, tap = await env(
+        on_flag_csam="delete", on_flag_nsfw="report", on_error="report"
+    )
+    seen: list[tuple[Verdict, EnforcementAction | None]] = []
+    stage = EnforceStage(bus, settings, stores, state, on_outcome=lambda v, a: seen.append((v, a)))
+    await stage.start()
+    allow = verdict_for(bucket, "ok.jpg", Decision.ALLOW)
+    await run(
+        stage,
+        settings,
+        verdict_for(bucket, "csam.jpg", Decision.FLAG_CSAM),
+        verdict_for(bucket, "nsfw.jpg", Decision.FLAG_NSFW),
+        verdict_for(bucket, "err.jpg", Decision.ERROR),
+        allow,
+    )
+    await stage.stop()
+    by_key = {a.object.key: a for a in await tap.take() if a.object}
+    assert set(by_key) == {"csam.jpg", "nsfw.jpg", "err.jpg"}
+    assert (by_key["csam.jpg"].action, by_key["csam.jpg"].outcome) == (
+        ActionType.DELETE,
+        ActionOutcome.DONE,
+    )
+    assert (by_key["nsfw.jpg"].action, by_key["nsfw.jpg"].outcome) == (
+        ActionType.REPORT,
+        ActionOutcome.DONE,
+    )
+    assert by_key["err.jpg"].action is ActionType.REPORT
+    assert not exists(s3, bucket, "csam.jpg")
+    assert exists(s3, bucket, "nsfw.jpg") and exists(s3, bucket, "err.jpg")
+    assert (allow, None) in seen
+
+
+async def test_dry_run_changes_nothing(
+    env: Any, state: SqliteState, bucket: str, put: Any, s3: Any
+) -> None:
+    put(bucket, "a.jpg")
+    put(bucket, "b.jpg")
+    settings, bus, stores, tap = await env(dry_run=True, on_flag_nsfw="delete")
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    await run(
+        stage,
+        settings,
+        verdict_for(bucket, "a.jpg", Decision.FLAG_CSAM),
+        verdict_for(bucket, "b.jpg", Decision.FLAG_NSFW),
+    )
+    await stage.stop()
+    actions = await tap.take()
+    assert {a.outcome for a in actions} == {ActionOutcome.DRY_RUN}
+    assert all(a.dry_run for a in actions)
+    details = sorted(a.detail or "" for a in actions)
+    assert details[0] == "dry run: would delete"
+    assert details[1].startswith("dry run: would quarantine to s3://")
+    assert exists(s3, bucket, "a.jpg") and exists(s3, bucket, "b.jpg")
+
+
+async def test_duplicate_verdicts_give_one_action(
+    env: Any, state: SqliteState, bucket: str, put: Any, s3: Any
+) -> None:
+    data = put(bucket, "dup.jpg")
+    settings, bus, stores, tap = await env()
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    first = verdict_for(bucket, "dup.jpg", data=data)
+    # Redelivery of the same message, and classify rerunning the request after a crash
+    # (a fresh verdict id for the same request and content).
+    replayed = first.model_copy(update={"verdict_id": "f" * 32})
+    await run(stage, settings, first, first, replayed)
+    await stage.stop()
+    actions = await tap.take()
+    assert [a.outcome for a in actions] == [
+        ActionOutcome.DONE,
+        ActionOutcome.DUPLICATE,
+        ActionOutcome.DUPLICATE,
+    ]
+    assert {a.action for a in actions} == {ActionType.QUARANTINE}
+    assert actions[1].quarantine == actions[0].quarantine
+    assert not exists(s3, bucket, "dup.jpg")
+
+
+async def test_duplicates_survive_a_restart(
+    env: Any, state: SqliteState, bucket: str, put: Any
+) -> None:
+    data = put(bucket, "r.jpg")
+    settings, bus, stores, tap = await env(on_flag_csam="delete")
+    verdict = verdict_for(bucket, "r.jpg", data=data)
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    await run(stage, settings, verdict)
+    await stage.stop()
+    restarted = EnforceStage(bus, settings, stores, state)
+    await restarted.start()
+    await run(restarted, settings, verdict.model_copy(update={"verdict_id": "e" * 32}))
+    await restarted.stop()
+    assert [a.outcome for a in await tap.take()] == [ActionOutcome.DONE, ActionOutcome.DUPLICATE]
+
+
+async def test_missing_object_is_already_absent(env: Any, state: SqliteState, bucket: str) -> None:
+    settings, bus, stores, tap = await env(on_flag_nsfw="delete")
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    await run(
+        stage,
+        settings,
+        verdict_for(bucket, "gone.jpg", Decision.FLAG_CSAM),
+        verdict_for(bucket, "gone2.jpg", Decision.FLAG_NSFW),
+    )
+    await stage.stop()
+    actions = await tap.take()
+    assert [a.outcome for a in actions] == [ActionOutcome.ALREADY_ABSENT] * 2
+    assert {a.action for a in actions} == {ActionType.QUARANTINE, ActionType.DELETE}
+
+
+async def test_storage_failure_is_a_failed_action_not_a_crash(
+    env: Any, state: SqliteState, bucket: str, put: Any, s3: Any
+) -> None:
+    put(bucket, "ok.jpg")
+    put(bucket, "stuck.jpg")
+    # The quarantine bucket does not exist: the copy fails, the original must stay.
+    settings, bus, stores, tap = await env(quarantine="s3://no-such-quarantine-bucket/q/")
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    await run(stage, settings, verdict_for(bucket, "stuck.jpg"))
+    await stage.stop()
+    [action] = await tap.take()
+    assert action.outcome is ActionOutcome.FAILED
+    assert "no-such-quarantine-bucket" in (action.detail or "")
+    assert "not found" in (action.detail or "")
+    assert exists(s3, bucket, "stuck.jpg")
+
+    # A failed action is not final: once the location works, the next verdict acts.
+    s3.create_bucket(Bucket="no-such-quarantine-bucket")
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    await run(stage, settings, verdict_for(bucket, "stuck.jpg"))
+    await stage.stop()
+    [retry] = await tap.take()
+    assert retry.outcome is ActionOutcome.DONE
+    assert not exists(s3, bucket, "stuck.jpg")
+
+
+async def test_malformed_verdict_is_dead_lettered(
+    env: Any, state: SqliteState, bucket: str, put: Any
+) -> None:
+    put(bucket, "fine.jpg")
+    settings, bus, stores, tap = await env()
+    dlq = bus.consumer([settings.topic(DEAD_LETTER)], "dlq")
+    await dlq.start()
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    await run(stage, settings, b"{not json", verdict_for(bucket, "fine.jpg"))
+    await stage.stop()
+    [dead] = [decode(m.value, DeadLetter) for m in await dlq.getmany(0, 10)]
+    assert dead.reason == "malformed_event"
+    assert [a.outcome for a in await tap.take()] == [ActionOutcome.DONE]
+
+
+async def test_inline_upload_verdict_is_reported_without_storage(
+    env: Any, state: SqliteState
+) -> None:
+    settings, bus, stores, tap = await env(on_flag_csam="delete")
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    inline = Verdict(request_id="req-1", lane=Lane.SYNC, decision=Decision.FLAG_CSAM)
+    replayed = inline.model_copy(update={"verdict_id": "d" * 32})
+    await run(stage, settings, inline, inline, replayed)
+    await stage.stop()
+    actions = await tap.take()
+    assert [(a.action, a.outcome) for a in actions] == [
+        (ActionType.REPORT, ActionOutcome.DONE),
+        (ActionType.REPORT, ActionOutcome.DUPLICATE),
+        (ActionType.REPORT, ActionOutcome.DUPLICATE),
+    ]
+    assert actions[0].object is None
+
+
+async def test_batch_keeps_per_object_order(
+    env: Any, state: SqliteState, bucket: str, put: Any
+) -> None:
+    keys = [f"k{i}.jpg" for i in range(12)]
+    for key in keys:
+        put(bucket, key)
+    settings, bus, stores, tap = await env(
+        concurrency=4, on_flag_nsfw="delete", guard={"enabled": False}
+    )
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    # Per object: nsfw (delete) first, then a csam verdict that finds it gone.
+    verdicts = [verdict_for(bucket, k, Decision.FLAG_NSFW) for k in keys]
+    verdicts += [verdict_for(bucket, k, Decision.FLAG_CSAM) for k in keys]
+    await run(stage, settings, *verdicts)
+    await stage.stop()
+    actions = await tap.take()
+    assert len(actions) == 24
+    for key in keys:
+        mine = [a for a in actions if a.object and a.object.key == key]
+        assert [(a.action, a.outcome) for a in mine] == [
+            (ActionType.DELETE, ActionOutcome.DONE),
+            (ActionType.QUARANTINE, ActionOutcome.ALREADY_ABSENT),
+        ]
