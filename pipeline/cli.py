@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
 import traceback
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,12 +27,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from classify.base import ClassifyTables
 from pipeline.bus.base import BusError
 from pipeline.events import SchemaError
 from pipeline.logs import setup_logging
 from pipeline.settings import Settings, SettingsError, load_settings
 from pipeline.state.sqlite import StateError
 from pipeline.storage.base import StorageError
+
+if TYPE_CHECKING:
+    from pipeline.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -68,20 +74,25 @@ class Options:
         return settings
 
 
-def options(ctx: typer.Context) -> Options:
-    obj = ctx.find_root().obj
-    return obj if isinstance(obj, Options) else Options()
+# Set by the root callback; the role commands mounted below read it the same way.
+_options: ContextVar[Options | None] = ContextVar("pictguard_options", default=None)
+
+
+def options(ctx: typer.Context | None = None) -> Options:
+    return _options.get() or Options()
 
 
 @app.callback()
 def main_options(
     ctx: typer.Context,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML settings file", envvar="PICTGUARD_CONFIG")
+        Path | None,
+        typer.Option("--config", "-c", help="YAML settings file", envvar="PICTGUARD_CONFIG"),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Verbose logs and tracebacks")] = False,
 ) -> None:
     ctx.obj = Options(config=config, debug=debug)
+    _options.set(ctx.obj)
 
 
 def run_async(opts: Options, coro: Coroutine[Any, Any, T]) -> T:
@@ -95,7 +106,7 @@ def run_async(opts: Options, coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 — the admin gets one line, --debug the rest
         if opts.debug:
             traceback.print_exc()
         err_console.print(
@@ -107,7 +118,7 @@ def run_async(opts: Options, coro: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(1) from None
 
 
-def load(ctx: typer.Context, **overrides: Any) -> tuple[Options, Settings]:
+def load(ctx: typer.Context | None, **overrides: Any) -> tuple[Options, Settings]:
     opts = options(ctx)
     try:
         return opts, opts.settings(**overrides)
@@ -238,7 +249,9 @@ def run_role_cmd(
     from pipeline.runtime import run_role
 
     if role not in {"ingest", "classify", "enforce"}:
-        err_console.print(f"[bold red]error:[/] unknown role {role!r}: choose ingest, classify or enforce")
+        err_console.print(
+            f"[bold red]error:[/] unknown role {role!r}: choose ingest, classify or enforce"
+        )
         raise typer.Exit(2)
     opts, settings = load(ctx)
     run_async(opts, run_role(settings, role))
@@ -269,6 +282,46 @@ def topics_create(ctx: typer.Context) -> None:
         console.print(f"created {name}")
     if not created:
         console.print("all topics already exist")
+
+
+@contextlib.asynccontextmanager
+async def _admin_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Bus, stores, state and tables for one admin command, per ``storage.backend``."""
+    from pipeline.runtime import open_runtime, start_tables
+
+    async with open_runtime(settings, distributed=settings.storage.backend == "kafka") as rt:
+        await start_tables(rt)
+        try:
+            yield rt
+        finally:
+            await rt.aclose()
+
+
+def _mount_role_commands() -> None:
+    """Commands owned by the roles: hash lists and models (classify), admin flows (enforce)."""
+    from classify.cli import register as register_classify
+    from enforce.admin import EnforceContext
+    from enforce.cli import register as register_enforce
+
+    def root_settings() -> Settings:
+        return load(None)[1]
+
+    @contextlib.asynccontextmanager
+    async def tables() -> AsyncIterator[ClassifyTables]:
+        async with _admin_runtime(root_settings()) as rt:
+            yield rt.tables
+
+    @contextlib.asynccontextmanager
+    async def enforce_context() -> AsyncIterator[EnforceContext]:
+        settings = root_settings()
+        async with _admin_runtime(settings) as rt:
+            yield EnforceContext(settings, rt.stores, rt.state, rt.bus, rt.tables.hashlists)
+
+    register_classify(app, tables, lambda: root_settings().classify)
+    register_enforce(app, enforce_context)
+
+
+_mount_role_commands()
 
 
 def main() -> None:

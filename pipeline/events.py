@@ -215,7 +215,6 @@ Event = ScanRequest | Verdict | EnforcementAction | DeadLetter
 E = TypeVar("E", bound=_Event)
 
 
-
 def encode(event: _Event) -> bytes:
     """Serialise an event to its JSON wire form."""
     return event.model_dump_json(exclude_none=True).encode()

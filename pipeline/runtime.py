@@ -12,22 +12,39 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from classify.base import ClassifyTables
-from pipeline.bus.base import Bus
+from pipeline.bus.base import Bus, Message
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
-from pipeline.events import ActionOutcome, Decision, EnforcementAction, Verdict
+from pipeline.events import (
+    ActionOutcome,
+    DeadLetter,
+    Decision,
+    EnforcementAction,
+    SchemaError,
+    Verdict,
+    decode,
+)
 from pipeline.settings import Settings
 from pipeline.stage import consume
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.table import Table
 from pipeline.state.topic_table import TopicTable
 from pipeline.storage.locations import Stores, parse_location
-from pipeline.topics import HASHLISTS, SCAN_BULK, SCAN_SYNC, TABLE_TOPICS, VERDICT_CACHE, VERDICTS
+from pipeline.topics import (
+    ACTIONS,
+    DEAD_LETTER,
+    HASHLISTS,
+    SCAN_BULK,
+    SCAN_SYNC,
+    TABLE_TOPICS,
+    VERDICT_CACHE,
+    VERDICTS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +83,7 @@ async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
         closer = closers.pop()
         try:
             await closer()
-        except Exception:  # noqa: BLE001 — close everything even if one fails
+        except Exception:
             log.exception("error while shutting down")
 
 
@@ -121,10 +138,22 @@ async def classify_tasks(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
     stage = ClassifyStage(runtime.bus, s, runtime.stores, engine)
     batch = s.classify.fetch_batch
     return [
-        consume(runtime.bus, [s.topic(SCAN_SYNC)], group(s, "classify-sync"), stage, runtime.stop,
-                max_records=batch),
-        consume(runtime.bus, [s.topic(SCAN_BULK)], group(s, "classify"), stage, runtime.stop,
-                max_records=batch),
+        consume(
+            runtime.bus,
+            [s.topic(SCAN_SYNC)],
+            group(s, "classify-sync"),
+            stage,
+            runtime.stop,
+            max_records=batch,
+        ),
+        consume(
+            runtime.bus,
+            [s.topic(SCAN_BULK)],
+            group(s, "classify"),
+            stage,
+            runtime.stop,
+            max_records=batch,
+        ),
     ]
 
 
@@ -139,6 +168,59 @@ async def enforce_tasks(
     await stage.start()
     runtime._closers.append(stage.stop)
     return [consume(runtime.bus, [s.topic(VERDICTS)], group(s, "enforce"), stage, runtime.stop)]
+
+
+class _LocalSink:
+    """Single-process reader of the output-only topics.
+
+    Nothing else reads ``actions`` (enforce already records them in SQLite) or
+    ``dead-letter`` in one process, and an unread in-process queue would stop its producers
+    once full. Dead letters are kept in the ``dead_letters`` table for the admin.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.state = runtime.state
+        self.dead_letter_topic = runtime.settings.topic(DEAD_LETTER)
+
+    async def handle(self, batch: Sequence[Message]) -> None:
+        rows = []
+        for message in batch:
+            if message.topic != self.dead_letter_topic:
+                continue
+            try:
+                record = decode(message.value, DeadLetter)
+            except SchemaError:
+                continue
+            rows.append(
+                (
+                    record.source_topic,
+                    record.source_key,
+                    record.reason,
+                    record.detail,
+                    record.created_at.isoformat(),
+                    message.value.decode(),
+                )
+            )
+        if rows:
+            await self.state.executemany(
+                "INSERT INTO dead_letters (source_topic, source_key, reason, detail, created_at, "
+                "body) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+
+def sink_tasks(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
+    s = runtime.settings
+    return [
+        consume(
+            runtime.bus,
+            [s.topic(ACTIONS), s.topic(DEAD_LETTER)],
+            group(s, "local-sink"),
+            _LocalSink(runtime),
+            runtime.stop,
+            max_records=1024,
+        )
+    ]
 
 
 @dataclass
@@ -217,7 +299,11 @@ async def run_scan(
         store = runtime.stores.for_location(location)
         await store.check()
         await start_tables(runtime)
-        loops = await classify_tasks(runtime) + await enforce_tasks(runtime, tracker.record)
+        loops = (
+            await classify_tasks(runtime)
+            + await enforce_tasks(runtime, tracker.record)
+            + sink_tasks(runtime)
+        )
         tasks = [asyncio.create_task(c) for c in loops]
         backfill = Backfill(
             runtime.bus, settings, store, location, runtime.state, on_produced=on_listed
@@ -289,8 +375,13 @@ def _all_topics() -> tuple[Any, ...]:
     return TOPICS
 
 
-async def run_backfill(settings: Settings, target: str, *, resume: bool = True,
-                       on_listed: Callable[[int], None] | None = None) -> int:
+async def run_backfill(
+    settings: Settings,
+    target: str,
+    *,
+    resume: bool = True,
+    on_listed: Callable[[int], None] | None = None,
+) -> int:
     """Publish a bucket/folder listing to Kafka; return the number of scan requests."""
     from ingest.backfill import Backfill
 

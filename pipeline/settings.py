@@ -85,9 +85,15 @@ class S3Settings(BaseModel):
 
 
 class StorageSettings(BaseModel):
-    """Where single-process state (SQLite) lives."""
+    """Where state lives."""
 
     state_dir: Path = Path(".pictguard")
+    backend: Literal["sqlite", "kafka"] = Field(
+        "sqlite",
+        description="Where admin commands (hashes, allow, block, restore) read and write hash "
+        "lists and the verdict cache: sqlite for a single-process install, kafka when the "
+        "roles run distributed (`pictguard run`)",
+    )
 
     @property
     def state_file(self) -> Path:

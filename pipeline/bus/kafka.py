@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
@@ -13,7 +14,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
-    KafkaConnectionError,
     KafkaError,
     TopicAlreadyExistsError,
 )
@@ -146,10 +146,9 @@ async def create_topics(settings: KafkaSettings, names: Sequence[str] | None = N
                 )
             )
         if new:
-            try:
+            # Another process may have created one meanwhile.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another process created it meanwhile
         return [t.name for t in new]
     finally:
         await _quiet_close(admin)
@@ -186,7 +185,7 @@ class KafkaConsumer(Consumer):
             for topic in self.topics:
                 parts = consumer.partitions_for_topic(topic)
                 if parts is None:
-                    await consumer._client.force_metadata_update()  # noqa: SLF001
+                    await consumer._client.force_metadata_update()
                     parts = consumer.partitions_for_topic(topic) or set()
                 partitions += [TopicPartition(topic, p) for p in sorted(parts)]
             consumer.assign(partitions)
@@ -255,14 +254,11 @@ class KafkaConsumer(Consumer):
 
 
 async def _quiet_stop(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
-    try:
+    # Already failing: the first error is the useful one.
+    with contextlib.suppress(Exception):
         await client.stop()
-    except Exception:  # noqa: BLE001 — already failing; the first error is the useful one
-        pass
 
 
 async def _quiet_close(admin: AIOKafkaAdminClient) -> None:
-    try:
+    with contextlib.suppress(Exception):
         await admin.close()
-    except Exception:  # noqa: BLE001
-        pass

@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS actions (
 );
 CREATE INDEX IF NOT EXISTS actions_object ON actions (object_id);
 CREATE INDEX IF NOT EXISTS actions_created ON actions (created_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, source_topic TEXT NOT NULL, source_key TEXT,
+    reason TEXT NOT NULL, detail TEXT NOT NULL, created_at TEXT NOT NULL, body TEXT NOT NULL
+);
 """
 
 

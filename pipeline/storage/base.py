@@ -73,8 +73,9 @@ class ObjectStore(abc.ABC):
         """Size and tag of ``key``, or None if absent."""
 
     @abc.abstractmethod
-    async def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
-        ...
+    async def put(
+        self, key: str, data: bytes, metadata: Mapping[str, str] | None = None
+    ) -> None: ...
 
     @abc.abstractmethod
     async def delete(self, key: str) -> bool:
@@ -100,5 +101,5 @@ class ObjectStore(abc.ABC):
             version_id=info.version_id if info else None,
         )
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 — most stores hold nothing to release
         """Release connections."""

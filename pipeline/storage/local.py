@@ -24,9 +24,7 @@ from pipeline.storage.base import (
 META_SUFFIX = ".pictguard-meta.json"
 
 
-def _walk_sorted(
-    folder: Path, prefix: str, rel: str = ""
-) -> Iterator[tuple[str, os.stat_result]]:
+def _walk_sorted(folder: Path, prefix: str, rel: str = "") -> Iterator[tuple[str, os.stat_result]]:
     """Files under ``folder`` as (relative posix key, stat) in lexicographic key order.
 
     Sorting a folder's entries with directories keyed as ``name + '/'`` makes this
@@ -163,7 +161,9 @@ class LocalStore(ObjectStore):
         await target.put(target_key, data, metadata)
 
 
-def _take(iterator: Iterator[tuple[str, os.stat_result]], n: int) -> list[tuple[str, os.stat_result]]:
+def _take(
+    iterator: Iterator[tuple[str, os.stat_result]], n: int
+) -> list[tuple[str, os.stat_result]]:
     out = []
     for item in iterator:
         out.append(item)

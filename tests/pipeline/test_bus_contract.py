@@ -110,7 +110,9 @@ async def test_stop_finishes_the_batch_in_hand_then_commits(
             await asyncio.sleep(0.05)
             handled.extend(m.value for m in batch)
 
-    await asyncio.wait_for(consume(bus, [topic], topic + "-g", SlowHandler(), stop, max_records=100), 30)
+    await asyncio.wait_for(
+        consume(bus, [topic], topic + "-g", SlowHandler(), stop, max_records=100), 30
+    )
     assert handled  # the batch in hand was finished
     rest = await drain(bus, topic, topic + "-g", 10 - len(handled))
     # Nothing handled before the stop comes back (it was committed), and nothing is lost.

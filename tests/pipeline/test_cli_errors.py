@@ -18,7 +18,10 @@ def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.Completed
     # The 10 s bound is the requirement itself: an admin must not wait longer for the error.
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
-        env=full_env, capture_output=True, text=True, timeout=10,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=10,
     )
 
 
@@ -89,8 +92,11 @@ def test_wrong_credentials(tmp_path: Path) -> None:
 
 
 def test_unreachable_s3(tmp_path: Path) -> None:
-    env = {"PICTGUARD_S3__ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
-           "PICTGUARD_S3__ACCESS_KEY_ID": "k", "PICTGUARD_S3__SECRET_ACCESS_KEY": "s"}
+    env = {
+        "PICTGUARD_S3__ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "PICTGUARD_S3__ACCESS_KEY_ID": "k",
+        "PICTGUARD_S3__SECRET_ACCESS_KEY": "s",
+    }
     result = run_cli(["scan", "s3://pics"], tmp_path, **env)
     assert_one_clear_line(result, "cannot reach S3", "PICTGUARD_S3__ENDPOINT_URL")
 

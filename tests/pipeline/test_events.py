@@ -29,8 +29,13 @@ REF = ObjectRef(store="s3", bucket="pics", key="a b/c.jpg", etag="e1", size=3)
         ScanRequest(object=REF),
         ScanRequest(content=b"\x00\xffbytes", content_type="image/png", reply_to="replies.x"),
         Verdict(request_id="r", object=REF, decision=Decision.FLAG_CSAM, scores={"sexual": 0.3}),
-        EnforcementAction(verdict_id="v", object=REF, decision=Decision.FLAG_CSAM,
-                          action=ActionType.QUARANTINE, outcome=ActionOutcome.DONE),
+        EnforcementAction(
+            verdict_id="v",
+            object=REF,
+            decision=Decision.FLAG_CSAM,
+            action=ActionType.QUARANTINE,
+            outcome=ActionOutcome.DONE,
+        ),
         DeadLetter(source_topic="t", reason="malformed_event", payload=b"{oops"),
     ],
 )
@@ -42,13 +47,18 @@ def test_round_trip(event: ScanRequest | Verdict | EnforcementAction | DeadLette
 
 def test_object_id_is_stable() -> None:
     assert REF.id == "s3://pics/a b/c.jpg"
-    assert ObjectRef(store="file", bucket="/srv/media/", key="x/y.png").id == "file:///srv/media/x/y.png"
+    assert (
+        ObjectRef(store="file", bucket="/srv/media/", key="x/y.png").id
+        == "file:///srv/media/x/y.png"
+    )
 
 
 def test_unknown_version_is_rejected_with_advice() -> None:
     raw = json.loads(encode(ScanRequest(object=REF)))
     raw["schema_version"] = 2
-    with pytest.raises(SchemaError, match="schema_version 2 is not supported.*same pictguard version"):
+    with pytest.raises(
+        SchemaError, match=r"schema_version 2 is not supported.*same pictguard version"
+    ):
         decode(json.dumps(raw).encode(), ScanRequest)
 
 

@@ -24,7 +24,9 @@ from tests.servers import FAST_GROUPS, Broker, S3Server
 PICTGUARD = [sys.executable, "-m", "pipeline.cli"]
 
 
-def role_env(broker: Broker, s3: S3Server, prefix: str, state_dir: Path, **extra: str) -> dict[str, str]:
+def role_env(
+    broker: Broker, s3: S3Server, prefix: str, state_dir: Path, **extra: str
+) -> dict[str, str]:
     import json
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
@@ -130,13 +132,18 @@ def bucket_keys(client: Any, bucket: str) -> set[str]:
 
 
 def backfill(env: dict[str, str], bucket: str) -> None:
-    out = subprocess.run([*PICTGUARD, "backfill", f"s3://{bucket}"], env=env,
-                         capture_output=True, timeout=120)
+    out = subprocess.run(
+        [*PICTGUARD, "backfill", f"s3://{bucket}"], env=env, capture_output=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr.decode()
 
 
 def test_two_classify_consumers_over_kafka(
-    broker: Broker, s3_server: S3Server, bucket: str, topic_prefix: str, tmp_path: Path,
+    broker: Broker,
+    s3_server: S3Server,
+    bucket: str,
+    topic_prefix: str,
+    tmp_path: Path,
     roles: Roles,
 ) -> None:
     client: Any = s3_server.client()
@@ -144,8 +151,13 @@ def test_two_classify_consumers_over_kafka(
     corpus.upload(client, bucket)
     client.create_bucket(Bucket=f"{bucket}-q")
     asyncio.run(block_on_kafka(broker, topic_prefix, corpus))
-    env = role_env(broker, s3_server, topic_prefix, tmp_path / "state",
-                   PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/")
+    env = role_env(
+        broker,
+        s3_server,
+        topic_prefix,
+        tmp_path / "state",
+        PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/",
+    )
     for role in ("classify", "classify", "enforce"):
         roles.start(role, {**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / role)})
     backfill({**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / "backfill")}, bucket)
@@ -166,7 +178,11 @@ def test_two_classify_consumers_over_kafka(
 
 
 def test_classify_killed_mid_run_loses_nothing_and_acts_once(
-    broker: Broker, s3_server: S3Server, bucket: str, topic_prefix: str, tmp_path: Path,
+    broker: Broker,
+    s3_server: S3Server,
+    bucket: str,
+    topic_prefix: str,
+    tmp_path: Path,
     roles: Roles,
 ) -> None:
     client: Any = s3_server.client()
@@ -175,11 +191,16 @@ def test_classify_killed_mid_run_loses_nothing_and_acts_once(
     client.create_bucket(Bucket=f"{bucket}-q")
     asyncio.run(block_on_kafka(broker, topic_prefix, corpus))
     # NudeNet makes each image cost real model time, so the kill lands mid-stream.
-    env = role_env(broker, s3_server, topic_prefix, tmp_path / "state",
-                   PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/",
-                   PICTGUARD_CLASSIFY__CLASSIFIERS='["hashlist", "nudenet"]',
-                   PICTGUARD_CLASSIFY__CONCURRENCY="4",
-                   PICTGUARD_CLASSIFY__FETCH_BATCH="8")
+    env = role_env(
+        broker,
+        s3_server,
+        topic_prefix,
+        tmp_path / "state",
+        PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/",
+        PICTGUARD_CLASSIFY__CLASSIFIERS='["hashlist", "nudenet"]',
+        PICTGUARD_CLASSIFY__CONCURRENCY="4",
+        PICTGUARD_CLASSIFY__FETCH_BATCH="8",
+    )
     enforce_env = {**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / "enforce")}
     classify_env = {**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / "classify")}
     roles.start("enforce", enforce_env)

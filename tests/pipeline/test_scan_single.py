@@ -19,7 +19,11 @@ from tests.servers import S3Server
 
 def scan_settings(s3: S3Server, state_dir: Path, **enforce: Any) -> Settings:
     return load_settings(
-        s3={"endpoint_url": s3.endpoint, "access_key_id": "testing", "secret_access_key": "testing"},
+        s3={
+            "endpoint_url": s3.endpoint,
+            "access_key_id": "testing",
+            "secret_access_key": "testing",
+        },
         storage={"state_dir": str(state_dir)},
         classify={"classifiers": ["hashlist"]},
         enforce=enforce,
@@ -146,8 +150,9 @@ async def test_interrupted_backfill_resumes_after_its_checkpoint(
             if sum(produced) >= 30:
                 stop.set()  # as if the process were interrupted
 
-        first = Backfill(bus, settings, stores.for_location(location), location, state,
-                         on_produced=stop_after_30)
+        first = Backfill(
+            bus, settings, stores.for_location(location), location, state, on_produced=stop_after_30
+        )
         r1 = await first.run(stop)
         assert not r1.completed
         checkpoint = await state.get_checkpoint(checkpoint_name(location))

@@ -53,8 +53,12 @@ def test_kafka_security_settings_become_client_config(tmp_path: Path) -> None:
     plain = client_config(KafkaSettings())
     assert plain["security_protocol"] == "PLAINTEXT" and "sasl_mechanism" not in plain
     scram = client_config(
-        KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
-                      sasl_username="u", sasl_password="p")
+        KafkaSettings(
+            security_protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username="u",
+            sasl_password="p",
+        )
     )
     assert scram["sasl_mechanism"] == "SCRAM-SHA-512"
     assert scram["sasl_plain_username"] == "u" and scram["sasl_plain_password"] == "p"
