@@ -6,6 +6,7 @@ Environment variables nest with ``__``: ``PICTGUARD_INGEST__PRESET=mastodon``,
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -17,11 +18,14 @@ Preset = Literal["none", "pictrs", "mastodon", "misskey"]
 class EventsSettings(BaseModel):
     """The raw ``bucket-events`` topic that MinIO and Ceph Kafka targets publish to."""
 
-    enabled: bool = Field(True, description="Consume the bucket-events topic (distributed mode)")
-    format: Literal["auto", "minio", "ceph", "aws"] = Field(
-        "auto", description="Notification format on the topic; auto tells MinIO/Ceph/AWS apart"
+    enabled: bool = Field(
+        default=True, description="Consume the bucket-events topic (distributed mode)"
     )
-    max_batch: int = Field(1000, gt=0, description="Raw events handled per produce call")
+    format: Literal["auto", "minio", "ceph", "aws"] = Field(
+        default="auto",
+        description="Notification format on the topic; auto tells MinIO/Ceph/AWS apart",
+    )
+    max_batch: int = Field(default=1000, gt=0, description="Raw events handled per produce call")
 
 
 class WebhookSettings(BaseModel):
@@ -33,17 +37,18 @@ class WebhookSettings(BaseModel):
 
     enabled: bool = False
     host: str = "0.0.0.0"
-    port: int = Field(8081, ge=0, le=65535)
+    port: int = Field(default=8081, ge=0, le=65535)
     minio_token: SecretStr | None = Field(
-        None, description="MinIO notify_webhook auth_token; sent as Authorization: Bearer <token>"
+        default=None,
+        description="MinIO notify_webhook auth_token; sent as Authorization: Bearer <token>",
     )
     ceph_token: SecretStr | None = Field(
-        None, description="Token Ceph sends as ?token=... in its push-endpoint URL"
+        default=None, description="Token Ceph sends as ?token=... in its push-endpoint URL"
     )
     b2_secret: SecretStr | None = Field(
-        None, description="B2 event notification rule signing secret (HMAC-SHA256)"
+        default=None, description="B2 event notification rule signing secret (HMAC-SHA256)"
     )
-    max_body_bytes: int = Field(1024 * 1024, gt=0, description="Larger bodies get 413")
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="Larger bodies get 413")
 
 
 class SqsSettings(BaseModel):
@@ -51,15 +56,23 @@ class SqsSettings(BaseModel):
 
     enabled: bool = False
     queue_url: str | None = None
-    region: str | None = Field(None, description="Default: s3.region")
-    endpoint_url: str | None = Field(None, description="Only for SQS-compatible test servers")
-    access_key_id: str | None = Field(None, description="Default: s3 credentials / AWS chain")
+    region: str | None = Field(default=None, description="Default: s3.region")
+    endpoint_url: str | None = Field(
+        default=None, description="Only for SQS-compatible test servers"
+    )
+    access_key_id: str | None = Field(
+        default=None, description="Default: s3 credentials / AWS chain"
+    )
     secret_access_key: SecretStr | None = None
     session_token: SecretStr | None = None
-    wait_time_s: int = Field(20, ge=0, le=20, description="Long-polling wait per receive call")
-    max_messages: int = Field(10, ge=1, le=10)
+    wait_time_s: int = Field(
+        default=20, ge=0, le=20, description="Long-polling wait per receive call"
+    )
+    max_messages: int = Field(default=10, ge=1, le=10)
     visibility_timeout_s: int | None = Field(
-        None, ge=0, description="Override the queue's visibility timeout for received messages"
+        default=None,
+        ge=0,
+        description="Override the queue's visibility timeout for received messages",
     )
 
 
@@ -69,10 +82,12 @@ class WatchSettings(BaseModel):
     enabled: bool = False
     roots: list[Path] = Field(default_factory=list, description="Folders to watch, recursively")
     settle_s: float = Field(
-        2.0, gt=0, description="A file counts as written once unchanged for this long"
+        default=2.0, gt=0, description="A file counts as written once unchanged for this long"
     )
-    force_polling: bool = Field(False, description="Poll instead of inotify (NFS, some mounts)")
-    poll_delay_ms: int = Field(300, gt=0)
+    force_polling: bool = Field(
+        default=False, description="Poll instead of inotify (NFS, some mounts)"
+    )
+    poll_delay_ms: int = Field(default=300, gt=0)
 
 
 class ReconcileSettings(BaseModel):
@@ -82,18 +97,41 @@ class ReconcileSettings(BaseModel):
     locations: list[str] = Field(
         default_factory=list, description="s3://bucket[/prefix] or folders to reconcile"
     )
-    interval_s: float = Field(3600.0, gt=0, description="Time between reconcile runs")
+    interval_s: float = Field(default=3600.0, gt=0, description="Time between reconcile runs")
     overlap_s: float = Field(
-        900.0, ge=0, description="Look this far before the last checkpoint (clock skew, races)"
+        default=900.0,
+        ge=0,
+        description="Look this far before the last checkpoint (clock skew, races)",
     )
     min_age_s: float = Field(
-        120.0, ge=0, description="Leave objects younger than this to the event path"
+        default=120.0, ge=0, description="Leave objects younger than this to the event path"
     )
     initial_lookback_s: float | None = Field(
-        None, gt=0, description="First run: how far back to look; unset means every object"
+        default=None, gt=0, description="First run: how far back to look; unset means every object"
     )
     retry_errors: bool = Field(
-        True, description="Rescan objects whose verdict was a transient error (fetch, timeout)"
+        default=True,
+        description="Rescan objects whose verdict was a transient error (fetch, timeout)",
+    )
+
+
+class BackfillSettings(BaseModel):
+    """How a backfill lists: in parallel, paced, from a date, with an ETA."""
+
+    prefixes: list[str] = Field(
+        default_factory=list,
+        description="List these prefixes (inside the target) in parallel, each with its own "
+        "checkpoint; empty means the whole target as one listing",
+    )
+    parallel: int = Field(default=4, ge=1, description="Prefixes listed at the same time")
+    rate_limit: float | None = Field(
+        default=None, gt=0, description="At most this many objects per second; unset: no limit"
+    )
+    since: datetime | None = Field(
+        default=None, description="Only objects modified at or after this time (UTC if no zone)"
+    )
+    estimate_total: bool = Field(
+        default=True, description="Count ahead (a keys-only listing) for the total and the ETA"
     )
 
 
@@ -118,25 +156,33 @@ class IngestSettings(BaseModel):
     )
     exclude_content_types: list[str] = Field(default_factory=list)
     max_size_bytes: int | None = Field(
-        None, gt=0, description="Skip objects larger than this; unset means no cap"
+        default=None, gt=0, description="Skip objects larger than this; unset means no cap"
     )
     preset: Preset = Field(
-        "none", description="Storage layout preset: pictrs, mastodon, misskey (adds filters)"
+        default="none",
+        description="Storage layout preset: pictrs, mastodon, misskey (adds filters)",
     )
     mastodon_media: Literal["all", "local", "remote"] = Field(
-        "all", description="Mastodon preset: local uploads, remote media under cache/, or both"
+        default="all",
+        description="Mastodon preset: local uploads, remote media under cache/, or both",
     )
     misskey_webpublic: bool = Field(
-        False, description="Misskey preset: also scan webpublic- copies (re-encoded originals)"
+        default=False,
+        description="Misskey preset: also scan webpublic- copies (re-encoded originals)",
     )
-    checkpoint_every: int = Field(500, gt=0, description="Objects between backfill checkpoints")
-    batch_size: int = Field(256, gt=0, description="Scan requests produced per bus call")
+    checkpoint_every: int = Field(
+        default=500, gt=0, description="Objects between backfill checkpoints"
+    )
+    batch_size: int = Field(default=256, gt=0, description="Scan requests produced per bus call")
     dedupe_window_s: float = Field(
-        600.0, ge=0, description="Repeated notifications of one object within this are dropped"
+        default=600.0,
+        ge=0,
+        description="Repeated notifications of one object within this are dropped",
     )
-    dedupe_max_entries: int = Field(200_000, gt=0, description="Memory bound of the window")
+    dedupe_max_entries: int = Field(default=100_000, gt=0, description="Memory bound of the window")
     events: EventsSettings = Field(default_factory=EventsSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     sqs: SqsSettings = Field(default_factory=SqsSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings)

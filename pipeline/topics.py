@@ -12,6 +12,8 @@ ACTIONS = "actions"
 HASHLISTS = "hashlists"
 VERDICT_CACHE = "verdict-cache"
 DEAD_LETTER = "dead-letter"
+# Per-replica reply topics of the validate API: ``replies.<replica id>``.
+REPLIES = "replies."
 OBJECT_VERDICTS = "object-verdicts"
 
 
@@ -37,3 +39,13 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 
 TABLE_TOPICS = tuple(t.name for t in TOPICS if t.compacted)
+
+# A reply topic has one reader and holds answers nobody needs after a few seconds.
+REPLY_TOPIC = TopicSpec(REPLIES, configs={"retention.ms": str(3600 * 1000)})
+
+
+def spec_for(short_name: str) -> TopicSpec | None:
+    """The spec of a short topic name (reply topics share one)."""
+    if short_name.startswith(REPLIES):
+        return REPLY_TOPIC
+    return next((t for t in TOPICS if t.name == short_name), None)

@@ -1,0 +1,276 @@
+"""HTTP receiver for bucket notifications: MinIO webhook targets, Ceph HTTP push, B2 webhooks.
+
+Routes (each answers only once its secret is configured, otherwise 404):
+
+- ``POST /hooks/minio``: MinIO ``notify_webhook`` with ``auth_token``; MinIO sends
+  ``Authorization: Bearer <token>``. ``HEAD`` answers 200 without auth, because MinIO
+  probes the endpoint that way to decide whether the target is online.
+- ``POST /hooks/ceph?token=<token>``: a Ceph topic's ``push-endpoint``; Ceph cannot add
+  headers, so the token rides in the URL (a Bearer header is accepted too).
+- ``POST /hooks/b2``: a B2 event notification rule; the body's HMAC-SHA256 under the rule's
+  signing secret arrives in ``X-Bz-Event-Notification-Signature: v1=<hex>``.
+- ``GET /healthz``.
+
+Answers: missing credentials 401, wrong ones 403, a body over the size cap 413, a body that
+is not a notification at all 400 (and a dead-letter record), otherwise 200 once the scan
+requests (and any dead letter for a partly bad body) are acknowledged by the bus; 503 if the
+bus did not acknowledge, so the store retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ingest.dedupe import DedupeWindow
+from ingest.intake import Intake, Payload
+from ingest.sources import SourceName, normalizer
+from ingest.sources.b2 import SIGNATURE_HEADER, signature_valid
+from pipeline.bus.base import Bus, BusError
+from pipeline.events import Source
+from pipeline.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+class WebhookListenError(SettingsError):
+    """The receiver cannot listen where configured; the message says what to change."""
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _same(given: str, secret: SecretStr) -> bool:
+    return hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+class WebhookReceiver:
+    """The handlers behind the routes; one :class:`Intake` per source, one dedupe window."""
+
+    def __init__(self, settings: Settings, bus: Bus, *, dedupe: DedupeWindow | None = None) -> None:
+        self.settings = settings
+        self.hook = settings.ingest.webhook
+        window = dedupe or DedupeWindow(
+            settings.ingest.dedupe_window_s, settings.ingest.dedupe_max_entries
+        )
+        sources: tuple[SourceName, ...] = ("minio", "ceph", "b2")
+        self.intakes: dict[str, Intake] = {
+            name: Intake(
+                settings, bus, normalizer=normalizer(name), source=Source.EVENT, dedupe=window
+            )
+            for name in sources
+        }
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/hooks/minio", self.minio, methods=["POST", "HEAD"]),
+            Route("/hooks/ceph", self.ceph, methods=["POST"]),
+            Route("/hooks/b2", self.b2, methods=["POST"]),
+            Route("/healthz", self.health, methods=["GET"]),
+        ]
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def minio(self, request: Request) -> Response:
+        secret = self.hook.minio_token
+        if secret is None:
+            return _error(404, "MinIO webhook is off: set ingest.webhook.minio_token")
+        if request.method == "HEAD":
+            return Response(status_code=200)
+        token = _bearer(request)
+        if token is None:
+            return _error(
+                401, "Authorization: Bearer <token> required", **{"WWW-Authenticate": "Bearer"}
+            )
+        if not _same(token, secret):
+            return _error(403, "wrong token")
+        return await self._receive(request, "minio")
+
+    async def ceph(self, request: Request) -> Response:
+        secret = self.hook.ceph_token
+        if secret is None:
+            return _error(404, "Ceph push endpoint is off: set ingest.webhook.ceph_token")
+        token = request.query_params.get("token")
+        if token is None:
+            token = _bearer(request)
+        if token is None:
+            return _error(401, "token required: add ?token=<ceph_token> to the push-endpoint")
+        if not _same(token, secret):
+            return _error(403, "wrong token")
+        return await self._receive(request, "ceph")
+
+    async def b2(self, request: Request) -> Response:
+        secret = self.hook.b2_secret
+        if secret is None:
+            return _error(404, "B2 webhook is off: set ingest.webhook.b2_secret")
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if signature is None:
+            return _error(401, f"{SIGNATURE_HEADER} header required")
+        try:
+            body = await _read_body(request, self.hook.max_body_bytes)
+        except _BodyTooLarge:
+            return _error(413, f"body larger than {self.hook.max_body_bytes} bytes")
+        if not signature_valid(secret.get_secret_value(), body, signature):
+            return _error(403, "signature does not match the body under ingest.webhook.b2_secret")
+        return await self._submit(request, "b2", body)
+
+    async def _receive(self, request: Request, source: SourceName) -> Response:
+        try:
+            body = await _read_body(request, self.hook.max_body_bytes)
+        except _BodyTooLarge:
+            return _error(413, f"body larger than {self.hook.max_body_bytes} bytes")
+        return await self._submit(request, source, body)
+
+    async def _submit(self, request: Request, source: SourceName, body: bytes) -> Response:
+        payload = Payload(body=body, origin=f"webhook:{request.url.path}")
+        try:
+            (outcome,) = await self.intakes[source].submit([payload])
+        except BusError as exc:
+            log.error("webhook %s: bus did not acknowledge: %s", source, exc)
+            return _error(503, "scan requests not acknowledged; retry later")
+        if outcome.rejected:
+            return _error(400, outcome.error or "not a notification")
+        answer: dict[str, Any] = {
+            "accepted": outcome.produced,
+            "repeats": outcome.repeats,
+            "filtered": outcome.filtered,
+            "ignored": outcome.ignored,
+            "removed": outcome.removals,
+        }
+        if outcome.error is not None:
+            answer["dead_lettered"] = outcome.error
+        return JSONResponse(answer)
+
+
+def create_webhook_app(
+    settings: Settings, bus: Bus, *, dedupe: DedupeWindow | None = None
+) -> Starlette:
+    """The ASGI app; the caller owns ``bus`` (started and stopped outside the app)."""
+    receiver = WebhookReceiver(settings, bus, dedupe=dedupe)
+    hook = settings.ingest.webhook
+    for name, secret in (
+        ("minio_token", hook.minio_token),
+        ("ceph_token", hook.ceph_token),
+        ("b2_secret", hook.b2_secret),
+    ):
+        if secret is not None and len(secret.get_secret_value()) < 16:
+            log.warning(
+                "ingest.webhook.%s is shorter than 16 characters; use a long random one", name
+            )
+    if not any((hook.minio_token, hook.ceph_token, hook.b2_secret)):
+        log.warning(
+            "ingest webhook has no endpoint on: set ingest.webhook.minio_token, ceph_token "
+            "or b2_secret"
+        )
+    return Starlette(routes=receiver.routes())
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the CLI owns SIGTERM and sets ``stop``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_webhook(
+    settings: Settings,
+    bus: Bus,
+    stop: asyncio.Event,
+    *,
+    dedupe: DedupeWindow | None = None,
+    started: asyncio.Event | None = None,
+) -> None:
+    """Serve the receiver on ``ingest.webhook.host:port`` until ``stop`` is set."""
+    hook = settings.ingest.webhook
+    config = uvicorn.Config(
+        create_webhook_app(settings, bus, dedupe=dedupe),
+        host=hook.host,
+        port=hook.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    # Bind here: uvicorn answers a bind failure with sys.exit, which would end the process.
+    sock = _listen(hook.host, hook.port)
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()
+                raise WebhookListenError(
+                    f"webhook receiver on {hook.host}:{hook.port} did not start"
+                )
+            await asyncio.sleep(0.02)
+        log.info("webhook receiver listening on %s:%s", hook.host, hook.port)
+        if started is not None:
+            started.set()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock: socket.socket | None = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        raise WebhookListenError(
+            f"webhook receiver cannot listen on {host}:{port} ({exc.strerror or exc}) — check "
+            "PICTGUARD_INGEST__WEBHOOK__HOST/PORT and that nothing else uses the port"
+        ) from exc
+    sock.setblocking(False)
+    return sock

@@ -1,0 +1,105 @@
+"""The filesystem watcher: a file is scanned once, after it is completely written."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from watchfiles import Change
+
+from ingest.watch import FileWatcher, is_temporary, run_watch
+from pipeline.bus.kafka import KafkaBus
+from pipeline.bus.memory import MemoryBus
+from pipeline.events import Source, StoreKind
+from pipeline.settings import Settings
+from pipeline.storage.local import LocalStore
+from tests.ingest.conftest import scan_requests
+
+
+def watching(settings: Settings, root: Path, settle_s: float) -> Settings:
+    ingest = settings.ingest.model_dump()
+    ingest["watch"] = {"enabled": True, "roots": [str(root)], "settle_s": settle_s}
+    return settings.model_copy(update={"ingest": type(settings.ingest).model_validate(ingest)})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_growing_file_waits_until_it_stops_changing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Deterministic: the watcher's own clock, the real file system."""
+    clock = Clock()
+    bus = MemoryBus()
+    consumer = bus.consumer([settings.topic("scan-requests.bulk")], "g")
+    await consumer.start()
+    watcher = FileWatcher(watching(settings, tmp_path, 2.0), bus, tmp_path, clock=clock)
+    path = tmp_path / "1f" / "2e" / "0123456789ab.jpg"
+    path.parent.mkdir(parents=True)
+    with path.open("wb") as f:
+        for chunk in range(5):
+            f.write(b"x" * 1000)
+            f.flush()
+            os.utime(path, ns=(chunk * 10**9, chunk * 10**9))  # every write moves mtime
+            watcher.note(Change.modified if chunk else Change.added, str(path))
+            clock.now += 1.5  # less than settle_s between writes
+            assert await watcher.flush() == 0
+    clock.now += 1.0
+    assert await watcher.flush() == 0  # unchanged, but not yet for settle_s
+    clock.now += 2.0
+    assert await watcher.flush() == 1
+    assert watcher.pending == 0
+    [message] = await consumer.getmany(0, 10)
+    assert b'"size":5000' in message.value and b'"source":"watch"' in message.value
+
+
+async def test_slow_chunked_write_is_scanned_once_after_it_completes(
+    settings: Settings, kafka_bus: KafkaBus, tmp_path: Path
+) -> None:
+    root = tmp_path / "files"
+    root.mkdir()
+    configured = watching(settings, root, 1.5)
+    stop, started = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_watch(configured, kafka_bus, root, stop, started=started))
+    await asyncio.wait_for(started.wait(), 10)
+    try:
+        slow = root / "1f" / "2e" / "3d" / "0123456789ab.webp"
+        slow.parent.mkdir(parents=True)
+        with slow.open("wb") as f:
+            for _ in range(8):
+                f.write(os.urandom(4096))
+                f.flush()
+                await asyncio.sleep(0.1)
+        # Writers that rename into place: only the final name is scanned.
+        tmp = root / ".upload-123.tmp"
+        tmp.write_bytes(b"y" * 100)
+        tmp.rename(root / "renamed.png")
+        requests = await scan_requests(kafka_bus, configured, at_least=2)
+    finally:
+        stop.set()
+        await task
+
+    by_key = {r.object.key: r for r in requests if r.object}
+    assert sorted(by_key) == ["1f/2e/3d/0123456789ab.webp", "renamed.png"]
+    assert len(requests) == 2
+    ref = by_key["1f/2e/3d/0123456789ab.webp"].object
+    assert ref is not None and ref.store is StoreKind.FILE and ref.size == 8 * 4096
+    assert by_key["renamed.png"].source is Source.WATCH
+    listed = {info.key: info async for info in LocalStore(root).list()}
+    assert ref.etag == listed[ref.key].etag  # reconcile and watcher name versions alike
+    assert ref.bucket == str(root.resolve())
+
+
+def test_temporary_names() -> None:
+    assert is_temporary(".upload.jpg")
+    assert is_temporary("a.jpg.part")
+    assert is_temporary("a.JPG.tmp")
+    assert is_temporary("a.jpg.pictguard-meta.json")
+    assert not is_temporary("0123456789ab.jpg")
+    assert not is_temporary("4b6a7c38-2d6e-4c1e-9c1a-0f1e2d3c4b5a")
