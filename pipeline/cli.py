@@ -243,18 +243,27 @@ def print_summary(summary: Any, settings: Settings, *, as_json: bool) -> None:
 @app.command("run")
 def run_role_cmd(
     ctx: typer.Context,
-    role: Annotated[str, typer.Argument(help="ingest, classify or enforce")],
+    role: Annotated[str, typer.Argument(help="ingest, classify, enforce or api")],
 ) -> None:
     """Run one role as its own process on Kafka (distributed mode) until SIGTERM."""
     from pipeline.runtime import run_role
 
-    if role not in {"ingest", "classify", "enforce"}:
+    if role not in {"ingest", "classify", "enforce", "api"}:
         err_console.print(
-            f"[bold red]error:[/] unknown role {role!r}: choose ingest, classify or enforce"
+            f"[bold red]error:[/] unknown role {role!r}: choose ingest, classify, enforce or api"
         )
         raise typer.Exit(2)
     opts, settings = load(ctx)
     run_async(opts, run_role(settings, role))
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run everything in this process: validate API, classify, enforce and ingest sources."""
+    from pipeline.runtime import run_serve
+
+    opts, settings = load(ctx)
+    run_async(opts, run_serve(settings))
 
 
 @app.command()

@@ -31,14 +31,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class ConsoleFormatter(logging.Formatter):
+    """``time level logger: message key=value …`` — the structured fields stay visible."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = [
+            f"{k}={v}"
+            for k, v in vars(record).items()
+            if k not in _RESERVED and not k.startswith("_") and v is not None
+        ]
+        return f"{line} {' '.join(extras)}" if extras else line
+
+
 def setup_logging(settings: LogSettings, *, debug: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if settings.format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
-        )
+        handler.setFormatter(ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel("DEBUG" if debug else settings.level)

@@ -14,9 +14,12 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from classify.base import ClassifyTables
+
+if TYPE_CHECKING:
+    from classify.engine import ClassifyEngine
 from pipeline.bus.base import Bus, Message
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
@@ -29,12 +32,14 @@ from pipeline.events import (
     Verdict,
     decode,
 )
+from pipeline.metrics import Health, start_metrics_server
 from pipeline.settings import Settings
 from pipeline.stage import consume
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.table import Table
 from pipeline.state.topic_table import TopicTable
 from pipeline.storage.locations import Stores, parse_location
+from pipeline.telemetry import setup_tracing
 from pipeline.topics import (
     ACTIONS,
     DEAD_LETTER,
@@ -71,6 +76,9 @@ class Runtime:
     state: SqliteState
     tables: ClassifyTables
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # Readiness checks for /readyz; ``started`` is set once the role's loops are created.
+    health: Health = field(default_factory=Health)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def aclose(self) -> None:
@@ -88,10 +96,19 @@ async def _close_all(closers: list[Callable[[], Awaitable[None]]]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, *, distributed: bool) -> AsyncIterator[Runtime]:
-    """Open bus, stores, state and tables for this process's mode."""
+async def open_runtime(
+    settings: Settings, *, distributed: bool, service: str = "pictguard"
+) -> AsyncIterator[Runtime]:
+    """Open bus, stores, state and tables for this process's mode.
+
+    Tracing starts here too when the ``OTEL_*`` environment asks for it (``service`` is
+    the default service name) and is flushed last, after everything else closed.
+    """
     closers: list[Callable[[], Awaitable[None]]] = []
     try:
+        tracing = setup_tracing(service)
+        if tracing is not None:
+            closers.append(_async(tracing.shutdown))
         bus: Bus
         if distributed:
             bus = KafkaBus(settings.kafka)
@@ -126,15 +143,15 @@ async def start_tables(runtime: Runtime) -> None:
     runtime._closers.append(runtime.tables.verdict_cache.stop)
 
 
-async def classify_tasks(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
+async def classify_tasks(
+    runtime: Runtime, engine: ClassifyEngine | None = None
+) -> list[Coroutine[Any, Any, None]]:
     """Start the engine and return the consume loops of the classify role (sync lane first)."""
-    from classify.engine import ClassifyEngine
     from classify.stage import ClassifyStage
 
     s = runtime.settings
-    engine = ClassifyEngine(s.classify, runtime.tables)
-    await engine.start()
-    runtime._closers.append(engine.stop)
+    if engine is None:
+        engine = await start_engine(runtime)
     stage = ClassifyStage(runtime.bus, s, runtime.stores, engine)
     batch = s.classify.fetch_batch
     return [
@@ -155,6 +172,16 @@ async def classify_tasks(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
             max_records=batch,
         ),
     ]
+
+
+async def start_engine(runtime: Runtime) -> ClassifyEngine:
+    from classify.engine import ClassifyEngine
+
+    engine = ClassifyEngine(runtime.settings.classify, runtime.tables)
+    runtime.health.add("models", lambda: engine.ready)
+    await engine.start()
+    runtime._closers.append(engine.stop)
+    return engine
 
 
 async def enforce_tasks(
@@ -326,10 +353,32 @@ async def run_scan(
     return summary
 
 
+async def serve_metrics(runtime: Runtime) -> None:
+    """Start ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics.port`` for this runtime.
+
+    Started before tables and models load, so probes get answers during a long start;
+    ready once ``runtime.started`` is set and every registered check passes.
+    """
+    runtime.health.add("start-up", runtime.started.is_set)
+    server = await start_metrics_server(runtime.settings.metrics, runtime.health)
+    if server is not None:
+        runtime._closers.append(server.close)
+
+
+def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def closer() -> None:
+        # Flushing spans may block on the network: off the event loop.
+        await asyncio.to_thread(close)
+
+    return closer
+
+
 async def run_role(settings: Settings, role: str) -> None:
     """Run one role on Kafka until SIGTERM."""
-    async with open_runtime(settings, distributed=True) as runtime:
+    async with open_runtime(settings, distributed=True, service=f"pictguard-{role}") as runtime:
         stop_on_signals(runtime.stop)
+        if role != "api":  # the API serves /metrics, /healthz and /readyz on its own port
+            await serve_metrics(runtime)
         await runtime.bus.ensure_topics([settings.topic(t.name) for t in _all_topics()])
         loops: list[Coroutine[Any, Any, None]] = []
         if role == "classify":
@@ -342,15 +391,46 @@ async def run_role(settings: Settings, role: str) -> None:
             from ingest.role import ingest_tasks
 
             loops = await ingest_tasks(runtime)
+        elif role == "api":
+            from validate_api.server import build_api, serve_http
+
+            await start_tables(runtime)
+            app = await build_api(runtime)
+            loops = [serve_http(app, settings.api.host, settings.api.port, runtime.stop)]
         else:
-            raise ValueError(f"unknown role {role!r}: choose ingest, classify or enforce")
+            raise ValueError(f"unknown role {role!r}: choose ingest, classify, enforce or api")
         log.info("%s role running on Kafka at %s", role, settings.kafka.bootstrap_servers)
+        runtime.started.set()
         try:
             await _run_all(loops)
         finally:
             runtime.stop.set()
             await runtime.aclose()
         log.info("%s role stopped", role)
+
+
+async def run_serve(settings: Settings, started: asyncio.Event | None = None) -> None:
+    """Every role in this process on the in-process bus: API, classify, enforce, ingest."""
+    from ingest.role import ingest_tasks
+    from validate_api.server import build_api, serve_http
+
+    async with open_runtime(settings, distributed=False) as runtime:
+        stop_on_signals(runtime.stop)
+        await start_tables(runtime)
+        engine = await start_engine(runtime)
+        loops = (
+            await classify_tasks(runtime, engine)
+            + await enforce_tasks(runtime)
+            + sink_tasks(runtime)
+            + await ingest_tasks(runtime)
+        )
+        app = await build_api(runtime, engine)
+        loops.append(serve_http(app, settings.api.host, settings.api.port, runtime.stop, started))
+        try:
+            await _run_all(loops)
+        finally:
+            runtime.stop.set()
+            await runtime.aclose()
 
 
 async def _run_all(loops: list[Coroutine[Any, Any, None]]) -> None:

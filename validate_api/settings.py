@@ -1,10 +1,101 @@
-"""Settings of the validate_api role (section ``api``)."""
+"""Settings of the validate_api role (section ``api``).
+
+pict-rs sends no auth header, so the client id in the URL (``/api/v1/scan/<id>``) is what
+identifies a caller; a token (``?token=`` or ``Authorization: Bearer``) and CIDR allowlists
+narrow it further.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import ipaddress
+import socket
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# pict-rs waits 30 s for validation; Lemmy gives thumbnails and proxying only 10 s in all.
+PICTRS_TIMEOUT_S = 30.0
+LEMMY_THUMBNAIL_TIMEOUT_S = 10.0
+
+
+def _networks(values: list[str] | str) -> list[IpNetwork]:
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    return [ipaddress.ip_network(v.strip(), strict=False) for v in values]
+
+
+class ApiClient(BaseModel):
+    """One caller: a pict-rs instance or a script."""
+
+    id: str = Field(min_length=1, description="The id in /api/v1/scan/<id>; IPADDR means by IP")
+    token: SecretStr | None = Field(None, description="Also required when set (?token= or Bearer)")
+    cidrs: list[IpNetwork] = Field(default_factory=list, description="Allowed caller networks")
+
+    @field_validator("cidrs", mode="before")
+    @classmethod
+    def _parse_cidrs(cls, value: object) -> object:
+        return _networks(value) if isinstance(value, (str, list)) else value  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _ipaddr_needs_cidrs(self) -> ApiClient:
+        if self.id == "IPADDR" and not self.cidrs:
+            raise ValueError("the IPADDR client authorises by caller IP and needs cidrs")
+        return self
 
 
 class ApiSettings(BaseModel):
+    """The synchronous validation API."""
+
+    model_config = {"extra": "forbid"}
+
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
+    clients: list[ApiClient] = Field(default_factory=list)
+    trusted_proxies: list[IpNetwork] = Field(
+        default_factory=list,
+        description="Peers whose X-Forwarded-For is believed (e.g. the ingress controller)",
+    )
+    deadline_s: float = Field(8.0, gt=0, description="Answer by then, whatever happens")
+    force_deadline: bool = Field(
+        False, description="Allow a deadline at or above Lemmy's 10 s / pict-rs's 30 s"
+    )
+    on_timeout: Literal["accept", "reject"] = Field(
+        "accept",
+        description="When no verdict arrives in time (or the broker/classify is down). accept: "
+        "the stored object is rescanned from the bucket and enforced there",
+    )
+    on_error: Literal["accept", "reject"] = Field(
+        "accept", description="When the image cannot be classified (corrupt, model failure)"
+    )
+    video: Literal["accept", "reject"] = Field(
+        "accept", description="video/* uploads (pict-rs turns GIFs into MP4/WebM) are not scanned"
+    )
+    max_body_bytes: int = Field(40 * 1024 * 1024, gt=0, description="Larger bodies get 413")
+    max_inflight: int = Field(256, gt=0, description="Concurrent scans; beyond: 503 Retry-After")
+    retry_after_s: int = Field(2, ge=0)
+    replica_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}",
+        description="Names this replica's reply topic; unique per replica",
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: object) -> object:
+        return _networks(value) if isinstance(value, (str, list)) else value  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _deadline_below_timeouts(self) -> ApiSettings:
+        if self.deadline_s >= LEMMY_THUMBNAIL_TIMEOUT_S and not self.force_deadline:
+            raise ValueError(
+                f"deadline_s={self.deadline_s} is at or above Lemmy's "
+                f"{LEMMY_THUMBNAIL_TIMEOUT_S:g} s thumbnail timeout (pict-rs waits "
+                f"{PICTRS_TIMEOUT_S:g} s): uploads would fail before pictguard answers; use a "
+                "lower value or set api.force_deadline=true"
+            )
+        ids = [c.id for c in self.clients]
+        if len(ids) != len(set(ids)):
+            raise ValueError("api.clients has duplicate ids")
+        return self

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,10 @@ class Consumer(abc.ABC):
     async def commit(self, messages: Sequence[Message]) -> None:
         """Mark ``messages`` (and everything before them in their partitions) done."""
 
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Messages behind the end per assigned (topic, partition), for metrics; {} if unknown."""
+        return {}
+
     async def __aenter__(self) -> Consumer:
         await self.start()
         return self
@@ -66,6 +71,9 @@ class Consumer(abc.ABC):
 
 class Bus(abc.ABC):
     """Produce to topics and create consumers. Topic names here are full names."""
+
+    #: ``messaging.system`` of this bus's trace spans.
+    system: ClassVar[str] = "in_process"
 
     @abc.abstractmethod
     async def start(self) -> None: ...
@@ -99,6 +107,9 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         """Make sure ``topics`` exist (no-op where topics need no creation)."""
+
+    async def drop_topics(self, topics: Sequence[str]) -> None:  # noqa: B027 — optional
+        """Delete ``topics`` (per-replica reply topics on shutdown); default: nothing to do."""
 
     async def __aenter__(self) -> Bus:
         await self.start()

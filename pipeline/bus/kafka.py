@@ -21,7 +21,8 @@ from aiokafka.helpers import create_ssl_context
 
 from pipeline.bus.base import Bus, BusError, Consumer, Message, Outgoing
 from pipeline.settings import KafkaSettings
-from pipeline.topics import TOPICS
+from pipeline.topics import REPLY_TOPIC, TOPICS, spec_for
+from pipeline.tracing import producing
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ def _unreachable(settings: KafkaSettings, exc: BaseException) -> BusError:
 class KafkaBus(Bus):
     """Produces with ``acks=all`` and waits for every acknowledgement before returning."""
 
+    system = "kafka"
+
     def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
         self._producer: AIOKafkaProducer | None = None
@@ -90,19 +93,21 @@ class KafkaBus(Bus):
     async def produce_many(self, records: Sequence[Outgoing]) -> None:
         if self._producer is None:
             raise BusError("KafkaBus used before start()")
-        futures = [
-            await self._producer.send(
-                r.topic,
-                value=r.value,
-                key=r.key,
-                headers=[(k, v.encode()) for k, v in r.headers.items()],
-            )
-            for r in records
-        ]
-        try:
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise BusError(f"Kafka did not acknowledge a record: {exc}") from exc
+        # PRODUCER spans (when tracing is on) last until the broker acknowledged.
+        with producing(records, self.system) as traced:
+            futures = [
+                await self._producer.send(
+                    r.topic,
+                    value=r.value,
+                    key=r.key,
+                    headers=[(k, v.encode()) for k, v in r.headers.items()],
+                )
+                for r in traced
+            ]
+            try:
+                await asyncio.gather(*futures)
+            except KafkaError as exc:
+                raise BusError(f"Kafka did not acknowledge a record: {exc}") from exc
 
     def consumer(
         self, topics: Sequence[str], group_id: str | None, *, from_beginning: bool = False
@@ -112,11 +117,24 @@ class KafkaBus(Bus):
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         await create_topics(self.settings, topics)
 
+    async def drop_topics(self, topics: Sequence[str]) -> None:
+        admin = AIOKafkaAdminClient(
+            **client_config(self.settings),
+            request_timeout_ms=int(self.settings.connect_timeout_s * 1000),
+        )
+        try:
+            await asyncio.wait_for(admin.start(), self.settings.connect_timeout_s)
+            await admin.delete_topics(list(topics))
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("could not delete topics %s: %s", ", ".join(topics), exc)
+        finally:
+            await _quiet_close(admin)
+
 
 async def create_topics(settings: KafkaSettings, names: Sequence[str] | None = None) -> list[str]:
     """Create pictguard's topics (all of them by default); return those newly created."""
-    specs = {settings.topic_prefix + t.name: t for t in TOPICS}
-    wanted = list(names) if names is not None else list(specs)
+    prefix = settings.topic_prefix
+    wanted = list(names) if names is not None else [prefix + t.name for t in TOPICS]
     admin = AIOKafkaAdminClient(
         **client_config(settings), request_timeout_ms=int(settings.connect_timeout_s * 1000)
     )
@@ -131,16 +149,19 @@ async def create_topics(settings: KafkaSettings, names: Sequence[str] | None = N
         for name in wanted:
             if name in existing:
                 continue
-            spec = specs.get(name)
+            spec = spec_for(name[len(prefix) :]) if name.startswith(prefix) else None
             configs = {"retention.ms": str(settings.retention_ms)}
+            partitions = settings.partitions
             if spec is not None:
                 configs.update(spec.configs)
                 if spec.compacted:
                     configs = {"cleanup.policy": "compact"}
+                if spec is REPLY_TOPIC:
+                    partitions = 1
             new.append(
                 NewTopic(
                     name=name,
-                    num_partitions=settings.partitions,
+                    num_partitions=partitions,
                     replication_factor=settings.replication_factor,
                     topic_configs=configs,
                 )
@@ -179,20 +200,30 @@ class KafkaConsumer(Consumer):
         except (KafkaError, OSError, TimeoutError) as exc:
             await _quiet_stop(consumer)
             raise _unreachable(self.settings, exc) from exc
+        # A topic created a moment ago (a reply topic) must be in the metadata before the
+        # group assigns partitions, or the assignment leaves it out until the next refresh.
+        partitions = await self._partitions(consumer)
         if self.group_id is None:
             # Tables read every partition from the start, without a group.
-            partitions = []
-            for topic in self.topics:
-                parts = consumer.partitions_for_topic(topic)
-                if parts is None:
-                    await consumer._client.force_metadata_update()
-                    parts = consumer.partitions_for_topic(topic) or set()
-                partitions += [TopicPartition(topic, p) for p in sorted(parts)]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
         else:
             consumer.subscribe(self.topics)
         self._consumer = consumer
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        partitions: list[TopicPartition] = []
+        for topic in self.topics:
+            parts = consumer.partitions_for_topic(topic)
+            for _ in range(50):
+                if parts:
+                    break
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic)
+                if not parts:
+                    await asyncio.sleep(0.1)
+            partitions += [TopicPartition(topic, p) for p in sorted(parts or ())]
+        return partitions
 
     async def stop(self) -> None:
         if self._consumer is not None:

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from pipeline.bus.base import Bus, Consumer, Message, Outgoing
+from pipeline.tracing import producing
 
 
 class _Group:
@@ -88,18 +89,19 @@ class MemoryBus(Bus):
             self._topic(name)
 
     async def produce_many(self, records: Sequence[Outgoing]) -> None:
-        for record in records:
-            topic = self._topic(record.topic)
-            message = Message(
-                topic=record.topic,
-                value=record.value if record.value is not None else b"",
-                key=record.key,
-                headers=dict(record.headers),
-                offset=topic.offset,
-                timestamp_ms=int(time.time() * 1000),
-            )
-            topic.offset += 1
-            await topic.put(message)
+        with producing(records, self.system) as traced:
+            for record in traced:
+                topic = self._topic(record.topic)
+                message = Message(
+                    topic=record.topic,
+                    value=record.value if record.value is not None else b"",
+                    key=record.key,
+                    headers=dict(record.headers),
+                    offset=topic.offset,
+                    timestamp_ms=int(time.time() * 1000),
+                )
+                topic.offset += 1
+                await topic.put(message)
 
     def consumer(
         self, topics: Sequence[str], group_id: str | None, *, from_beginning: bool = False
@@ -172,6 +174,13 @@ class _GroupConsumer(Consumer):
     async def commit(self, messages: Sequence[Message]) -> None:
         for message in messages:
             self._taken.pop(id(message), None)
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Messages waiting for this group per topic (one partition, numbered 0)."""
+        return {
+            (topic, 0): group.size()
+            for topic, group in zip(self._topics, self._groups, strict=True)
+        }
 
 
 class _GrouplessConsumer(Consumer):

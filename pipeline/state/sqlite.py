@@ -8,6 +8,8 @@ writers' way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,12 +19,14 @@ from typing import Any, TypeVar
 from pipeline.state.table import Table
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
-    tbl TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+    tbl TEXT NOT NULL, key TEXT NOT NULL, value BLOB, seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tbl, key)
 );
+CREATE INDEX IF NOT EXISTS kv_seq ON kv (tbl, seq);
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL DEFAULT (datetime('now'))
 );
@@ -143,41 +147,83 @@ class SqliteState:
 
 
 class SqliteTable(Table):
-    """A :class:`Table` stored in the ``kv`` table of a :class:`SqliteState`."""
+    """A :class:`Table` stored in the ``kv`` table of a :class:`SqliteState`.
 
-    def __init__(self, state: SqliteState, name: str) -> None:
+    Every write takes the next sequence number and a delete leaves a tombstone, so a
+    running process (``pictguard serve``) sees entries another process added (``pictguard
+    hashes add``) within ``poll_s``: :meth:`start` follows the table's changes.
+    """
+
+    def __init__(self, state: SqliteState, name: str, *, poll_s: float = 2.0) -> None:
         self.state = state
         self.name = name
+        self.poll_s = poll_s
+        self._seen = 0
+        self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.state.start()
+        if self._follower is None:
+            row = await self.state.fetchone(
+                "SELECT COALESCE(MAX(seq), 0) FROM kv WHERE tbl = ?", (self.name,)
+            )
+            self._seen = int(row[0]) if row else 0
+            self._follower = asyncio.create_task(self._follow(), name=f"sqlite-table:{self.name}")
 
     async def stop(self) -> None:
-        """The state file is closed by its owner."""
+        """Stop following; the state file is closed by its owner."""
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+            self._follower = None
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                rows = await self.state.fetchall(
+                    "SELECT key, value, seq FROM kv WHERE tbl = ? AND seq > ? ORDER BY seq",
+                    (self.name, self._seen),
+                )
+            except StateError as exc:
+                log.warning("following table %s failed: %s", self.name, exc)
+                continue
+            for key, value, seq in rows:
+                self._seen = max(self._seen, int(seq))
+                self._notify(str(key), None if value is None else bytes(value))
 
     async def get(self, key: str) -> bytes | None:
         row = await self.state.fetchone(
-            "SELECT value FROM kv WHERE tbl = ? AND key = ?", (self.name, key)
+            "SELECT value FROM kv WHERE tbl = ? AND key = ? AND value IS NOT NULL",
+            (self.name, key),
         )
         return None if row is None else bytes(row[0])
 
     async def put(self, key: str, value: bytes) -> None:
         await self.state.execute(
-            "INSERT INTO kv (tbl, key, value) VALUES (?, ?, ?) "
-            "ON CONFLICT(tbl, key) DO UPDATE SET value = excluded.value",
-            (self.name, key, value),
+            "INSERT INTO kv (tbl, key, value, seq) VALUES "
+            "(?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM kv WHERE tbl = ?)) "
+            "ON CONFLICT(tbl, key) DO UPDATE SET value = excluded.value, seq = excluded.seq",
+            (self.name, key, value, self.name),
         )
         self._notify(key, value)
 
     async def delete(self, key: str) -> None:
-        await self.state.execute("DELETE FROM kv WHERE tbl = ? AND key = ?", (self.name, key))
+        await self.state.execute(
+            "UPDATE kv SET value = NULL, "
+            "seq = (SELECT COALESCE(MAX(seq), 0) + 1 FROM kv WHERE tbl = ?) "
+            "WHERE tbl = ? AND key = ?",
+            (self.name, self.name, key),
+        )
         self._notify(key, None)
 
     async def items(self) -> AsyncIterator[tuple[str, bytes]]:  # type: ignore[override]
         last = ""
         while True:
             rows = await self.state.fetchall(
-                "SELECT key, value FROM kv WHERE tbl = ? AND key > ? ORDER BY key LIMIT 5000",
+                "SELECT key, value FROM kv WHERE tbl = ? AND key > ? AND value IS NOT NULL "
+                "ORDER BY key LIMIT 5000",
                 (self.name, last),
             )
             if not rows:

@@ -1,0 +1,160 @@
+"""Real API processes for the validate tests: `pictguard serve`, or `run api` over Kafka."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.servers import FAST_GROUPS, Broker, free_port
+
+CLIENT = "pictrs-test"
+
+
+@dataclass
+class Stack:
+    urls: list[str]
+    config: dict[str, Any]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def base_config(tmp: Path, **api: Any) -> dict[str, Any]:
+    return {
+        "storage": {"state_dir": str(tmp / "state")},
+        "classify": {"classifiers": ["hashlist", "nudenet"]},
+        "api": {
+            "host": "127.0.0.1",
+            "deadline_s": 3,
+            "clients": [
+                {"id": CLIENT, "cidrs": ["127.0.0.0/8", "::1/128"]},
+                {"id": "elsewhere", "cidrs": ["10.0.0.0/8"]},
+                {"id": "script", "token": "s3cret-token"},
+            ],
+            **api,
+        },
+        "log": {"level": "INFO"},
+    }
+
+
+def start(
+    stack: Stack, args: list[str], config: dict[str, Any], tmp: Path, name: str
+) -> subprocess.Popen[bytes]:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = tmp / f"{name}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "-c", str(path), *args],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    stack.procs.append(proc)
+    stack.logs.append(log)
+    return proc
+
+
+def wait_ready(stack: Stack, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    for url in stack.urls:
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in stack.procs):
+                logs = "\n".join(p.read_text()[-3000:] for p in stack.logs)
+                stack.stop()
+                raise RuntimeError(f"API at {url} never became ready:\n{logs}")
+            time.sleep(0.2)
+
+
+def warm_up(stack: Stack, timeout: float = 90) -> None:
+    """Ready means a request makes the whole round trip (classify joined its group)."""
+    from pipeline.samples import image_bytes
+
+    deadline = time.monotonic() + timeout
+    for url in stack.urls:
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            response = httpx.post(
+                f"{url}/api/v1/scan/{CLIENT}",
+                content=image_bytes(900_000 + i + 1000 * stack.urls.index(url), "PNG", 16),
+                timeout=30,
+            )
+            if response.json().get("path") == "model":
+                break
+        else:
+            raise RuntimeError(f"no verdict through {url} within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """`pictguard serve`: API, classify and enforce in one process."""
+    tmp = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    config = base_config(tmp, port=port)
+    stack = Stack([f"http://127.0.0.1:{port}"], config)
+    start(stack, ["serve"], config, tmp, "serve")
+    wait_ready(stack)
+    yield stack
+    stack.stop()
+
+
+def kafka_config(tmp: Path, broker: Broker, prefix: str, **api: Any) -> dict[str, Any]:
+    config = base_config(tmp, **api)
+    config["kafka"] = {
+        "bootstrap_servers": broker.bootstrap,
+        "topic_prefix": prefix,
+        "partitions": 4,
+        "consumer_overrides": FAST_GROUPS,
+    }
+    config["storage"]["backend"] = "kafka"
+    return config
+
+
+@pytest.fixture(scope="module")
+def kafka_stack(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Two API replicas, one classify and one enforce, each its own process on Kafka."""
+    tmp = tmp_path_factory.mktemp("kafka")
+    prefix = f"v{os.getpid()}{int(time.time() * 1000) % 100000}."
+    ports = [free_port(), free_port()]
+    stack = Stack([f"http://127.0.0.1:{p}" for p in ports], {})
+    for role in ("classify", "enforce"):
+        cfg = kafka_config(tmp / role, broker, prefix)
+        start(stack, ["run", role], cfg, tmp, role)
+    for i, port in enumerate(ports):
+        cfg = kafka_config(tmp / f"api{i}", broker, prefix, port=port, replica_id=f"replica-{i}")
+        start(stack, ["run", "api"], cfg, tmp, f"api{i}")
+    stack.config = kafka_config(tmp, broker, prefix)
+    wait_ready(stack)
+    warm_up(stack)
+    yield stack
+    stack.stop()

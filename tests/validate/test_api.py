@@ -1,0 +1,237 @@
+"""The validate API as pict-rs uses it, in single-process mode and over Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from pipeline.samples import image_bytes
+from tests.validate.conftest import CLIENT, Stack
+
+PICTRS_HEADERS = {"Content-Type": "image/png", "User-Agent": "pict-rs v0.5.16"}
+
+
+async def chunked(data: bytes, size: int = 4096) -> AsyncIterator[bytes]:
+    """The body as pict-rs sends it: streamed, chunked, no Content-Length."""
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+async def pictrs_post(url: str, data: bytes) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as client:  # pict-rs's default timeout
+        return await client.post(
+            f"{url}/api/v1/scan/{CLIENT}", content=chunked(data), headers=PICTRS_HEADERS
+        )
+
+
+def add_to_blocklist(stack: Stack, data: bytes, tmp: Path) -> None:
+    """`pictguard hashes add --block` against the stack's own state, as an admin would."""
+    image = tmp / "known-bad.png"
+    image.write_bytes(data)
+    config = tmp / "admin.yaml"
+    config.write_text(yaml.safe_dump(stack.config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "-c",
+            str(config),
+            "hashes",
+            "add",
+            "--block",
+            "--reason",
+            "test",
+            str(image),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+async def until_blocked(url: str, data: bytes) -> httpx.Response:
+    """The running API picks the new entry up within seconds (it follows the table)."""
+    for _ in range(100):
+        response = await pictrs_post(url, data)
+        if response.status_code == 406:
+            return response
+        await asyncio.sleep(0.1)
+    return response
+
+
+@pytest.fixture(params=["single", "kafka_stack"])
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    yield request.getfixturevalue(request.param)
+
+
+async def test_pictrs_client_gets_2xx_for_clean_and_4xx_for_blocklisted(
+    stack: Stack, tmp_path: Path
+) -> None:
+    clean = image_bytes(101, "PNG", 128)
+    first = await pictrs_post(stack.url, clean)
+    assert first.status_code == 200, first.text
+    assert first.json()["path"] == "model"  # classified on the sync lane
+    again = await pictrs_post(stack.url, clean)
+    assert again.status_code == 200 and again.json()["path"] == "fast"  # verdict cache
+
+    bad = image_bytes(202, "PNG", 128)
+    add_to_blocklist(stack, bad, tmp_path)
+    rejected = await until_blocked(stack.url, bad)
+    assert rejected.status_code == 406
+    body = rejected.json()
+    assert body["decision"] == "flag_csam" and "message" in body
+    assert body["sha256"] == hashlib.sha256(bad).hexdigest()
+
+
+async def test_check_endpoint_returns_the_full_verdict(stack: Stack) -> None:
+    data = image_bytes(303, "JPEG", 96)
+    async with httpx.AsyncClient(timeout=30) as client:
+        denied = await client.post(
+            f"{stack.url}/api/v1/check", params={"client_id": "script"}, content=data
+        )
+        assert denied.status_code == 401  # the script client needs its token
+        response = await client.post(
+            f"{stack.url}/api/v1/check",
+            params={"client_id": "script"},
+            content=data,
+            headers={"Authorization": "Bearer s3cret-token", "Content-Type": "image/jpeg"},
+        )
+    assert response.status_code == 200
+    verdict = response.json()
+    assert verdict["decision"] == "allow", verdict
+    assert verdict["sha256"] == hashlib.sha256(data).hexdigest()
+    assert len(verdict["pdq"]) == 64 and "scores" in verdict
+
+
+async def test_unknown_client_and_wrong_cidr_get_401(single: Stack) -> None:
+    data = image_bytes(1, "PNG", 32)
+    async with httpx.AsyncClient(timeout=10) as client:
+        unknown = await client.post(f"{single.url}/api/v1/scan/nobody", content=data)
+        wrong_net = await client.post(f"{single.url}/api/v1/scan/elsewhere", content=data)
+        spoofed = await client.post(
+            f"{single.url}/api/v1/scan/elsewhere",
+            content=data,
+            headers={"X-Forwarded-For": "10.1.2.3"},  # not from a trusted proxy: ignored
+        )
+    assert [unknown.status_code, wrong_net.status_code, spoofed.status_code] == [401, 401, 401]
+
+
+def test_oversize_body_gets_413_without_being_read(single: Stack) -> None:
+    host, port = single.url.removeprefix("http://").split(":")
+    limit = 40 * 1024 * 1024
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /api/v1/scan/{CLIENT} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {limit + 1}\r\n\r\n".encode()
+            + b"\x89PNG"
+            + b"\0" * 1000
+        )
+        answer = sock.recv(4096).decode(errors="replace")
+    # Answered after 1 KB of a 40 MB body: the rest was never read.
+    assert answer.startswith("HTTP/1.1 413")
+
+
+def test_chunked_oversize_body_is_cut_off(single: Stack) -> None:
+    host, port = single.url.removeprefix("http://").split(":")
+    chunk = b"\0" * 65536
+    sent = 0
+    status = ""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST /api/v1/scan/{CLIENT} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        sock.settimeout(0.01)
+        try:
+            while sent < 200 * 1024 * 1024 and not status:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+                try:
+                    status = sock.recv(4096).decode(errors="replace")
+                except TimeoutError:
+                    continue
+        except (BrokenPipeError, ConnectionResetError):
+            sock.settimeout(5)
+            status = sock.recv(4096).decode(errors="replace")
+    assert status.startswith("HTTP/1.1 413")
+    assert sent < 100 * 1024 * 1024  # refused long before the sender was done
+
+
+async def test_two_replicas_under_load_never_cross_verdicts(kafka_stack: Stack) -> None:
+    images = [image_bytes(10_000 + i, "PNG", 64) for i in range(48)]
+
+    async def one(i: int, data: bytes) -> tuple[int, dict[str, Any]]:
+        url = kafka_stack.urls[i % 2]
+        response = await pictrs_post(url, data)
+        return response.status_code, response.json()
+
+    results = await asyncio.gather(*(one(i, d) for i, d in enumerate(images)))
+    for data, (status, body) in zip(images, results, strict=True):
+        assert status == 200, body
+        assert body["path"] == "model"  # a real round trip, not a timeout or a cache hit
+        assert body["sha256"] == hashlib.sha256(data).hexdigest()  # its own verdict
+    assert len({body["request_id"] for _, body in results}) == len(images)
+
+
+async def test_timeout_policy_answers_by_the_deadline_when_classify_is_down(
+    broker: Any, tmp_path: Path
+) -> None:
+    from tests.servers import free_port
+    from tests.validate.conftest import kafka_config, start, wait_ready
+
+    port = free_port()
+    stack = Stack([f"http://127.0.0.1:{port}"], {})
+    for policy, deadline in (("accept", 1.0),):
+        cfg = kafka_config(
+            tmp_path, broker, f"down{port}.", port=port, deadline_s=deadline, on_timeout=policy
+        )
+        start(stack, ["run", "api"], cfg, tmp_path, "api-alone")  # no classify anywhere
+    try:
+        wait_ready(stack)
+        started = time.monotonic()
+        response = await pictrs_post(stack.url, image_bytes(7, "PNG", 64))
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200
+        assert "unverified" in response.json()
+        assert elapsed < 1.0 + 0.5  # the deadline plus half a second, as promised
+    finally:
+        stack.stop()
+
+
+async def test_reject_policy_when_the_broker_is_gone(tmp_path: Path) -> None:
+    from tests.servers import free_port, start_broker
+    from tests.validate.conftest import kafka_config, start, wait_ready
+
+    own = start_broker()
+    port = free_port()
+    stack = Stack([f"http://127.0.0.1:{port}"], {})
+    cfg = kafka_config(tmp_path, own, "gone.", port=port, deadline_s=1.0, on_timeout="reject")
+    start(stack, ["run", "api"], cfg, tmp_path, "api-gone")
+    try:
+        wait_ready(stack)
+        own.stop()  # the broker dies under a running API
+        started = time.monotonic()
+        response = await pictrs_post(stack.url, image_bytes(8, "PNG", 64))
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503
+        assert "unverified" in response.json()
+        assert elapsed < 1.0 + 0.5
+        assert stack.procs[0].poll() is None  # the API keeps running
+    finally:
+        stack.stop()

@@ -1,0 +1,183 @@
+"""The FastAPI app: pict-rs external validation, a JSON check API, health, admin."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from validate_api.auth import Caller, Unauthorized, authorise
+from validate_api.service import Outcome, Validator
+from validate_api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+_RAW_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The raw media bytes, as pict-rs streams them (not multipart)",
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "video/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass
+class ApiContext:
+    settings: ApiSettings
+    validator: Validator
+    ready: Callable[[], bool]
+    admin_router: APIRouter | None = None
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status, headers=headers or None)
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    """The body, refusing early (from Content-Length, or while streaming) above ``cap``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise BodyTooLarge  # stop reading: the rest is never pulled off the socket
+    return bytes(body)
+
+
+def _status(outcome: Outcome) -> int:
+    if outcome.accepted:
+        return 200
+    if outcome.path == "video":
+        return 415
+    if outcome.path in ("timeout", "unavailable"):
+        return 503
+    if outcome.decision is not None and outcome.decision.value == "error":
+        return 422
+    return 406
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    settings = ctx.settings
+    app = FastAPI(
+        title="pictguard validate API",
+        version="1",
+        description="Synchronous upload validation for pict-rs (drop-in for pictrs-safety) "
+        "and a JSON check API, answered from hash lists, the verdict cache and the models.",
+    )
+
+    async def guarded(
+        request: Request, client_id: str, token: str | None
+    ) -> tuple[Caller | None, bytes | JSONResponse]:
+        try:
+            caller = authorise(
+                settings,
+                client_id,
+                token=token,
+                peer=request.client.host if request.client else None,
+                forwarded_for=request.headers.get("x-forwarded-for"),
+            )
+        except Unauthorized as exc:
+            log.info("refused a scan request: %s", exc)
+            return None, _error(401, "unknown or unauthorised client")
+        if ctx.validator.inflight >= settings.max_inflight:
+            return caller, _error(
+                503, "overloaded, retry later", **{"Retry-After": str(settings.retry_after_s)}
+            )
+        try:
+            data = await _read_capped(request, settings.max_body_bytes)
+        except BodyTooLarge:
+            return caller, _error(413, f"body larger than {settings.max_body_bytes} bytes")
+        return caller, data
+
+    async def run(request: Request, client_id: str, token: str | None) -> Outcome | JSONResponse:
+        caller, data = await guarded(request, client_id, token)
+        if isinstance(data, JSONResponse):
+            return data
+        ctx.validator.inflight += 1
+        try:
+            outcome = await ctx.validator.validate(data, request.headers.get("content-type"))
+        finally:
+            ctx.validator.inflight -= 1
+        log.info(
+            "validated an upload",
+            extra={
+                "client": caller.client_id if caller else None,
+                "bytes": len(data),
+                "decision": outcome.decision,
+                "path": outcome.path,
+                "accepted": outcome.accepted,
+                "unverified": outcome.unverified,
+                "elapsed_ms": round(outcome.elapsed_ms, 1),
+            },
+        )
+        return outcome
+
+    def bearer(authorization: str | None) -> str | None:
+        if authorization and authorization.lower().startswith("bearer "):
+            return authorization[7:].strip()
+        return None
+
+    @app.post(
+        "/api/v1/scan/{client_id}",
+        summary="pict-rs external validation",
+        description="200 clean, 406 flagged (JSON reason), 401 unknown client, 413 too "
+        "large, 503 overloaded or unverifiable in time when api.on_timeout=reject.",
+        openapi_extra=_RAW_BODY,
+        responses={401: {}, 406: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+    )
+    async def scan(
+        request: Request,
+        client_id: Annotated[str, Path(description="Configured client id, or IPADDR")],
+        token: Annotated[str | None, Query(description="Client token, if configured")] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Any:
+        result = await run(request, client_id, token or bearer(authorization))
+        if isinstance(result, JSONResponse):
+            return result
+        return JSONResponse(result.body(), status_code=_status(result))
+
+    @app.post(
+        "/api/v1/check",
+        summary="Full verdict JSON for scripts and other software",
+        description="Always 200 with the verdict (decision, scores, hashes) once authorised.",
+        openapi_extra=_RAW_BODY,
+        responses={401: {}, 413: {}, 503: {}},
+    )
+    async def check(
+        request: Request,
+        client_id: Annotated[str, Query(description="Configured client id")],
+        token: Annotated[str | None, Query()] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Any:
+        result = await run(request, client_id, token or bearer(authorization))
+        if isinstance(result, JSONResponse):
+            return result
+        return JSONResponse(result.body(), status_code=200)
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Bus, reply routing and models are ready", responses={503: {}})
+    async def readyz() -> Any:
+        if ctx.ready():
+            return {"status": "ready"}
+        return _error(503, "not ready")
+
+    if ctx.admin_router is not None:
+        app.include_router(ctx.admin_router)
+    return app

@@ -1,0 +1,105 @@
+"""Run the API: as the ``api`` role on Kafka, or inside ``pictguard serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+
+import uvicorn
+from fastapi import FastAPI
+
+from classify.cache import VerdictCache
+from classify.engine import ClassifyEngine
+from enforce.admin import EnforceContext, static_context
+from enforce.admin_api import admin_router
+from pipeline.runtime import Runtime, group
+from pipeline.topics import REPLIES, SCAN_SYNC
+from validate_api.app import ApiContext, create_app
+from validate_api.replies import ReplyRouter
+from validate_api.service import FastPath, Validator
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the runtime owns SIGTERM and stops us."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def build_api(runtime: Runtime, engine: ClassifyEngine | None = None) -> FastAPI:
+    """The app for this runtime; ``engine`` is the classify engine in single-process mode."""
+    s = runtime.settings
+    if engine is None:
+        # Distributed: the lists here, the models on the classify workers.
+        only_lists = s.classify.model_copy(
+            update={"classifiers": ["hashlist"], "verdict_cache": False}
+        )
+        engine = ClassifyEngine(only_lists, runtime.tables)
+        await engine.start()
+        runtime._closers.append(engine.stop)
+        fast = FastPath(engine, VerdictCache(runtime.tables.verdict_cache))
+    else:
+        fast = FastPath(engine)
+    reply_topic = s.topic(REPLIES + s.api.replica_id)
+    router = ReplyRouter(
+        runtime.bus, reply_topic, group(s, f"api-{s.api.replica_id}"), on_verdict=fast.learn
+    )
+    await router.start()
+
+    async def close_router() -> None:
+        await router.stop()
+        await runtime.bus.drop_topics([reply_topic])
+
+    runtime._closers.append(close_router)
+    validator = Validator(s.api, runtime.bus, s.topic(SCAN_SYNC), router, fast)
+    admin = admin_router(
+        static_context(
+            EnforceContext(s, runtime.stores, runtime.state, runtime.bus, runtime.tables.hashlists)
+        ),
+        token=s.enforce.admin_token,
+    )
+    ready_engine = engine
+    return create_app(
+        ApiContext(
+            s.api,
+            validator,
+            ready=lambda: router.ready.is_set() and ready_engine.ready,
+            admin_router=admin,
+        )
+    )
+
+
+async def serve_http(
+    app: FastAPI, host: str, port: int, stop: asyncio.Event, started: asyncio.Event | None = None
+) -> None:
+    """Serve ``app`` until ``stop`` is set; in-flight requests finish first."""
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from any local
+    # peer; pictguard decides itself, from api.trusted_proxies, whom to believe.
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        proxy_headers=False,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(), name="http")
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()  # e.g. the port is taken: raise it
+    if started is not None:
+        started.set()
+    log.info("validate API listening on http://%s:%d", host, port)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    stopper.cancel()
+    await task

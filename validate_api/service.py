@@ -1,0 +1,216 @@
+"""Validate one upload: fast path from hash lists and the verdict cache, else the sync lane.
+
+Whatever happens — a verdict, a timeout, a broker that is down — :meth:`Validator.validate`
+returns an :class:`Outcome` before the deadline. Timeouts and outages follow
+``api.on_timeout`` and are logged at most once a minute, not once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from classify.base import Assessment
+from classify.cache import VerdictCache
+from classify.engine import ClassifyEngine
+from classify.hashing import sha256_hex
+from pipeline.bus.base import Bus, BusError
+from pipeline.events import Decision, Lane, ScanRequest, Source, Verdict, encode, utcnow
+from pipeline.tracing import inject_headers, tracer
+from validate_api.replies import ReplyRouter
+from validate_api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+
+Path_ = Literal["fast", "model", "timeout", "unavailable", "video"]
+
+
+@dataclass
+class Outcome:
+    """What to answer: the HTTP status follows from ``accepted`` and the decision."""
+
+    accepted: bool
+    decision: Decision | None
+    path: Path_
+    verdict: dict[str, Any] = field(default_factory=dict)
+    unverified: str | None = None  # why the answer is not a real verdict
+    elapsed_ms: float = 0.0
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "accepted": self.accepted,
+            "decision": self.decision.value if self.decision else None,
+            "path": self.path,
+            "elapsed_ms": round(self.elapsed_ms, 3),
+        }
+        if self.unverified:
+            body["unverified"] = self.unverified
+        if not self.accepted:
+            body["message"] = self.message
+        body.update({k: v for k, v in self.verdict.items() if k not in body})
+        return body
+
+    @property
+    def message(self) -> str:
+        if self.decision in (Decision.FLAG_CSAM, Decision.FLAG_NSFW):
+            return f"rejected by pictguard: {self.decision.value}"
+        return f"rejected by pictguard: {self.unverified or 'not verified'}"
+
+
+class FastPath:
+    """Hash lists (exact and PDQ-near) and the verdict cache, without a model run.
+
+    Single process: the classify engine itself answers. Distributed: a hash-list-only
+    engine answers for the lists, and the verdict cache is read with the model and policy
+    versions learnt from the verdicts classify sends back, so an upgraded model is never
+    answered from stale entries.
+    """
+
+    def __init__(self, engine: ClassifyEngine, cache: VerdictCache | None = None) -> None:
+        self.engine = engine
+        self.cache = cache
+        self._versions: tuple[str, str] | None = None
+
+    def learn(self, verdict: Verdict) -> None:
+        if verdict.decision is not Decision.ERROR and verdict.model_version and not verdict.matched:
+            self._versions = (verdict.model_version, verdict.policy_version)
+
+    async def lookup(self, data: bytes) -> Assessment | None:
+        found = await self.engine.lookup_fast(data)
+        if found is not None or self.cache is None or self._versions is None:
+            return found
+        return await self.cache.get(sha256_hex(data), *self._versions)
+
+
+class _OncePerMinute:
+    """Log a recurring problem once a minute with a count, not once per request."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._count: dict[str, int] = {}
+
+    def warn(self, key: str, message: str) -> None:
+        now = time.monotonic()
+        self._count[key] = self._count.get(key, 0) + 1
+        if now - self._last.get(key, -1e9) >= 60:
+            log.warning("%s (%d in the last minute)", message, self._count[key])
+            self._last[key] = now
+            self._count[key] = 0
+
+
+class Validator:
+    def __init__(
+        self,
+        settings: ApiSettings,
+        bus: Bus,
+        sync_topic: str,
+        router: ReplyRouter,
+        fast_path: FastPath,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.sync_topic = sync_topic
+        self.router = router
+        self.fast_path = fast_path
+        self._warn = _OncePerMinute()
+        self.inflight = 0
+
+    def _policy(self, setting: Literal["accept", "reject"]) -> bool:
+        return setting == "accept"
+
+    async def validate(self, data: bytes, content_type: str | None) -> Outcome:
+        started = time.perf_counter()
+        deadline = started + self.settings.deadline_s
+        outcome = await self._validate(data, content_type, deadline)
+        outcome.elapsed_ms = (time.perf_counter() - started) * 1000
+        return outcome
+
+    async def _validate(self, data: bytes, content_type: str | None, deadline: float) -> Outcome:
+        if content_type and content_type.lower().startswith("video/"):
+            return Outcome(
+                accepted=self._policy(self.settings.video),
+                decision=None,
+                path="video",
+                unverified=f"{content_type} is not scanned (api.video={self.settings.video})",
+            )
+        with tracer.start_as_current_span("validate.fast_path"):
+            fast = await self.fast_path.lookup(data)
+        if fast is not None:
+            return self._from_assessment(fast)
+        return await self._via_sync_lane(data, content_type, deadline)
+
+    def _from_assessment(self, assessment: Assessment) -> Outcome:
+        verdict = dataclasses.asdict(assessment)
+        verdict["decision"] = assessment.decision.value
+        verdict["reason"] = assessment.reason.value if assessment.reason else None
+        return self._decide(assessment.decision, "fast", verdict)
+
+    def _decide(self, decision: Decision, path: Path_, verdict: dict[str, Any]) -> Outcome:
+        if decision is Decision.ALLOW:
+            return Outcome(True, decision, path, verdict)
+        if decision is Decision.ERROR:
+            reason = verdict.get("reason") or "error"
+            return Outcome(
+                self._policy(self.settings.on_error),
+                decision,
+                path,
+                verdict,
+                unverified=f"could not classify: {reason}",
+            )
+        return Outcome(False, decision, path, verdict)
+
+    async def _via_sync_lane(
+        self, data: bytes, content_type: str | None, deadline: float
+    ) -> Outcome:
+        request = ScanRequest(
+            lane=Lane.SYNC,
+            source=Source.API,
+            content=data,
+            content_type=content_type,
+            reply_to=self.router.topic,
+            deadline=utcnow() + timedelta(seconds=max(0.0, deadline - time.perf_counter())),
+        )
+        future = self.router.expect(request.request_id)
+        try:
+            with tracer.start_as_current_span("validate.publish"):
+                await asyncio.wait_for(
+                    self.bus.produce(
+                        self.sync_topic,
+                        encode(request),
+                        request.request_id.encode(),
+                        inject_headers(),
+                    ),
+                    timeout=max(0.001, deadline - time.perf_counter()),
+                )
+        except (BusError, TimeoutError, OSError) as exc:
+            self.router.forget(request.request_id)
+            self._warn.warn("unavailable", f"cannot publish sync scan requests: {exc}")
+            return self._unverified("unavailable", "the broker is unreachable")
+        try:
+            verdict = await asyncio.wait_for(
+                future, timeout=max(0.001, deadline - time.perf_counter())
+            )
+        except TimeoutError:
+            self._warn.warn(
+                "timeout",
+                f"no verdict within {self.settings.deadline_s:g} s; answering per "
+                f"api.on_timeout={self.settings.on_timeout} — is classify running?",
+            )
+            return self._unverified("timeout", f"no verdict within {self.settings.deadline_s:g} s")
+        finally:
+            self.router.forget(request.request_id)
+        body = verdict.model_dump(mode="json", exclude_none=True)
+        return self._decide(verdict.decision, "model", body)
+
+    def _unverified(self, path: Literal["timeout", "unavailable"], why: str) -> Outcome:
+        return Outcome(
+            accepted=self._policy(self.settings.on_timeout),
+            decision=None,
+            path=path,
+            unverified=f"{why} (api.on_timeout={self.settings.on_timeout})",
+        )
