@@ -105,6 +105,12 @@ class ClassifySettings(BaseModel):
         default=32, gt=0, description="Scan requests processed at once per classify process"
     )
     fetch_batch: int = Field(default=64, gt=0, description="Messages read from the bus per poll")
+    inflight_batches: int = Field(
+        default=4,
+        gt=0,
+        description="Batches handled at once per lane; the next is fetched while one waits on "
+        "the model (offsets still commit in order)",
+    )
 
     classifiers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["hashlist", "nudenet", "clip"],

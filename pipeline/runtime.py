@@ -162,6 +162,8 @@ async def classify_tasks(
             stage,
             runtime.stop,
             max_records=batch,
+            max_inflight=s.classify.inflight_batches,
+            low_latency=True,
         ),
         consume(
             runtime.bus,
@@ -170,6 +172,7 @@ async def classify_tasks(
             stage,
             runtime.stop,
             max_records=batch,
+            max_inflight=s.classify.inflight_batches,
         ),
     ]
 

@@ -60,9 +60,12 @@ class KafkaSettings(BaseModel):
     retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
     connect_timeout_s: float = Field(5.0, gt=0)
     max_poll_records: int = Field(256, ge=1)
-    linger_ms: int = Field(5, ge=0)
+    linger_ms: int = Field(0, ge=0, description="Producer linger; produce_many batches anyway")
     max_request_size: int = Field(16 * 1024 * 1024, ge=1024)
     group_prefix: str = "pictguard-"
+    low_latency_fetch_wait_ms: int = Field(
+        10, ge=0, description="Broker wait per fetch on the sync lane and reply topics"
+    )
     consumer_overrides: dict[str, int] = Field(
         default_factory=dict,
         description="Extra aiokafka consumer settings, e.g. session_timeout_ms",

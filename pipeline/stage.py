@@ -9,12 +9,20 @@ the loop returns, so nothing is lost and nothing is processed twice by a clean r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from pipeline.bus.base import Bus, Message
+from pipeline import metrics
+from pipeline.bus.base import Bus, Consumer, Message
 from pipeline.events import DeadLetter, SchemaError, _Event, decode, encode
+from pipeline.tracing import continued, inject_headers
+
+# Lag is sampled this often per consumer (a ListOffsets request to the broker each time).
+LAG_INTERVAL_S = 15.0
+_LAG_TIMEOUT_S = 5.0
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=_Event)
@@ -34,24 +42,104 @@ async def consume(
     max_records: int = 256,
     poll_ms: int = 200,
     started: asyncio.Event | None = None,
+    lag_interval_s: float = LAG_INTERVAL_S,
+    max_inflight: int = 1,
+    low_latency: bool = False,
 ) -> None:
-    """Run ``handler`` over ``topics`` as a member of ``group_id`` until ``stop`` is set."""
-    consumer = bus.consumer(topics, group_id)
+    """Run ``handler`` over ``topics`` as a member of ``group_id`` until ``stop`` is set.
+
+    With ``max_inflight`` > 1 up to that many batches are handled at once (for stages whose
+    handling is idempotent per message, like classify): the next batch is fetched while the
+    current one waits on the model, and offsets are still committed strictly in order, a
+    batch only after every batch before it is done.
+
+    The consumer's lag per partition goes to the ``pictguard_consumer_lag`` gauge every
+    ``lag_interval_s`` and once more when the loop ends.
+    """
+    consumer = bus.consumer(topics, group_id, low_latency=low_latency)
     await consumer.start()
     if started is not None:
         started.set()
+    sampler = asyncio.create_task(_watch_lag(consumer, group_id, stop, lag_interval_s))
     try:
-        while not stop.is_set():
-            batch = await consumer.getmany(poll_ms, max_records)
-            if not batch:
-                continue
-            await handler.handle(batch)
-            await consumer.commit(batch)
+        if max_inflight <= 1:
+            while not stop.is_set():
+                batch = await consumer.getmany(poll_ms, max_records)
+                if not batch:
+                    continue
+                await handler.handle(batch)
+                await consumer.commit(batch)
+        else:
+            await _pipelined(consumer, handler, stop, max_records, poll_ms, max_inflight)
     finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
+        await _sample_lag(consumer, group_id)
         await consumer.stop()
 
 
-async def dead_letter(bus: Bus, topic: str, message: Message, reason: str, detail: str) -> None:
+async def _pipelined(
+    consumer: Consumer,
+    handler: BatchHandler,
+    stop: asyncio.Event,
+    max_records: int,
+    poll_ms: int,
+    max_inflight: int,
+) -> None:
+    inflight: deque[tuple[Sequence[Message], asyncio.Task[None]]] = deque()
+    fetch: asyncio.Task[list[Message]] | None = None
+    try:
+        while not (stop.is_set() and not inflight):
+            if fetch is None and len(inflight) < max_inflight and not stop.is_set():
+                fetch = asyncio.create_task(consumer.getmany(poll_ms, max_records))
+            waiting: set[asyncio.Future[Any]] = {inflight[0][1]} if inflight else set()
+            if fetch is not None:
+                waiting.add(fetch)
+            if not waiting:
+                break
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if fetch is not None and fetch.done():
+                batch, fetch = fetch.result(), None
+                if batch:
+                    inflight.append((batch, asyncio.create_task(handler.handle(batch))))
+            # Commit the finished prefix, in order; a failed batch stops the loop uncommitted.
+            while inflight and inflight[0][1].done():
+                batch, task = inflight.popleft()
+                task.result()
+                await consumer.commit(batch)
+    finally:
+        if fetch is not None:
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetch
+        for _, task in inflight:
+            task.cancel()
+        await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
+
+
+async def _sample_lag(consumer: Consumer, group_id: str) -> None:
+    try:
+        lags = await asyncio.wait_for(consumer.lag(), _LAG_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 — a metric must never stop the consumer
+        # Mid-rebalance a partition can vanish between the two requests; next time then.
+        log.debug("lag of %s not sampled: %r", group_id, exc)
+        return
+    metrics.set_consumer_lag(group_id, lags)
+
+
+async def _watch_lag(
+    consumer: Consumer, group_id: str, stop: asyncio.Event, interval_s: float
+) -> None:
+    while not stop.is_set():
+        await _sample_lag(consumer, group_id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
+async def dead_letter(
+    bus: Bus, topic: str, message: Message, reason: str, detail: str, *, stage: str = "pipeline"
+) -> None:
     """Keep ``message`` in the dead-letter topic with why it could not be processed."""
     record = DeadLetter(
         source_topic=message.topic,
@@ -70,15 +158,19 @@ async def dead_letter(bus: Bus, topic: str, message: Message, reason: str, detai
         reason,
         detail,
     )
-    await bus.produce(topic, encode(record), key=record.key.encode())
+    # The record stays in the message's trace, so an admin finds where it came from.
+    with continued(message.headers):
+        headers = inject_headers()
+    await bus.produce(topic, encode(record), key=record.key.encode(), headers=headers)
+    metrics.record_error(stage, reason)
 
 
 async def decode_or_dead_letter(
-    bus: Bus, dead_letter_topic: str, message: Message, model: type[E]
+    bus: Bus, dead_letter_topic: str, message: Message, model: type[E], *, stage: str = "pipeline"
 ) -> E | None:
     """Decode ``message`` as ``model``; dead-letter it and return None if it is not one."""
     try:
         return decode(message.value, model)
     except SchemaError as exc:
-        await dead_letter(bus, dead_letter_topic, message, "malformed_event", str(exc))
+        await dead_letter(bus, dead_letter_topic, message, "malformed_event", str(exc), stage=stage)
         return None

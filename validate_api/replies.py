@@ -38,7 +38,7 @@ class ReplyRouter:
 
     async def start(self) -> None:
         await self.bus.ensure_topics([self.topic])
-        self._consumer = self.bus.consumer([self.topic], self.group_id)
+        self._consumer = self.bus.consumer([self.topic], self.group_id, low_latency=True)
         await self._consumer.start()
         self._task = asyncio.create_task(self._listen(self._consumer), name="replies")
         self.ready.set()

@@ -101,8 +101,13 @@ class Bus(abc.ABC):
         group_id: str | None,
         *,
         from_beginning: bool = False,
+        low_latency: bool = False,
     ) -> Consumer:
-        """A consumer for ``topics``; ``group_id=None`` reads without a group (tables)."""
+        """A consumer for ``topics``; ``group_id=None`` reads without a group (tables).
+
+        ``low_latency`` asks the broker to answer fetches at once rather than wait to fill
+        them: for the sync lane and reply topics, where a person's upload is waiting.
+        """
 
     @abc.abstractmethod
     async def ensure_topics(self, topics: Sequence[str]) -> None:

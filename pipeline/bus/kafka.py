@@ -110,9 +110,14 @@ class KafkaBus(Bus):
                 raise BusError(f"Kafka did not acknowledge a record: {exc}") from exc
 
     def consumer(
-        self, topics: Sequence[str], group_id: str | None, *, from_beginning: bool = False
+        self,
+        topics: Sequence[str],
+        group_id: str | None,
+        *,
+        from_beginning: bool = False,
+        low_latency: bool = False,
     ) -> Consumer:
-        return KafkaConsumer(self.settings, list(topics), group_id)
+        return KafkaConsumer(self.settings, list(topics), group_id, low_latency=low_latency)
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         await create_topics(self.settings, topics)
@@ -178,10 +183,18 @@ async def create_topics(settings: KafkaSettings, names: Sequence[str] | None = N
 class KafkaConsumer(Consumer):
     """Manual commits only: offsets move after the handler's output is acknowledged."""
 
-    def __init__(self, settings: KafkaSettings, topics: list[str], group_id: str | None) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topics: list[str],
+        group_id: str | None,
+        *,
+        low_latency: bool = False,
+    ) -> None:
         self.settings = settings
         self.topics = topics
         self.group_id = group_id
+        self.low_latency = low_latency
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
@@ -193,6 +206,9 @@ class KafkaConsumer(Consumer):
             max_poll_records=self.settings.max_poll_records,
             max_partition_fetch_bytes=self.settings.max_request_size,
             fetch_max_bytes=max(self.settings.max_request_size, 52428800),
+            fetch_max_wait_ms=(
+                self.settings.low_latency_fetch_wait_ms if self.low_latency else 500
+            ),
             **self.settings.consumer_overrides,
         )
         try:

@@ -104,7 +104,12 @@ class MemoryBus(Bus):
                 await topic.put(message)
 
     def consumer(
-        self, topics: Sequence[str], group_id: str | None, *, from_beginning: bool = False
+        self,
+        topics: Sequence[str],
+        group_id: str | None,
+        *,
+        from_beginning: bool = False,
+        low_latency: bool = False,
     ) -> Consumer:
         if group_id is None:
             return _GrouplessConsumer(self, list(topics))

@@ -160,3 +160,28 @@ async def test_memory_bus_applies_back_pressure() -> None:
         got += len(batch)
         await consumer.commit(batch)
     await asyncio.wait_for(producer, 5)
+
+
+async def test_pipelined_batches_commit_in_order(bus_and_topic: tuple[Bus, str]) -> None:
+    import random
+
+    bus, topic = bus_and_topic
+    await bus.produce_many([Outgoing(topic, b"%d" % i, b"k%d" % (i % 5)) for i in range(60)])
+    stop = asyncio.Event()
+    handled: list[int] = []
+    rng = random.Random(1)
+
+    class Jittery:
+        async def handle(self, batch: Sequence[Message]) -> None:
+            # Later batches often finish first; their offsets must still wait.
+            await asyncio.sleep(rng.random() * 0.05)
+            handled.extend(int(m.value) for m in batch)
+            if len(handled) >= 60:
+                stop.set()
+
+    loop = consume(bus, [topic], topic + "-g", Jittery(), stop, max_records=7, max_inflight=4)
+    await asyncio.wait_for(loop, 60)
+    assert sorted(handled) == list(range(60))
+    await bus.produce(topic, b"after", b"k")
+    rest = await drain(bus, topic, topic + "-g", 1)
+    assert [m.value for m in rest] == [b"after"]  # everything before was committed
