@@ -130,7 +130,7 @@ def load(ctx: typer.Context | None, **overrides: Any) -> tuple[Options, Settings
 @app.command()
 def scan(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="s3://bucket[/prefix] or a folder")],
+    target: Annotated[str, typer.Argument(help="s3://bucket, s3://bucket/prefix or a folder")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report only; touch nothing")] = False,
     restart: Annotated[
         bool, typer.Option("--restart", help="Ignore the checkpoint of an interrupted scan")
@@ -269,15 +269,69 @@ def serve(ctx: typer.Context) -> None:
 @app.command()
 def backfill(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="s3://bucket[/prefix] or a folder")],
+    target: Annotated[str, typer.Argument(help="s3://bucket, s3://bucket/prefix or a folder")],
     restart: Annotated[bool, typer.Option("--restart", help="Ignore the checkpoint")] = False,
+    since: Annotated[
+        str | None, typer.Option(help="Only objects modified since: 7d, 12h or an ISO date")
+    ] = None,
+    prefix: Annotated[
+        list[str] | None, typer.Option(help="List these prefixes (repeatable), in parallel")
+    ] = None,
+    parallel: Annotated[int | None, typer.Option(help="Prefixes listed at once")] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="At most this many scan requests per second")
+    ] = None,
 ) -> None:
-    """Publish a bucket or folder listing to Kafka as scan requests."""
+    """Publish a bucket or folder listing to Kafka as scan requests (resumable)."""
+    from ingest.pacing import Progress as ListingProgress
+    from ingest.pacing import parse_since
     from pipeline.runtime import run_backfill
 
     opts, settings = load(ctx)
-    n = run_async(opts, run_backfill(settings, target, resume=not restart))
+    options: dict[str, Any] = {
+        "prefixes": prefix or None,
+        "parallel": parallel,
+        "rate_limit": rate_limit,
+    }
+    if since:
+        try:
+            options["since"] = parse_since(since)
+        except ValueError as exc:
+            err_console.print(f"[bold red]error:[/] --since {since!r}: {exc}")
+            raise typer.Exit(2) from None
+    progress = Progress(
+        TextColumn("[bold]publishing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.1f} obj/s"),
+        TextColumn("ETA {task.fields[eta]}"),
+        console=err_console,
+        disable=not sys.stderr.isatty(),
+    )
+    task = progress.add_task("backfill", total=None, rate=0.0, eta="?")
+
+    def update(p: ListingProgress) -> None:
+        eta = "?" if p.eta_s is None else f"{p.eta_s:.0f}s"
+        progress.update(task, completed=p.produced, total=p.total, rate=p.rate, eta=eta)
+
+    with progress:
+        n = run_async(
+            opts, run_backfill(settings, target, resume=not restart, on_progress=update, **options)
+        )
     console.print(f"published {n} scan requests to {settings.topic('scan-requests.bulk')}")
+
+
+@app.command()
+def reconcile(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="s3://bucket, s3://bucket/prefix or a folder")],
+) -> None:
+    """Enqueue objects changed since the last run that have no verdict (run it from cron)."""
+    from pipeline.runtime import run_reconcile_once
+
+    opts, settings = load(ctx)
+    n = run_async(opts, run_reconcile_once(settings, target))
+    console.print(f"reconcile of {target}: {n} objects without a verdict enqueued")
 
 
 @topics_app.command("create")

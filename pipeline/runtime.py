@@ -33,7 +33,7 @@ from pipeline.events import (
     decode,
 )
 from pipeline.metrics import Health, start_metrics_server
-from pipeline.settings import Settings
+from pipeline.settings import Settings, SettingsError
 from pipeline.stage import consume
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.table import Table
@@ -464,8 +464,13 @@ async def run_backfill(
     *,
     resume: bool = True,
     on_listed: Callable[[int], None] | None = None,
+    **options: Any,
 ) -> int:
-    """Publish a bucket/folder listing to Kafka; return the number of scan requests."""
+    """Publish a bucket/folder listing to Kafka; return the number of scan requests.
+
+    ``options`` go to :class:`ingest.backfill.Backfill` (prefixes, parallel, rate_limit,
+    since, on_progress).
+    """
     from ingest.backfill import Backfill
 
     location = parse_location(target)
@@ -475,7 +480,41 @@ async def run_backfill(
         await store.check()
         await runtime.bus.ensure_topics([settings.topic(SCAN_BULK)])
         result = await Backfill(
-            runtime.bus, settings, store, location, runtime.state, on_produced=on_listed
+            runtime.bus,
+            settings,
+            store,
+            location,
+            runtime.state,
+            on_produced=on_listed,
+            **options,
         ).run(runtime.stop, resume=resume)
         await runtime.aclose()
         return result.produced
+
+
+async def run_reconcile_once(settings: Settings, target: str) -> int:
+    """One reconciliation pass over ``target``: enqueue objects changed since the last pass
+    that have no verdict. Reads verdicts from SQLite, or from Kafka with
+    ``storage.backend: kafka``."""
+    from ingest.reconcile import TableVerdicts, reconcile_once
+    from pipeline.topics import OBJECT_VERDICTS
+
+    if settings.storage.backend != "kafka":
+        raise SettingsError(
+            "pictguard reconcile publishes to Kafka (storage.backend: kafka); on a single box "
+            "turn on ingest.reconcile for `pictguard serve`, or run `pictguard scan`"
+        )
+    location = parse_location(target)
+    async with open_runtime(settings, distributed=True) as runtime:
+        stop_on_signals(runtime.stop)
+        await runtime.stores.for_location(location).check()
+        table = TopicTable(runtime.bus, settings.topic(OBJECT_VERDICTS))
+        await table.start()
+        runtime._closers.append(table.stop)
+        verdicts = TableVerdicts(table)
+        await runtime.bus.ensure_topics([settings.topic(SCAN_BULK)])
+        n = await reconcile_once(
+            settings, runtime.bus, runtime.stores, runtime.state, location, verdicts=verdicts
+        )
+        await runtime.aclose()
+        return n

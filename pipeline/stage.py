@@ -100,14 +100,14 @@ async def _pipelined(
                 break
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if fetch is not None and fetch.done():
-                batch, fetch = fetch.result(), None
-                if batch:
-                    inflight.append((batch, asyncio.create_task(handler.handle(batch))))
+                fetched, fetch = fetch.result(), None
+                if fetched:
+                    inflight.append((fetched, asyncio.create_task(handler.handle(fetched))))
             # Commit the finished prefix, in order; a failed batch stops the loop uncommitted.
             while inflight and inflight[0][1].done():
-                batch, task = inflight.popleft()
+                done, task = inflight.popleft()
                 task.result()
-                await consumer.commit(batch)
+                await consumer.commit(done)
     finally:
         if fetch is not None:
             fetch.cancel()

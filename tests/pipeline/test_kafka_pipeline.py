@@ -219,3 +219,73 @@ def test_classify_killed_mid_run_loses_nothing_and_acts_once(
     assert set(seen["destructive"]) == {f"s3://{bucket}/{k}" for k in corpus.blocked}
     assert set(seen["destructive"].values()) == {1}  # nobody acted on an object twice
     assert bucket_keys(client, f"{bucket}-q") == corpus.blocked
+
+
+async def read_keys(broker: Broker, topic: str) -> list[str]:
+    bus = KafkaBus(broker.settings())
+    await bus.start()
+    consumer = bus.consumer([topic], None)
+    await consumer.start()
+    keys: list[str] = []
+    try:
+        for _ in range(10):
+            batch = await consumer.getmany(500, 1000)
+            keys += [m.key.decode() for m in batch if m.key]
+            if not batch and keys:
+                break
+    finally:
+        await consumer.stop()
+        await bus.stop()
+    return keys
+
+
+def test_backfill_flags_and_reconcile_commands(
+    broker: Broker, s3_server: S3Server, bucket: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    client: Any = s3_server.client()
+    for folder in ("a", "b"):
+        for i in range(10):
+            client.put_object(Bucket=bucket, Key=f"{folder}/{i}.png", Body=b"x")
+    env = role_env(
+        broker,
+        s3_server,
+        topic_prefix,
+        tmp_path / "state",
+        PICTGUARD_STORAGE__BACKEND="kafka",
+        PICTGUARD_INGEST__RECONCILE__MIN_AGE_S="0",
+    )
+    out = subprocess.run(
+        [
+            *PICTGUARD,
+            "backfill",
+            f"s3://{bucket}",
+            "--prefix",
+            "a/",
+            "--since",
+            "1h",
+            "--rate-limit",
+            "1000",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "published 10 scan requests" in out.stdout
+    topic = f"{topic_prefix}scan-requests.bulk"
+    keys = asyncio.run(read_keys(broker, topic))
+    assert sorted(keys) == sorted(f"s3://{bucket}/a/{i}.png" for i in range(10))
+
+    # Nothing has a verdict yet (no classify runs here): reconcile enqueues every object.
+    out = subprocess.run(
+        [*PICTGUARD, "reconcile", f"s3://{bucket}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "20 objects without a verdict enqueued" in out.stdout
+    keys = asyncio.run(read_keys(broker, topic))
+    assert len(keys) == 30 and len(set(keys)) == 20
