@@ -124,24 +124,13 @@ def main() -> None:
             PICTGUARD_CLASSIFY__CONCURRENCY=str(args.concurrency),
             PICTGUARD_CLASSIFY__FETCH_BATCH="256",
             PICTGUARD_LOG__LEVEL="WARNING",
+            PICTGUARD_METRICS__PORT="0",  # several roles on one host: any free port
         )
         py = [sys.executable, "-m", "pipeline.cli"]
         for role, n in (("classify", args.classify_procs), ("enforce", 1)):
             for i in range(n):
                 role_env = {**env, "PICTGUARD_STORAGE__STATE_DIR": str(work / f"{role}{i}")}
-                cmd = [*py, "run", role]
-                if os.environ.get("BENCH_PROFILE") == role:
-                    cmd = [
-                        str(Path(sys.executable).parent / "py-spy"),
-                        "record",
-                        "-o",
-                        f"/tmp/{role}.svg",
-                        "-f",
-                        "speedscope",
-                        "--",
-                        *cmd,
-                    ]
-                procs.append(subprocess.Popen(cmd, env=role_env))
+                procs.append(subprocess.Popen([*py, "run", role], env=role_env))
         time.sleep(4)  # let the roles join their groups before the clock starts
         started = time.perf_counter()
         subprocess.run(

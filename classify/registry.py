@@ -103,8 +103,14 @@ _BUILTIN = {"nudenet": "classify.models.nudenet", "clip": "classify.models.clip"
 
 def _lookup(name: str) -> tuple[ModelFactory, WeightsProbe]:
     if name not in _MODELS and name in _BUILTIN:
-        module = importlib.import_module(_BUILTIN[name])
-        register(name, module.MODEL, module.describe_weights)
+        try:
+            module = importlib.import_module(_BUILTIN[name])
+        except ImportError as exc:
+            # An install without the optional extra (`pip install .`, the slim image):
+            # the model is simply absent, like one without weights, and the admin is told.
+            register(name, *_not_installed(name, exc))
+        else:
+            register(name, module.MODEL, module.describe_weights)
     try:
         return _MODELS[name]
     except KeyError:
@@ -112,6 +118,43 @@ def _lookup(name: str) -> tuple[ModelFactory, WeightsProbe]:
             f"unknown classifier {name!r}; known: {', '.join(available())} "
             "(check PICTGUARD_CLASSIFY__CLASSIFIERS)"
         ) from None
+
+
+def _not_installed(name: str, exc: ImportError) -> tuple[ModelFactory, WeightsProbe]:
+    missing = exc.name or str(exc)
+    how = (
+        f"install the optional packages: pip install 'pictguard[{name}]' "
+        "(or use the CUDA image), then restart"
+    )
+    message = f"{name} is not installed ({missing} is missing)"
+
+    class NotInstalled(Model):
+        """Stands in for the model: loading it says what to install."""
+
+        def __init__(self, settings: ClassifySettings) -> None:
+            self.name = name
+
+        @property
+        def version(self) -> str:
+            return f"{name}:not-installed"
+
+        @property
+        def preprocessor(self) -> Preprocessor:
+            raise ClassifierError(message)
+
+        def load(self) -> None:
+            raise WeightsMissingError(message, how)
+
+        def predict(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
+            raise ClassifierError(message)
+
+    def factory(settings: ClassifySettings) -> Model:
+        return NotInstalled(settings)
+
+    def probe(settings: ClassifySettings) -> WeightsInfo:
+        return WeightsInfo(name, "not installed", None, False, f"{message}; {how}")
+
+    return factory, probe
 
 
 def available() -> list[str]:

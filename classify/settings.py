@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode
 
 
@@ -23,6 +23,8 @@ class ClipSettings(BaseModel):
     ``hf download`` once), then random weights if ``allow_random_weights`` (tests and
     benchmarks only).
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(
         default="ViT-L-14", description="open_clip model name (see open_clip.list_models())"
@@ -63,6 +65,8 @@ class ClipSettings(BaseModel):
 class NudenetSettings(BaseModel):
     """The NudeNet 320n detector run through onnxruntime."""
 
+    model_config = ConfigDict(extra="forbid")
+
     model_path: Path | None = Field(
         default=None, description="ONNX file; default: the 320n.onnx bundled in the nudenet package"
     )
@@ -76,6 +80,8 @@ class NudenetSettings(BaseModel):
 
 class PolicySettings(BaseModel):
     """How category scores become a decision."""
+
+    model_config = ConfigDict(extra="forbid")
 
     nudenet_nsfw_threshold: float = Field(
         default=0.5, ge=0, le=1, description="NudeNet exposed-part confidence that counts as nsfw"
@@ -95,6 +101,8 @@ class PolicySettings(BaseModel):
 
 class ClassifySettings(BaseModel):
     """How objects are fetched and classified."""
+
+    model_config = ConfigDict(extra="forbid")
 
     max_object_bytes: int = Field(
         default=50 * 1024 * 1024,

@@ -2,7 +2,7 @@
 
 Healthy when one of the role's HTTP servers answers 200 on /healthz: the API
 (PICTGUARD_API__PORT, 8080), the metrics server of classify/enforce (PICTGUARD_METRICS__PORT,
-9100) or the ingest webhook receiver (PICTGUARD_INGEST__WEBHOOK_PORT, 8081).
+9100) or the ingest webhook receiver (PICTGUARD_INGEST__WEBHOOK__PORT, 8081).
 PICTGUARD_HEALTHCHECK_URL overrides the guess.
 """
 
@@ -18,7 +18,7 @@ def candidates() -> list[str]:
     ports = [
         os.environ.get("PICTGUARD_API__PORT", "8080"),
         os.environ.get("PICTGUARD_METRICS__PORT", "9100"),
-        os.environ.get("PICTGUARD_INGEST__WEBHOOK_PORT", "8081"),
+        os.environ.get("PICTGUARD_INGEST__WEBHOOK__PORT", "8081"),
     ]
     return [f"http://127.0.0.1:{port}/healthz" for port in ports]
 

@@ -10,13 +10,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 Preset = Literal["none", "pictrs", "mastodon", "misskey"]
 
 
 class EventsSettings(BaseModel):
     """The raw ``bucket-events`` topic that MinIO and Ceph Kafka targets publish to."""
+
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(
         default=True, description="Consume the bucket-events topic (distributed mode)"
@@ -34,6 +36,8 @@ class WebhookSettings(BaseModel):
     An endpoint answers only once its secret is set: ``/hooks/minio`` needs
     ``minio_token``, ``/hooks/ceph`` needs ``ceph_token``, ``/hooks/b2`` needs ``b2_secret``.
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
     host: str = "0.0.0.0"
@@ -53,6 +57,8 @@ class WebhookSettings(BaseModel):
 
 class SqsSettings(BaseModel):
     """AWS SQS queue that S3 (directly, through SNS or through EventBridge) notifies."""
+
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
     queue_url: str | None = None
@@ -79,6 +85,8 @@ class SqsSettings(BaseModel):
 class WatchSettings(BaseModel):
     """Filesystem watcher for local media folders (pict-rs files, Mastodon, Misskey)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     enabled: bool = False
     roots: list[Path] = Field(default_factory=list, description="Folders to watch, recursively")
     settle_s: float = Field(
@@ -92,6 +100,8 @@ class WatchSettings(BaseModel):
 
 class ReconcileSettings(BaseModel):
     """Periodic listing that catches lost events; the only source for Garage and SeaweedFS."""
+
+    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
     locations: list[str] = Field(
@@ -118,6 +128,8 @@ class ReconcileSettings(BaseModel):
 class BackfillSettings(BaseModel):
     """How a backfill lists: in parallel, paced, from a date, with an ETA."""
 
+    model_config = ConfigDict(extra="forbid")
+
     prefixes: list[str] = Field(
         default_factory=list,
         description="List these prefixes (inside the target) in parallel, each with its own "
@@ -137,6 +149,8 @@ class BackfillSettings(BaseModel):
 
 class IngestSettings(BaseModel):
     """Which objects become scan requests, and how fast."""
+
+    model_config = ConfigDict(extra="forbid")
 
     include_prefixes: list[str] = Field(default_factory=list)
     exclude_prefixes: list[str] = Field(default_factory=list)

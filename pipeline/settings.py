@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
+)
+from pydantic_settings import (
+    SettingsError as PydanticSettingsError,
 )
 
 from classify.settings import ClassifySettings
@@ -44,6 +47,8 @@ class SecurityProtocol(StrEnum):
 class KafkaSettings(BaseModel):
     """Connection to the Kafka-protocol broker (distributed mode only)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     bootstrap_servers: str = "localhost:9092"
     topic_prefix: str = "pictguard."
     client_id: str = "pictguard"
@@ -61,7 +66,11 @@ class KafkaSettings(BaseModel):
     connect_timeout_s: float = Field(5.0, gt=0)
     max_poll_records: int = Field(256, ge=1)
     linger_ms: int = Field(0, ge=0, description="Producer linger; produce_many batches anyway")
-    max_request_size: int = Field(16 * 1024 * 1024, ge=1024)
+    max_request_size: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest record produced or fetched; sync uploads travel inline (base64)",
+    )
     group_prefix: str = "pictguard-"
     low_latency_fetch_wait_ms: int = Field(
         10, ge=0, description="Broker wait per fetch on the sync lane and reply topics"
@@ -74,6 +83,8 @@ class KafkaSettings(BaseModel):
 
 class S3Settings(BaseModel):
     """Access to S3-compatible storage; empty keys use the standard AWS credential chain."""
+
+    model_config = ConfigDict(extra="forbid")
 
     endpoint_url: str | None = None
     region: str = "us-east-1"
@@ -90,6 +101,8 @@ class S3Settings(BaseModel):
 class StorageSettings(BaseModel):
     """Where state lives."""
 
+    model_config = ConfigDict(extra="forbid")
+
     state_dir: Path = Path(".pictguard")
     backend: Literal["sqlite", "kafka"] = Field(
         "sqlite",
@@ -104,11 +117,15 @@ class StorageSettings(BaseModel):
 
 
 class MetricsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     port: int = Field(9100, ge=0, le=65535)
     host: str = "0.0.0.0"
 
 
 class LogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["console", "json"] = "console"
 
@@ -186,6 +203,12 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     token = _config_file.set(config)
     try:
         return Settings(**overrides)
+    except PydanticSettingsError as exc:
+        # e.g. a list or dict variable that is not JSON: PICTGUARD_API__CLIENTS='[{"id":…}]'
+        raise SettingsError(
+            f"{exc} — list and dict settings in the environment are JSON, e.g. "
+            "PICTGUARD_API__TRUSTED_PROXIES='[\"10.0.0.0/8\"]'"
+        ) from None
     except ValidationError as exc:
         raise SettingsError("; ".join(_describe(e) for e in exc.errors())) from None  # type: ignore[arg-type]
     finally:

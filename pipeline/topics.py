@@ -17,6 +17,15 @@ REPLIES = "replies."
 OBJECT_VERDICTS = "object-verdicts"
 
 
+# The largest sync scan request (a 40 MiB upload, base64 in JSON, plus its envelope).
+SYNC_MAX_BYTES = 64 * 1024 * 1024
+
+
+def inline_record_bytes(body_bytes: int) -> int:
+    """Size on the wire of a sync scan request carrying ``body_bytes`` of upload."""
+    return (body_bytes + 2) // 3 * 4 + 64 * 1024
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -27,8 +36,12 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(BUCKET_EVENTS),
     TopicSpec(SCAN_BULK),
-    # Sync requests are worthless after their deadline; keep them briefly.
-    TopicSpec(SCAN_SYNC, configs={"retention.ms": str(3600 * 1000)}),
+    # Sync requests carry the upload inline and are worthless after their deadline: large
+    # records allowed (brokers default to 1 MB), kept briefly.
+    TopicSpec(
+        SCAN_SYNC,
+        configs={"retention.ms": str(3600 * 1000), "max.message.bytes": str(SYNC_MAX_BYTES)},
+    ),
     TopicSpec(VERDICTS),
     TopicSpec(ACTIONS),
     TopicSpec(HASHLISTS, compacted=True),

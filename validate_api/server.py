@@ -15,7 +15,8 @@ from classify.engine import ClassifyEngine
 from enforce.admin import EnforceContext, static_context
 from enforce.admin_api import admin_router
 from pipeline.runtime import Runtime, group
-from pipeline.topics import REPLIES, SCAN_SYNC
+from pipeline.settings import SettingsError
+from pipeline.topics import REPLIES, SCAN_SYNC, inline_record_bytes
 from validate_api.app import ApiContext, create_app
 from validate_api.replies import ReplyRouter
 from validate_api.service import FastPath, Validator
@@ -34,6 +35,14 @@ class _Server(uvicorn.Server):
 async def build_api(runtime: Runtime, engine: ClassifyEngine | None = None) -> FastAPI:
     """The app for this runtime; ``engine`` is the classify engine in single-process mode."""
     s = runtime.settings
+    needed = inline_record_bytes(s.api.max_body_bytes)
+    if engine is None and needed > s.kafka.max_request_size:
+        raise SettingsError(
+            f"api.max_body_bytes={s.api.max_body_bytes} needs Kafka records of {needed} bytes "
+            f"but kafka.max_request_size is {s.kafka.max_request_size}: raise "
+            "PICTGUARD_KAFKA__MAX_REQUEST_SIZE (and the broker's message.max.bytes) or lower "
+            "PICTGUARD_API__MAX_BODY_BYTES"
+        )
     if engine is None:
         # Distributed: the lists here, the models on the classify workers.
         only_lists = s.classify.model_copy(

@@ -12,7 +12,7 @@ import socket
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -29,6 +29,8 @@ def _networks(values: list[str] | str) -> list[IpNetwork]:
 
 class ApiClient(BaseModel):
     """One caller: a pict-rs instance or a script."""
+
+    model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, description="The id in /api/v1/scan/<id>; IPADDR means by IP")
     token: SecretStr | None = Field(None, description="Also required when set (?token= or Bearer)")
@@ -49,7 +51,7 @@ class ApiClient(BaseModel):
 class ApiSettings(BaseModel):
     """The synchronous validation API."""
 
-    model_config = {"extra": "forbid"}
+    model_config = ConfigDict(extra="forbid")
 
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)

@@ -166,9 +166,20 @@ class S3Store(ObjectStore):
             async with response["Body"] as body:
                 if length > max_bytes:
                     raise ObjectTooLarge(key, length, max_bytes)
-                data: bytes = await body.read(max_bytes + 1)
-            if len(data) > max_bytes:
-                raise ObjectTooLarge(key, len(data), max_bytes)
+                # read(n) returns what has arrived so far, not n bytes: read to the end,
+                # but never past the cap (a server may send more than it announced).
+                chunks: list[bytes] = []
+                size = 0
+                while chunk := await body.read(1024 * 1024):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise ObjectTooLarge(key, size, max_bytes)
+                    chunks.append(chunk)
+            data = b"".join(chunks)
+            if length and len(data) != length:
+                raise StoreUnavailable(
+                    f"s3://{self.location}/{key}: got {len(data)} of {length} bytes"
+                )
             return data
         except (ClientError, BotoCoreError, OSError) as exc:
             raise self._error(exc, key) from None

@@ -309,3 +309,39 @@ async def test_sync_request_does_not_wait_on_a_bulk_duplicate(make_engine: Engin
     sync = await engine.evaluate(data, lane=Lane.SYNC)
     assert sync.decision is Decision.FLAG_CSAM and not sync.cached
     assert (await bulk).decision is Decision.FLAG_CSAM
+
+
+async def test_a_model_whose_packages_are_missing_is_skipped_with_advice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`pip install .` without the clip extra: start anyway, say what to install."""
+    import sys
+
+    from classify import registry
+    from classify.engine import ClassifyEngine
+    from classify.settings import ClassifySettings
+    from pipeline.state.memory import MemoryTable
+
+    saved = {k: sys.modules.get(k) for k in ("open_clip", "classify.models.clip")}
+    registry._MODELS.pop("clip", None)
+    sys.modules["open_clip"] = None  # type: ignore[assignment]  # import now fails
+    sys.modules.pop("classify.models.clip", None)
+    try:
+        engine = ClassifyEngine(
+            ClassifySettings(classifiers=["hashlist", "clip"]),
+            ClassifyTables(MemoryTable("h"), MemoryTable("c")),
+        )
+        with caplog.at_level("WARNING"):
+            await engine.start()
+        assert engine.classifiers_loaded == ["hashlist"]
+        assert "pictguard[clip]" in caplog.text and "CSAM detection needs" in caplog.text
+        info = registry.describe("clip", ClassifySettings())
+        assert not info.present and "not installed" in info.source
+        await engine.stop()
+    finally:
+        registry._MODELS.pop("clip", None)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v

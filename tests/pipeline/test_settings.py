@@ -70,3 +70,15 @@ def test_kafka_security_settings_become_client_config(tmp_path: Path) -> None:
 def test_secrets_stay_out_of_repr() -> None:
     settings = load_settings(kafka={"sasl_password": "hunter2"}, s3={"secret_access_key": "s3cr3t"})
     assert "hunter2" not in repr(settings) and "s3cr3t" not in repr(settings)
+
+
+def test_misspelt_nested_setting_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PICTGUARD_S3__ENDPOINT", "http://minio:9000")  # endpoint_url meant
+    with pytest.raises(SettingsError, match=r"unknown setting s3\.endpoint"):
+        load_settings()
+
+
+def test_non_json_list_in_env_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PICTGUARD_API__TRUSTED_PROXIES", "10.0.0.0/8")
+    with pytest.raises(SettingsError, match="JSON"):
+        load_settings()
