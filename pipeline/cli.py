@@ -188,6 +188,7 @@ def print_summary(summary: Any, settings: Settings, *, as_json: bool) -> None:
             "errors": summary.decisions[Decision.ERROR],
             "actions": dict(summary.actions),
             "elapsed_s": round(summary.elapsed_s, 3),
+            "startup_s": round(summary.startup_s, 3),
             "objects_per_s": round(summary.rate, 2),
             "dry_run": settings.enforce.dry_run,
             "items": [
@@ -217,7 +218,7 @@ def print_summary(summary: Any, settings: Settings, *, as_json: bool) -> None:
     table.add_row("errors", str(summary.decisions[Decision.ERROR]))
     actions = ", ".join(f"{k} {v}" for k, v in sorted(summary.actions.items())) or "none"
     table.add_row("actions", actions + (" (dry run)" if settings.enforce.dry_run else ""))
-    table.add_row("elapsed", f"{summary.elapsed_s:.2f} s")
+    table.add_row("elapsed", f"{summary.elapsed_s:.2f} s (+ {summary.startup_s:.1f} s start-up)")
     table.add_row("objects/s", f"{summary.rate:.1f}")
     console.print(table)
     if summary.notable:

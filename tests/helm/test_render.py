@@ -279,3 +279,18 @@ def test_manifests_match_the_kubernetes_api(tmp_path: Path) -> None:
             if doc["apiVersion"].split("/")[0] in ("keda.sh", "monitoring.coreos.com"):
                 continue  # CRDs: no schema shipped with Kubernetes
             kubernetes_validate.validate(doc, "1.30.0", strict=True)
+
+
+def test_enforce_keeps_its_state_on_a_volume(tmp_path: Path) -> None:
+    """Guard state, held actions and the audit trail survive a pod restart."""
+    manifests = render(BROKERS, tmp_path)
+    deployment = find(manifests, "Deployment", "pg-pictguard-enforce")
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # one RWO volume
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["state"]["persistentVolumeClaim"]["claimName"] == "pg-pictguard-enforce-state"
+    claim = find(manifests, "PersistentVolumeClaim", "pg-pictguard-enforce-state")
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    off = merge(BROKERS, {"enforce": {"persistence": {"enabled": False}}})
+    (tmp_path / "off").mkdir()
+    volumes = pod_specs(render(off, tmp_path / "off"))["Deployment/pg-pictguard-enforce"]["volumes"]
+    assert "emptyDir" in {v["name"]: v for v in volumes}["state"]
