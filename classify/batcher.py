@@ -20,7 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from opentelemetry.trace import Link, SpanContext
+
+from pipeline import metrics
 from pipeline.events import Lane
+from pipeline.tracing import ROOT, current_span_context, link_current, span
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,9 @@ class _Pending(Generic[In, Out]):
     item: In
     future: asyncio.Future[Out]
     queued_at: float
+    # With tracing on: the submitter's span (the batch links to it) and the batch's span.
+    member: SpanContext | None = None
+    batch: SpanContext | None = None
 
 
 class DynamicBatcher(Generic[In, Out]):
@@ -111,9 +118,13 @@ class DynamicBatcher(Generic[In, Out]):
         if self._task is None or self._wakeup is None:
             raise BatcherClosedError(f"{self.name} is not started")
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
-        self._queues[lane].append(_Pending(item, future, time.monotonic()))
+        pending = _Pending(item, future, time.monotonic(), current_span_context())
+        self._queues[lane].append(pending)
         self._wakeup.set()
-        return await future
+        try:
+            return await future
+        finally:
+            link_current(pending.batch)  # and back from the member to its batch
 
     async def _run(self) -> None:
         assert self._wakeup is not None
@@ -152,13 +163,35 @@ class DynamicBatcher(Generic[In, Out]):
         return batch
 
     async def _call(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[In, Out]]) -> None:
+        # The batch serves many requests, each in its own trace: its span is a root linked
+        # to every member's span.
+        links = [Link(p.member) for p in batch if p.member is not None]
+        with span(
+            f"{self.name} batch",
+            context=ROOT,
+            links=links,
+            attributes={"pictguard.batcher": self.name, "pictguard.batch.size": len(batch)},
+        ) as batch_span:
+            batch_context = batch_span.get_span_context()
+            if batch_context.is_valid:
+                for pending in batch:
+                    pending.batch = batch_context
+            await self._call_in_span(loop, batch)
+
+    async def _call_in_span(
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[In, Out]]
+    ) -> None:
         items = [pending.item for pending in batch]
         self.stats.calls += 1
         self.stats.items += len(items)
         self.stats.sizes.append(len(items))
+        started = time.perf_counter()
         try:
             results = await loop.run_in_executor(self._executor, self._checked_call, items)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 — a model's failure goes to its callers
+            metrics.record_model_batch(
+                self.name, len(items), time.perf_counter() - started, failed=True
+            )
             self.stats.failed_calls += 1
             if len(batch) == 1:
                 _settle_error(batch[0].future, exc)
@@ -172,11 +205,12 @@ class DynamicBatcher(Generic[In, Out]):
                     single = await loop.run_in_executor(
                         self._executor, self._checked_call, [pending.item]
                     )
-                except Exception as item_exc:
+                except Exception as item_exc:  # noqa: BLE001 — to this item's caller
                     _settle_error(pending.future, item_exc)
                 else:
                     _settle(pending.future, single[0])
             return
+        metrics.record_model_batch(self.name, len(items), time.perf_counter() - started)
         for pending, result in zip(batch, results, strict=True):
             _settle(pending.future, result)
 

@@ -24,6 +24,7 @@ from classify.registry import HASHLIST, ClassifierError, Model, ModelOutput, Wei
 from classify.registry import create as create_model
 from classify.settings import ClassifySettings
 from pipeline.events import Decision, ErrorReason, Lane
+from pipeline.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,16 @@ class ClassifyEngine:
 
     async def _before_decode(self, data: bytes) -> Assessment | str:
         """Size checks, sha256, exact hash-list entry, verdict cache; else the sha256."""
+        with span("classify.hash", attributes={"pictguard.bytes": len(data)}) as current:
+            result = await self._hash_and_look_up(data)
+            if isinstance(result, Assessment):
+                current.set_attribute("pictguard.decision", result.decision.value)
+                current.set_attribute("pictguard.cached", result.cached)
+                if result.matched:
+                    current.set_attribute("pictguard.matched", result.matched)
+            return result
+
+    async def _hash_and_look_up(self, data: bytes) -> Assessment | str:
         if not data:
             return self._error(ErrorReason.EMPTY, "0 bytes", sha256_hex(b""))
         if len(data) > self.settings.max_object_bytes:
@@ -259,7 +270,12 @@ class ClassifyEngine:
     async def _classify(
         self, data: bytes, sha256: str, content_type: str | None, lane: Lane
     ) -> Assessment:
-        prepared = await self.pool.prepare(data, self._decode_options)
+        with span("classify.decode") as current:
+            prepared = await self.pool.prepare(data, self._decode_options)
+            if isinstance(prepared, DecodeFailure):
+                current.set_attribute("pictguard.error", prepared.reason.value)
+            else:
+                current.set_attribute("pictguard.frames", len(prepared.inputs))
         if isinstance(prepared, DecodeFailure):
             detail = prepared.detail
             if prepared.reason is ErrorReason.UNSUPPORTED_TYPE and content_type:
@@ -273,23 +289,37 @@ class ClassifyEngine:
         if not self.models:
             return self._assessment(Judgement(Decision.ALLOW), sha256, prepared, timings)
         try:
-            judgements = await self._run_models(prepared, lane, timings)
+            per_model = await self._run_models(prepared, lane, timings)
         except ClassifierError as exc:
             return self._error(ErrorReason.MODEL_FAILED, str(exc), sha256)
-        assessment = self._assessment(Policy.worst(judgements), sha256, prepared, timings)
+        with span(
+            "classify.policy", attributes={"pictguard.policy": self.policy_version}
+        ) as current:
+            judgement = Policy.worst(
+                [
+                    self.policy.decide_frame(outputs[frame] for outputs in per_model)
+                    for frame in range(len(prepared.inputs))
+                ]
+            )
+            current.set_attribute("pictguard.decision", judgement.decision.value)
+        assessment = self._assessment(judgement, sha256, prepared, timings)
         if self.settings.verdict_cache:
             await self.cache.put(assessment)
         return assessment
 
     async def _run_models(
         self, prepared: Prepared, lane: Lane, timings: dict[str, float]
-    ) -> list[Judgement]:
+    ) -> list[list[ModelOutput]]:
+        """Every model's outputs, per frame, through the models' batchers."""
+
         async def run(index: int, model: Model) -> list[ModelOutput]:
             started = time.perf_counter()
             batcher = self.batchers[model.name]
-            outputs = await asyncio.gather(
-                *(batcher.submit(frame[index], lane) for frame in prepared.inputs)
-            )
+            # The batch that runs this image links to this span (and this span back to it).
+            with span("classify.model", attributes={"pictguard.model": model.version}):
+                outputs = await asyncio.gather(
+                    *(batcher.submit(frame[index], lane) for frame in prepared.inputs)
+                )
             timings[f"model:{model.name}"] = _ms_since(started)
             return list(outputs)
 
@@ -300,10 +330,7 @@ class ClassifyEngine:
         except Exception as exc:
             log.warning("model call failed", extra={"error": repr(exc)})
             raise ClassifierError(f"model failed: {exc!r}") from exc
-        return [
-            self.policy.decide_frame(outputs[frame] for outputs in per_model)
-            for frame in range(len(prepared.inputs))
-        ]
+        return per_model
 
     async def _match_pdq(self, sha256: str, prepared: Prepared, lane: Lane) -> Assessment | None:
         if not self.use_hashlists or not self.hashlists.has_pdq_entries:

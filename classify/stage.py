@@ -15,13 +15,15 @@ from collections.abc import Sequence
 
 from classify.base import Assessment
 from classify.engine import ClassifyEngine
-from pipeline.bus.base import Bus, Message, Outgoing
+from pipeline import metrics
+from pipeline.bus.base import Bus, BusError, Message, Outgoing
 from pipeline.events import (
     Decision,
     ErrorReason,
     ScanRequest,
     Verdict,
     encode,
+    utcnow,
 )
 from pipeline.settings import Settings
 from pipeline.stage import decode_or_dead_letter
@@ -33,9 +35,12 @@ from pipeline.storage import (
 )
 from pipeline.storage.locations import Stores
 from pipeline.topics import DEAD_LETTER, VERDICTS
-from pipeline.tracing import continued, inject_headers, tracer
+from pipeline.tracing import consuming, inject_headers, span
 
 log = logging.getLogger(__name__)
+
+# A sync reply is useless once the API's deadline (at most ~10 s) has passed.
+REPLY_TIMEOUT_S = 10.0
 
 
 class ClassifyStage:
@@ -55,26 +60,50 @@ class ClassifyStage:
     async def handle(self, batch: Sequence[Message]) -> None:
         requests: list[tuple[Message, ScanRequest]] = []
         for message in batch:
-            request = await decode_or_dead_letter(self.bus, self._dead_letter, message, ScanRequest)
+            request = await decode_or_dead_letter(
+                self.bus, self._dead_letter, message, ScanRequest, stage="classify"
+            )
             if request is not None:
                 requests.append((message, request))
-        verdicts = await asyncio.gather(*(self._scan(m, r) for m, r in requests))
+        scanned = await asyncio.gather(*(self._scan(m, r) for m, r in requests))
         records: list[Outgoing] = []
-        for (message, request), verdict in zip(requests, verdicts, strict=True):
-            with continued(message.headers):
-                headers = inject_headers()
+        replies: list[Outgoing] = []
+        for (_, request), (verdict, headers) in zip(requests, scanned, strict=True):
             value = encode(verdict)
             key = verdict.key.encode()
             records.append(Outgoing(self._verdicts, value, key, headers))
             if request.reply_to:
-                records.append(Outgoing(request.reply_to, value, key, headers))
+                replies.append(Outgoing(request.reply_to, value, key, headers))
         await self.bus.produce_many(records)
+        now = utcnow()
+        for (_, request), (verdict, _) in zip(requests, scanned, strict=True):
+            metrics.record_verdict(verdict, request.created_at, now)
+        if replies:
+            await self._reply(replies)
 
-    async def _scan(self, message: Message, request: ScanRequest) -> Verdict:
+    async def _reply(self, replies: list[Outgoing]) -> None:
+        """Best effort: the verdict is already in ``verdicts``; an API replica that went
+        away (its reply topic deleted) must not stop classification."""
+        try:
+            await asyncio.wait_for(self.bus.produce_many(replies), REPLY_TIMEOUT_S)
+        except (BusError, TimeoutError) as exc:
+            log.warning("could not deliver %d sync replies: %s", len(replies), exc)
+
+    async def _scan(self, message: Message, request: ScanRequest) -> tuple[Verdict, dict[str, str]]:
+        """The verdict, and the headers that make its record a child of this scan's span."""
         async with self._slots:
-            with continued(message.headers), tracer.start_as_current_span("classify.scan"):
+            lane = {"pictguard.lane": request.lane.value}
+            with consuming(message, self.bus.system, lane) as current:
                 started = time.perf_counter()
-                data, failure = await self._fetch(request)
+                if request.deadline is not None and request.deadline < utcnow():
+                    # The API has already answered per its timeout policy; save the work.
+                    failure: Assessment | None = self._error(
+                        ErrorReason.TIMEOUT, "deadline passed before classification"
+                    )
+                    data = None
+                else:
+                    with span("classify.fetch", attributes=_fetch_attributes(request)):
+                        data, failure = await self._fetch(request)
                 fetch_ms = (time.perf_counter() - started) * 1000
                 if failure is not None:
                     assessment = failure
@@ -84,13 +113,17 @@ class ClassifyStage:
                         data, content_type=request.content_type, lane=request.lane
                     )
                 assessment.timings_ms.setdefault("fetch", round(fetch_ms, 3))
-                return Verdict(
+                verdict = Verdict(
                     request_id=request.request_id,
                     lane=request.lane,
                     source=request.source,
                     object=request.object,
                     **dataclasses.asdict(assessment),
                 )
+                current.set_attribute("pictguard.decision", verdict.decision.value)
+                if verdict.reason is not None:
+                    current.set_attribute("pictguard.error", verdict.reason.value)
+                return verdict, inject_headers()
 
     async def _fetch(self, request: ScanRequest) -> tuple[bytes | None, Assessment | None]:
         """The request's bytes, or the error assessment explaining why there are none."""
@@ -124,3 +157,10 @@ class ClassifyStage:
             model_version=self.engine.model_version,
             policy_version=self.engine.policy_version,
         )
+
+
+def _fetch_attributes(request: ScanRequest) -> dict[str, str | bool]:
+    # Where the bytes come from, never the bytes.
+    if request.object is not None:
+        return {"pictguard.object": request.object.id, "pictguard.inline": False}
+    return {"pictguard.inline": request.content is not None}

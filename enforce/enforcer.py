@@ -18,6 +18,7 @@ from enforce.notify import Notifier, action_notice, alert_notice
 from enforce.quarantine import Quarantine, QuarantineSpec
 from enforce.records import HeldAction, Records
 from enforce.settings import EnforceSettings, PolicyAction
+from pipeline import metrics
 from pipeline.bus.base import Bus
 from pipeline.events import (
     ActionOutcome,
@@ -34,7 +35,7 @@ from pipeline.state.sqlite import SqliteState
 from pipeline.storage import ObjectMissing, StorageError
 from pipeline.storage.locations import Stores
 from pipeline.topics import ACTIONS
-from pipeline.tracing import extract_context, inject_headers, tracer
+from pipeline.tracing import extract_context, inject_headers, span
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class Enforcer:
             return
         await self.records.start()
         await self.guard.start()
+        metrics.watch_guard(lambda: self.guard.trip is not None)
         await self.notifier.start()
         self._started = True
         self.quarantine_warnings = await self.quarantine.check()
@@ -129,10 +131,11 @@ class Enforcer:
         Storage failures become an action with outcome ``failed``. Bus and state-store
         failures raise, so the verdict is not committed and comes again.
         """
-        with tracer.start_as_current_span(
-            "enforce", context=extract_context(headers or {})
-        ) as span:
-            span.set_attribute("pictguard.decision", verdict.decision.value)
+        # Without headers (the stage's CONSUMER span, an admin request) the current span
+        # is the parent.
+        parent = extract_context(headers) if headers else None
+        attributes = {"pictguard.decision": verdict.decision.value}
+        with span("enforce.verdict", context=parent, attributes=attributes) as current:
             await self.records.record_verdict(verdict)
             intended = policy_action(self.config, verdict.decision)
             if intended is None:
@@ -141,8 +144,8 @@ class Enforcer:
                 self._callback(verdict, None)
                 return None
             action = await self._decide(verdict, intended)
-            span.set_attribute("pictguard.action", action.action.value)
-            span.set_attribute("pictguard.outcome", action.outcome.value)
+            current.set_attribute("pictguard.action", action.action.value)
+            current.set_attribute("pictguard.outcome", action.outcome.value)
             await self._finish(verdict, action)
             return action
 
@@ -206,6 +209,15 @@ class Enforcer:
         self, verdict: Verdict, action: ActionType, ref: ObjectRef, note: str | None = None
     ) -> EnforcementAction:
         """Delete or quarantine ``ref``; storage errors become a ``failed`` action."""
+        attributes = {"pictguard.object": ref.id, "pictguard.action": action.value}
+        with span(f"enforce.{action.value}", attributes=attributes) as current:
+            done = await self._perform_in_span(verdict, action, ref, note)
+            current.set_attribute("pictguard.outcome", done.outcome.value)
+            return done
+
+    async def _perform_in_span(
+        self, verdict: Verdict, action: ActionType, ref: ObjectRef, note: str | None
+    ) -> EnforcementAction:
         try:
             if action is ActionType.DELETE:
                 existed = await self.stores.for_ref(ref).delete(ref.key)
@@ -269,6 +281,7 @@ class Enforcer:
         await self.bus.produce(
             self.actions_topic, encode(action), key=action.key.encode(), headers=inject_headers()
         )
+        metrics.record_action(action)
         await self.records.record_action(action)
         if action.outcome is ActionOutcome.HELD:
             await self.records.hold(action, verdict)
@@ -300,6 +313,7 @@ class Enforcer:
             await self._alert_trip(trip)
 
     async def _alert_trip(self, trip: Trip) -> None:
+        metrics.record_guard_trip()
         held = await self.records.count_open_held()
         await self.notifier.notify(
             alert_notice(

@@ -21,6 +21,7 @@ from pipeline.stage import decode_or_dead_letter
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores
 from pipeline.topics import DEAD_LETTER
+from pipeline.tracing import consuming
 
 __all__ = ["EnforceStage"]
 
@@ -59,7 +60,9 @@ class EnforceStage:
         """Act on a batch of verdict messages; returns once every action is acknowledged."""
         queues: dict[str, list[tuple[Verdict, Message]]] = {}
         for message in batch:
-            verdict = await decode_or_dead_letter(self.bus, self._dead_letter, message, Verdict)
+            verdict = await decode_or_dead_letter(
+                self.bus, self._dead_letter, message, Verdict, stage="enforce"
+            )
             if verdict is not None:
                 queues.setdefault(verdict.key, []).append((verdict, message))
         # A TaskGroup cancels the rest if one raises (bus or state down): the batch is then
@@ -71,4 +74,6 @@ class EnforceStage:
     async def _run_in_order(self, items: list[tuple[Verdict, Message]]) -> None:
         for verdict, message in items:
             async with self._slots:
-                await self.enforcer.enforce(verdict, message.headers)
+                # The enforcer's spans become children of this message's CONSUMER span.
+                with consuming(message, self.bus.system):
+                    await self.enforcer.enforce(verdict)

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from ingest.filters import KeyFilter
 from ingest.pacing import Progress, RateLimiter
+from pipeline import metrics
 from pipeline.bus.base import Bus, Outgoing
 from pipeline.events import Lane, ScanRequest, Source, encode
 from pipeline.settings import Settings
@@ -33,7 +34,7 @@ from pipeline.state.sqlite import SqliteState
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.storage.locations import Location
 from pipeline.topics import SCAN_BULK
-from pipeline.tracing import inject_headers, tracer
+from pipeline.tracing import new_trace_headers, tracer
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class Backfill:
                 lane=Lane.BULK, source=Source.BACKFILL, object=self.store.ref(info.key, info)
             )
             pending.append(
-                Outgoing(self._topic, encode(request), request.key.encode(), inject_headers())
+                Outgoing(self._topic, encode(request), request.key.encode(), self._headers(request))
             )
             if len(pending) >= self.batch_size:
                 since_checkpoint += await self._flush(pending, result)
@@ -227,6 +228,7 @@ class Backfill:
         if self.limiter is not None:
             await self.limiter.acquire(n)
         await self.bus.produce_many(pending)
+        metrics.record_scan_requests(Source.BACKFILL, Lane.BULK, n)
         pending.clear()
         result.produced += n
         self.progress.produced += n
@@ -234,6 +236,12 @@ class Backfill:
             self.on_produced(n)
         self._report()
         return n
+
+    @staticmethod
+    def _headers(request: ScanRequest) -> dict[str, str]:
+        # One trace per object, linked to the backfill's span (not one trace for a bucket).
+        assert request.object is not None
+        return new_trace_headers("ingest.enqueue", {"pictguard.object": request.object.id})
 
     async def _checkpoint(self, name: str, key: str | None) -> None:
         # Only keys whose requests were acknowledged reach here (the flush came first).

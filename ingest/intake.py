@@ -17,11 +17,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import Counter
-
 from ingest.dedupe import DedupeWindow, Identity
 from ingest.filters import KeyFilter
 from ingest.sources import Normalizer, ObjectEvent, ParseResult
+from pipeline import metrics
 from pipeline.bus.base import Bus, Outgoing
 from pipeline.events import DeadLetter, Lane, ScanRequest, Source, encode
 from pipeline.settings import Settings
@@ -30,16 +29,6 @@ from pipeline.tracing import inject_headers
 
 log = logging.getLogger(__name__)
 
-NOTIFICATIONS = Counter(
-    "pictguard_ingest_objects_total",
-    "Objects named by notifications, by source and what became of them",
-    ["source", "outcome"],
-)
-DEAD_LETTERED = Counter(
-    "pictguard_ingest_dead_letters_total",
-    "Payloads that could not be (fully) understood, by source and reason",
-    ["source", "reason"],
-)
 # Dead-letter records keep the start of the payload for the admin, not all of it.
 MAX_DEAD_LETTER_PAYLOAD = 65536
 
@@ -226,7 +215,7 @@ class Intake:
             detail,
             extra={"origin": payload.origin, "reason": reason},
         )
-        DEAD_LETTERED.labels(self._label, reason).inc()
+        metrics.record_ingest_dead_letter(self._label, reason)
         return Outgoing(self.dead_letter_topic, encode(record), record.key.encode())
 
     def _count(self, outcomes: Sequence[Outcome]) -> None:
@@ -238,7 +227,7 @@ class Intake:
             totals["ignored"] += o.ignored
             totals["removed"] += o.removals
         for outcome, n in totals.items():
-            if n:
-                NOTIFICATIONS.labels(self._label, outcome).inc(n)
+            metrics.record_ingest(self._label, outcome, n)
+        metrics.record_scan_requests(self.source, Lane.BULK, totals["produced"])
         if log.isEnabledFor(logging.DEBUG):
             log.debug("ingest %s: %s", self._label, totals, extra={"counts": totals})

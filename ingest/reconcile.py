@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from ingest.filters import KeyFilter
+from pipeline import metrics
 from pipeline.bus.base import Bus, BusError, Message, Outgoing
 from pipeline.events import (
     Decision,
@@ -293,6 +294,7 @@ async def reconcile_once(
             outgoing.append(Outgoing(topic, encode(request), ref.id.encode(), headers))
         if outgoing:
             await bus.produce_many(outgoing)
+            metrics.record_scan_requests(Source.RECONCILE, Lane.BULK, len(outgoing))
         result.produced += len(outgoing)
         batch.clear()
 

@@ -166,7 +166,7 @@ def sqs_client_kwargs(settings: Settings) -> dict[str, Any]:
         "config": AioConfig(
             read_timeout=sqs.wait_time_s + 15,
             connect_timeout=s3.connect_timeout_s,
-            retries={"max_attempts": s3.max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": s3.max_attempts, "mode": "standard"},
         ),
     }
 

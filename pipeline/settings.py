@@ -64,6 +64,13 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(1, ge=1)
     retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
     connect_timeout_s: float = Field(5.0, gt=0)
+    wait_for_broker_s: float = Field(
+        0.0,
+        ge=0,
+        description="At start-up, keep retrying an unreachable broker this long (with backoff, "
+        "one log line per attempt) before giving up; 0 fails at once. Roles that may start "
+        "before Kafka (Kubernetes, compose) set e.g. 300",
+    )
     max_poll_records: int = Field(256, ge=1)
     linger_ms: int = Field(0, ge=0, description="Producer linger; produce_many batches anyway")
     max_request_size: int = Field(

@@ -4,6 +4,10 @@ A stage is a plain object with ``async handle(batch)``. :func:`consume` reads a 
 awaits the handler (which produces its outputs and waits for their acknowledgement), then
 commits. A stop request (SIGTERM) lets the batch in hand finish and be committed before
 the loop returns, so nothing is lost and nothing is processed twice by a clean restart.
+
+While the broker is unreachable (:class:`~pipeline.bus.base.BusError`) the loop does not
+end: it handles the same batch again with backoff until the bus takes its output, so a
+role outlives a broker outage and commits nothing it did not deliver.
 """
 
 from __future__ import annotations
@@ -16,13 +20,18 @@ from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 from pipeline import metrics
-from pipeline.bus.base import Bus, Consumer, Message
+from pipeline.bus.base import Bus, BusError, Consumer, Message
 from pipeline.events import DeadLetter, SchemaError, _Event, decode, encode
 from pipeline.tracing import continued, inject_headers
 
 # Lag is sampled this often per consumer (a ListOffsets request to the broker each time).
 LAG_INTERVAL_S = 15.0
 _LAG_TIMEOUT_S = 5.0
+# The last sample, on the way out, must not hold up a shutdown when the broker is gone.
+_FINAL_LAG_TIMEOUT_S = 1.0
+# Backoff while the bus cannot take a batch's output (or deliver the next batch).
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=_Event)
@@ -64,35 +73,96 @@ async def consume(
     try:
         if max_inflight <= 1:
             while not stop.is_set():
-                batch = await consumer.getmany(poll_ms, max_records)
+                batch = await _fetch(consumer, group_id, stop, poll_ms, max_records)
                 if not batch:
                     continue
-                await handler.handle(batch)
+                if not await _handle(handler, batch, group_id, stop):
+                    break  # stopped while the bus was down: leave the batch uncommitted
                 await consumer.commit(batch)
         else:
-            await _pipelined(consumer, handler, stop, max_records, poll_ms, max_inflight)
+            await _pipelined(consumer, handler, group_id, stop, max_records, poll_ms, max_inflight)
     finally:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
-        await _sample_lag(consumer, group_id)
+        await _sample_lag(consumer, group_id, _FINAL_LAG_TIMEOUT_S)
         await consumer.stop()
+
+
+def bus_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every error grouped in it) means the bus could not be reached."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(bus_unavailable(e) for e in exc.exceptions)
+    return isinstance(exc, BusError)
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` unless ``stop`` comes first; True if it did."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+async def _fetch(
+    consumer: Consumer, group_id: str, stop: asyncio.Event, poll_ms: int, max_records: int
+) -> list[Message]:
+    """The next batch; an unreachable broker is waited out (empty batches meanwhile)."""
+    try:
+        return await consumer.getmany(poll_ms, max_records)
+    except BusError as exc:
+        log.warning("%s: %s; retrying in %.1f s", group_id, exc, RETRY_FIRST_S)
+        await _pause(stop, RETRY_FIRST_S)
+        return []
+
+
+async def _handle(
+    handler: BatchHandler, batch: Sequence[Message], group_id: str, stop: asyncio.Event
+) -> bool:
+    """Handle ``batch``, again and again with backoff while the bus cannot take its output.
+
+    Every stage is idempotent per message (a repeat becomes a duplicate downstream), so a
+    batch whose output was partly acknowledged is simply handled again whole. False when
+    ``stop`` came first: the batch is then left uncommitted for the next consumer.
+    """
+    delay = RETRY_FIRST_S
+    attempt = 0
+    while True:
+        try:
+            await handler.handle(batch)
+            return True
+        except Exception as exc:
+            if not bus_unavailable(exc):
+                raise
+            attempt += 1
+            log.warning(
+                "%s: the bus did not take the output of %d messages (attempt %d: %s); "
+                "handling them again in %.1f s",
+                group_id,
+                len(batch),
+                attempt,
+                exc,
+                delay,
+            )
+        if await _pause(stop, delay):
+            return False
+        delay = min(delay * 2, RETRY_MAX_S)
 
 
 async def _pipelined(
     consumer: Consumer,
     handler: BatchHandler,
+    group_id: str,
     stop: asyncio.Event,
     max_records: int,
     poll_ms: int,
     max_inflight: int,
 ) -> None:
-    inflight: deque[tuple[Sequence[Message], asyncio.Task[None]]] = deque()
+    inflight: deque[tuple[Sequence[Message], asyncio.Task[bool]]] = deque()
     fetch: asyncio.Task[list[Message]] | None = None
     try:
         while not (stop.is_set() and not inflight):
             if fetch is None and len(inflight) < max_inflight and not stop.is_set():
-                fetch = asyncio.create_task(consumer.getmany(poll_ms, max_records))
+                fetch = asyncio.create_task(_fetch(consumer, group_id, stop, poll_ms, max_records))
             waiting: set[asyncio.Future[Any]] = {inflight[0][1]} if inflight else set()
             if fetch is not None:
                 waiting.add(fetch)
@@ -102,11 +172,14 @@ async def _pipelined(
             if fetch is not None and fetch.done():
                 fetched, fetch = fetch.result(), None
                 if fetched:
-                    inflight.append((fetched, asyncio.create_task(handler.handle(fetched))))
-            # Commit the finished prefix, in order; a failed batch stops the loop uncommitted.
+                    task = asyncio.create_task(_handle(handler, fetched, group_id, stop))
+                    inflight.append((fetched, task))
+            # Commit the finished prefix, in order; a failed batch stops the loop uncommitted,
+            # and so does one given up at a stop (a later commit would cover it).
             while inflight and inflight[0][1].done():
                 done, task = inflight.popleft()
-                task.result()
+                if not task.result():
+                    return
                 await consumer.commit(done)
     finally:
         if fetch is not None:
@@ -118,9 +191,9 @@ async def _pipelined(
         await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
 
 
-async def _sample_lag(consumer: Consumer, group_id: str) -> None:
+async def _sample_lag(consumer: Consumer, group_id: str, timeout_s: float = _LAG_TIMEOUT_S) -> None:
     try:
-        lags = await asyncio.wait_for(consumer.lag(), _LAG_TIMEOUT_S)
+        lags = await asyncio.wait_for(consumer.lag(), timeout_s)
     except Exception as exc:  # noqa: BLE001 — a metric must never stop the consumer
         # Mid-rebalance a partition can vanish between the two requests; next time then.
         log.debug("lag of %s not sampled: %r", group_id, exc)

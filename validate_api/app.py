@@ -10,6 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from pipeline.metrics import SyncOutcome, metrics_endpoint, record_sync_outcome
+from pipeline.telemetry import instrument_app
 from validate_api.auth import Caller, Unauthorized, authorise
 from validate_api.service import Outcome, Validator
 from validate_api.settings import ApiSettings
@@ -26,6 +28,15 @@ _RAW_BODY = {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
+}
+
+
+_SYNC_OUTCOME = {
+    "fast": SyncOutcome.CACHE_HIT,
+    "model": SyncOutcome.ANSWERED,
+    "timeout": SyncOutcome.TIMED_OUT,
+    "unavailable": SyncOutcome.FAILED,
+    "video": SyncOutcome.SKIPPED,
 }
 
 
@@ -112,6 +123,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             outcome = await ctx.validator.validate(data, request.headers.get("content-type"))
         finally:
             ctx.validator.inflight -= 1
+        record_sync_outcome(_SYNC_OUTCOME[outcome.path], outcome.elapsed_ms / 1000)
         log.info(
             "validated an upload",
             extra={
@@ -180,4 +192,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     if ctx.admin_router is not None:
         app.include_router(ctx.admin_router)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    instrument_app(app)
     return app

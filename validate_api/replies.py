@@ -12,8 +12,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from pipeline.bus.base import Bus, Consumer
+from pipeline.bus.base import Bus, Consumer, Message
 from pipeline.events import SchemaError, Verdict, decode
+from pipeline.tracing import consuming
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,19 @@ class ReplyRouter:
     def waiting(self) -> int:
         return len(self._pending)
 
+    def _resolve(self, message: Message) -> None:
+        try:
+            verdict = decode(message.value, Verdict)
+        except SchemaError as exc:
+            log.warning("ignoring a malformed reply on %s: %s", self.topic, exc)
+            return
+        if self.on_verdict is not None:
+            self.on_verdict(verdict)
+        future = self._pending.pop(verdict.request_id, None)
+        if future is not None and not future.done():
+            future.set_result(verdict)
+        # A reply for a request that already timed out is simply dropped.
+
     async def _listen(self, consumer: Consumer) -> None:
         while True:
             try:
@@ -78,16 +92,7 @@ class ReplyRouter:
                 await asyncio.sleep(0.5)
                 continue
             for message in batch:
-                try:
-                    verdict = decode(message.value, Verdict)
-                except SchemaError as exc:
-                    log.warning("ignoring a malformed reply on %s: %s", self.topic, exc)
-                    continue
-                if self.on_verdict is not None:
-                    self.on_verdict(verdict)
-                future = self._pending.pop(verdict.request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(verdict)
-                # A reply for a request that already timed out is simply dropped.
+                with consuming(message, self.bus.system):
+                    self._resolve(message)
             if batch:
                 await consumer.commit(batch)

@@ -21,6 +21,7 @@ from classify.engine import ClassifyEngine
 from classify.hashing import sha256_hex
 from pipeline.bus.base import Bus, BusError
 from pipeline.events import Decision, Lane, ScanRequest, Source, Verdict, encode, utcnow
+from pipeline.metrics import record_scan_requests
 from pipeline.tracing import inject_headers, tracer
 from validate_api.replies import ReplyRouter
 from validate_api.settings import ApiSettings
@@ -191,6 +192,7 @@ class Validator:
             self.router.forget(request.request_id)
             self._warn.warn("unavailable", f"cannot publish sync scan requests: {exc}")
             return self._unverified("unavailable", "the broker is unreachable")
+        record_scan_requests(Source.API, Lane.SYNC)
         try:
             verdict = await asyncio.wait_for(
                 future, timeout=max(0.001, deadline - time.perf_counter())

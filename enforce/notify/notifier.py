@@ -15,10 +15,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext, SpanKind
+
 from enforce.notify.channels import DeliveryError, Sender, deliver, sender_for
 from enforce.notify.message import Notice, digest_payload
 from enforce.settings import NotifySettings
+from pipeline import metrics
 from pipeline.state.table import Table
+from pipeline.tracing import ROOT, current_span_context, span
 
 log = logging.getLogger(__name__)
 _SEEN_IN_MEMORY = 10_000
@@ -33,6 +38,8 @@ class _Worker:
         self.instance = instance
         self.clock = clock
         self.pending: list[Notice] = []
+        # The span each pending notice was queued in (None: tracing off), for its delivery.
+        self.pending_spans: list[SpanContext | None] = []
         self.last_sent = float("-inf")
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -43,9 +50,11 @@ class _Worker:
 
     def put(self, notice: Notice) -> None:
         if notice.urgent:
+            # The delivery task inherits the current span: its span is a child.
             self._spawn(dict(notice.payload), notice.dedupe_key)
             return
         self.pending.append(notice)
+        self.pending_spans.append(current_span_context())
         self.wake.set()
 
     async def _run(self) -> None:
@@ -63,23 +72,56 @@ class _Worker:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
+        spans, self.pending_spans = self.pending_spans, []
         self.last_sent = self.clock()
         if len(batch) == 1 or self.channel.digest_interval_s == 0:
-            for notice in batch:  # no digest configured: one message each
-                self._spawn(dict(notice.payload), notice.dedupe_key)
+            for notice, queued_in in zip(batch, spans, strict=True):  # one message each
+                self._spawn(dict(notice.payload), notice.dedupe_key, [queued_in])
         else:
             key = f"digest:{batch[0].dedupe_key}:{len(batch)}"
-            self._spawn(digest_payload(batch, self.instance), key)
+            self._spawn(digest_payload(batch, self.instance), key, spans)
 
-    def _spawn(self, payload: dict[str, object], event_id: str) -> None:
-        task = asyncio.create_task(self._deliver(payload, event_id))
+    def _spawn(
+        self,
+        payload: dict[str, object],
+        event_id: str,
+        queued_in: Sequence[SpanContext | None] = (),
+    ) -> None:
+        spans = [context for context in queued_in if context is not None]
+        task = asyncio.create_task(self._deliver(payload, event_id, spans))
         self.deliveries.add(task)
         task.add_done_callback(self.deliveries.discard)
 
-    async def _deliver(self, payload: dict[str, object], event_id: str) -> None:
+    async def _deliver(
+        self, payload: dict[str, object], event_id: str, queued_in: list[SpanContext]
+    ) -> None:
+        # One notice: its delivery continues the notice's trace. A digest serves many
+        # traces: a root span linked to each.
+        parent = None
+        if len(queued_in) == 1:
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(queued_in[0]))
+        elif queued_in:
+            parent = ROOT
+        links = [Link(c) for c in queued_in] if len(queued_in) > 1 else None
+        attributes = {
+            "pictguard.channel": self.channel.label,
+            "pictguard.event": str(payload.get("event", "")),
+        }
+        with span(
+            "notify.deliver",
+            kind=SpanKind.CLIENT,
+            context=parent,
+            links=links,
+            attributes=attributes,
+        ):
+            await self._deliver_in_span(payload, event_id)
+
+    async def _deliver_in_span(self, payload: dict[str, object], event_id: str) -> None:
         try:
             await deliver(self.sender, payload, event_id)
+            metrics.record_notification(self.channel.label, sent=True)
         except DeliveryError as exc:
+            metrics.record_notification(self.channel.label, sent=False)
             log.error(
                 "notification lost after retries",
                 extra={
@@ -89,6 +131,7 @@ class _Worker:
                 },
             )
         except Exception:  # a bug in one channel must not stop the others
+            metrics.record_notification(self.channel.label, sent=False)
             log.exception("notification failed", extra={"channel": self.channel.label})
 
     async def drain(self, grace_s: float) -> None:
@@ -144,6 +187,11 @@ class Notifier:
         """Queue ``notice`` for every channel whose minimum severity it reaches, once."""
         if not self._workers or notice.dedupe_key in self._seen:
             return
+        attributes = {"pictguard.severity": str(notice.severity), "pictguard.urgent": notice.urgent}
+        with span("notify", attributes=attributes):
+            await self._notify(notice)
+
+    async def _notify(self, notice: Notice) -> None:
         self._seen[notice.dedupe_key] = None
         if len(self._seen) > _SEEN_IN_MEMORY:
             self._seen.popitem(last=False)

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -25,6 +26,11 @@ from pipeline.topics import REPLY_TOPIC, TOPICS, spec_for
 from pipeline.tracing import producing
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Backoff between start-up attempts while ``kafka.wait_for_broker_s`` lasts.
+_FIRST_RETRY_S = 0.5
+_MAX_RETRY_S = 10.0
 
 
 def client_config(settings: KafkaSettings) -> dict[str, Any]:
@@ -61,6 +67,40 @@ def _unreachable(settings: KafkaSettings, exc: BaseException) -> BusError:
     )
 
 
+async def _start_when_reachable(
+    settings: KafkaSettings, what: str, attempt: Callable[[], Awaitable[T]]
+) -> T:
+    """``attempt()`` (which starts one client), retried for ``kafka.wait_for_broker_s``.
+
+    Each failed attempt is logged once, saying what waits for which broker; once the time
+    is up (at the first failure with the default 0) the error says what to check.
+    """
+    deadline = time.monotonic() + settings.wait_for_broker_s
+    delay = _FIRST_RETRY_S
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await attempt()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _unreachable(settings, exc) from exc
+            pause = min(delay, left)
+            log.warning(
+                "waiting for Kafka at %s to start the %s (attempt %d: %s); next try in %.1f s, "
+                "giving up in %.0f s (kafka.wait_for_broker_s)",
+                settings.bootstrap_servers,
+                what,
+                tries,
+                exc.__class__.__name__,
+                pause,
+                left,
+            )
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, _MAX_RETRY_S)
+
+
 class KafkaBus(Bus):
     """Produces with ``acks=all`` and waits for every acknowledgement before returning."""
 
@@ -71,6 +111,11 @@ class KafkaBus(Bus):
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
+        self._producer = await _start_when_reachable(
+            self.settings, "producer", self._start_producer
+        )
+
+    async def _start_producer(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
             **client_config(self.settings),
             acks="all",
@@ -80,10 +125,10 @@ class KafkaBus(Bus):
         )
         try:
             await asyncio.wait_for(producer.start(), self.settings.connect_timeout_s)
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except BaseException:
             await _quiet_stop(producer)
-            raise _unreachable(self.settings, exc) from exc
-        self._producer = producer
+            raise
+        return producer
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -95,19 +140,20 @@ class KafkaBus(Bus):
             raise BusError("KafkaBus used before start()")
         # PRODUCER spans (when tracing is on) last until the broker acknowledged.
         with producing(records, self.system) as traced:
-            futures = [
-                await self._producer.send(
-                    r.topic,
-                    value=r.value,
-                    key=r.key,
-                    headers=[(k, v.encode()) for k, v in r.headers.items()],
-                )
-                for r in traced
-            ]
+            # send() itself raises when the broker has been gone for a while (no metadata).
             try:
+                futures = [
+                    await self._producer.send(
+                        r.topic,
+                        value=r.value,
+                        key=r.key,
+                        headers=[(k, v.encode()) for k, v in r.headers.items()],
+                    )
+                    for r in traced
+                ]
                 await asyncio.gather(*futures)
             except KafkaError as exc:
-                raise BusError(f"Kafka did not acknowledge a record: {exc}") from exc
+                raise BusError(f"Kafka did not acknowledge a record: {exc!r}") from exc
 
     def consumer(
         self,
@@ -140,14 +186,19 @@ async def create_topics(settings: KafkaSettings, names: Sequence[str] | None = N
     """Create pictguard's topics (all of them by default); return those newly created."""
     prefix = settings.topic_prefix
     wanted = list(names) if names is not None else [prefix + t.name for t in TOPICS]
-    admin = AIOKafkaAdminClient(
-        **client_config(settings), request_timeout_ms=int(settings.connect_timeout_s * 1000)
-    )
-    try:
-        await asyncio.wait_for(admin.start(), settings.connect_timeout_s)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        await _quiet_close(admin)
-        raise _unreachable(settings, exc) from exc
+
+    async def start_admin() -> AIOKafkaAdminClient:
+        admin = AIOKafkaAdminClient(
+            **client_config(settings), request_timeout_ms=int(settings.connect_timeout_s * 1000)
+        )
+        try:
+            await asyncio.wait_for(admin.start(), settings.connect_timeout_s)
+        except BaseException:
+            await _quiet_close(admin)
+            raise
+        return admin
+
+    admin = await _start_when_reachable(settings, "admin client", start_admin)
     try:
         existing = set(await admin.list_topics())
         new = []
@@ -198,6 +249,10 @@ class KafkaConsumer(Consumer):
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
+        what = f"consumer of {', '.join(self.topics)}"
+        self._consumer = await _start_when_reachable(self.settings, what, self._start_consumer)
+
+    async def _start_consumer(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
             **client_config(self.settings),
             group_id=self.group_id,
@@ -213,19 +268,19 @@ class KafkaConsumer(Consumer):
         )
         try:
             await asyncio.wait_for(consumer.start(), self.settings.connect_timeout_s)
-        except (KafkaError, OSError, TimeoutError) as exc:
+            # A topic created a moment ago (a reply topic) must be in the metadata before the
+            # group assigns partitions, or the assignment leaves it out until the next refresh.
+            partitions = await self._partitions(consumer)
+            if self.group_id is None:
+                # Tables read every partition from the start, without a group.
+                consumer.assign(partitions)
+                await consumer.seek_to_beginning(*partitions)
+            else:
+                consumer.subscribe(self.topics)
+        except BaseException:
             await _quiet_stop(consumer)
-            raise _unreachable(self.settings, exc) from exc
-        # A topic created a moment ago (a reply topic) must be in the metadata before the
-        # group assigns partitions, or the assignment leaves it out until the next refresh.
-        partitions = await self._partitions(consumer)
-        if self.group_id is None:
-            # Tables read every partition from the start, without a group.
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-        else:
-            consumer.subscribe(self.topics)
-        self._consumer = consumer
+            raise
+        return consumer
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         partitions: list[TopicPartition] = []
@@ -249,7 +304,12 @@ class KafkaConsumer(Consumer):
     async def getmany(self, timeout_ms: int, max_records: int) -> list[Message]:
         if self._consumer is None:
             raise BusError("consumer used before start()")
-        data = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        try:
+            data = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            raise BusError(f"reading {', '.join(self.topics)} from Kafka failed: {exc!r}") from exc
         out: list[Message] = []
         for tp, records in data.items():
             for r in records:
@@ -279,6 +339,10 @@ class KafkaConsumer(Consumer):
             # The partition moved to another member during a rebalance; it will redeliver
             # these messages, and every consumer downstream is idempotent.
             log.warning("commit skipped after rebalance: %s", exc)
+        except KafkaError as exc:
+            # The broker is unreachable: the next commit covers these offsets, or they are
+            # redelivered after a restart, again to idempotent consumers.
+            log.warning("commit of group %s failed, continuing: %r", self.group_id, exc)
 
     async def end_offsets(self) -> dict[tuple[str, int], int]:
         """Current end offset per assigned partition (tables use it to know when loaded)."""

@@ -61,6 +61,7 @@ class SqliteState:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._tables: list[SqliteTable] = []
 
     async def start(self) -> None:
         if self._conn is None:
@@ -82,6 +83,9 @@ class SqliteState:
         self._conn = conn
 
     async def stop(self) -> None:
+        # Tables follow the file; they stop before it closes, whoever forgot to stop them.
+        for table in self._tables:
+            await table.stop()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
@@ -143,7 +147,9 @@ class SqliteState:
         await self.execute("DELETE FROM checkpoints WHERE name = ?", (name,))
 
     def table(self, name: str) -> SqliteTable:
-        return SqliteTable(self, name)
+        table = SqliteTable(self, name)
+        self._tables.append(table)
+        return table
 
 
 class SqliteTable(Table):

@@ -30,6 +30,8 @@ class TopicTable(Table):
         self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self._consumer is not None:
+            return  # already loaded and followed (several owners may start one table)
         await self.bus.ensure_topics([self.name])
         consumer = self.bus.consumer([self.name], None, from_beginning=True)
         await consumer.start()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
@@ -31,6 +34,15 @@ from pipeline.storage.base import (
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
+# A body that breaks off after the headers is not retried by botocore; get() retries it
+# itself, up to s3.max_attempts, waiting this long times 2^(attempt - 1) in between.
+_BODY_RETRY_S = 0.2
+
+log = logging.getLogger(__name__)
+
+
+class _BodyBroken(Exception):
+    """The object's body broke off (reset, timeout, short read) after its headers."""
 
 
 class S3Connection:
@@ -52,7 +64,7 @@ class S3Connection:
                 max_pool_connections=s.max_pool_connections,
                 connect_timeout=s.connect_timeout_s,
                 read_timeout=s.read_timeout_s,
-                retries={"max_attempts": s.max_attempts, "mode": "standard"},
+                retries={"total_max_attempts": s.max_attempts, "mode": "standard"},
                 s3={"addressing_style": "path" if s.path_style else "auto"},
             )
             session = get_session()
@@ -156,13 +168,35 @@ class S3Store(ObjectStore):
             raise self._error(exc) from None
 
     async def get(self, key: str, max_bytes: int, version_id: str | None = None) -> bytes:
+        attempts = self.connection.settings.max_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._get_once(key, max_bytes, version_id)
+            except _BodyBroken as exc:
+                if attempt == attempts:
+                    raise StoreUnavailable(
+                        f"S3 at {self.connection.endpoint} failed on s3://{self.location}/{key}"
+                        f" after {attempts} attempts (s3.max_attempts): {exc}"
+                    ) from None
+                log.info(
+                    "reading an object broke off, retrying",
+                    extra={"object": f"s3://{self.location}/{key}", "error": str(exc)},
+                )
+                await asyncio.sleep(_BODY_RETRY_S * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _get_once(self, key: str, max_bytes: int, version_id: str | None) -> bytes:
         client = await self.connection.client()
         kwargs: dict[str, Any] = {"Bucket": self.location, "Key": key}
         if version_id:
             kwargs["VersionId"] = version_id
         try:
+            # botocore has retried the request itself (s3.max_attempts) when this raises.
             response = await client.get_object(**kwargs)
-            length = int(response.get("ContentLength", 0))
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc, key) from None
+        length = int(response.get("ContentLength", 0))
+        try:
             async with response["Body"] as body:
                 if length > max_bytes:
                     raise ObjectTooLarge(key, length, max_bytes)
@@ -175,14 +209,12 @@ class S3Store(ObjectStore):
                     if size > max_bytes:
                         raise ObjectTooLarge(key, size, max_bytes)
                     chunks.append(chunk)
-            data = b"".join(chunks)
-            if length and len(data) != length:
-                raise StoreUnavailable(
-                    f"s3://{self.location}/{key}: got {len(data)} of {length} bytes"
-                )
-            return data
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise self._error(exc, key) from None
+        except (aiohttp.ClientError, BotoCoreError, OSError) as exc:
+            raise _BodyBroken(f"{exc.__class__.__name__}: {exc}") from None
+        data = b"".join(chunks)
+        if length and len(data) != length:
+            raise _BodyBroken(f"got {len(data)} of {length} bytes")
+        return data
 
     async def head(self, key: str) -> ObjectInfo | None:
         client = await self.connection.client()

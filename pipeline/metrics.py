@@ -1,0 +1,483 @@
+"""Prometheus metrics of every role, in one registry, and the small server that exposes them.
+
+Every series pictguard exports is defined in :class:`Metrics`; stages call the ``record_*``
+functions below, never prometheus_client directly. Nothing happens at import: the registry
+is created on first use, in a registry of its own (not prometheus_client's global one), and
+no server starts until a role calls :func:`start_metrics_server`.
+
+Roles without an HTTP API (ingest, classify, enforce) serve ``/metrics``, ``/healthz`` and
+``/readyz`` on ``metrics.host:metrics.port`` (9100); validate_api serves ``/metrics`` on its
+own port with :func:`metrics_endpoint`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from enum import StrEnum
+from importlib import metadata
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from pipeline.events import (
+    ActionOutcome,
+    ActionType,
+    Decision,
+    EnforcementAction,
+    Lane,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import BaseRoute
+
+    from pipeline.settings import MetricsSettings
+
+log = logging.getLogger(__name__)
+
+# Sync uploads are answered in well under a second; a bulk backfill may queue for hours.
+LATENCY_BUCKETS = (
+    *(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    *(30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0),
+)
+MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+SYNC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class SyncOutcome(StrEnum):
+    """How validate_api answered one synchronous validation."""
+
+    CACHE_HIT = "cache_hit"  # from hash lists or the verdict cache, without the bus
+    ANSWERED = "answered"  # classify's verdict arrived before the deadline
+    TIMED_OUT = "timed_out"  # the deadline passed; answered by the timeout setting
+    FAILED = "failed"  # could not be asked (bus down)
+    SKIPPED = "skipped"  # not scanned by configuration (video uploads)
+
+
+class Metrics:
+    """Every pictguard series. One instance per process (see :func:`metrics`)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Info("pictguard_build", "pictguard version", registry=r)
+        try:
+            version = metadata.version("pictguard")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        self.build_info.info({"version": version})
+
+        self.consumer_lag = Gauge(
+            "pictguard_consumer_lag",
+            "Messages behind the end of the partition, per consumer group (sampled)",
+            ["group", "topic", "partition"],
+            registry=r,
+        )
+        self.scan_requests = Counter(
+            "pictguard_scan_requests",
+            "Scan requests produced (acknowledged by the bus)",
+            ["source", "lane"],
+            registry=r,
+        )
+        self.ingest_objects = Counter(
+            "pictguard_ingest_objects",
+            "Objects named by notifications, by source and what became of them",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.ingest_dead_letters = Counter(
+            "pictguard_ingest_dead_letters",
+            "Payloads that could not be (fully) understood, by source and reason",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.enqueue_to_verdict = Histogram(
+            "pictguard_enqueue_to_verdict_seconds",
+            "From a scan request's creation to its verdict being acknowledged by the bus",
+            ["lane"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.images = Counter(
+            "pictguard_images_scanned",
+            "Images classify finished, by lane and by what decided (model, cache, hashlist, "
+            "error, none); rate() gives images per second",
+            ["lane", "path"],
+            registry=r,
+        )
+        self.verdicts = Counter(
+            "pictguard_verdicts",
+            "Verdicts produced, by decision",
+            ["decision", "lane"],
+            registry=r,
+        )
+        self.model_batch_size = Histogram(
+            "pictguard_model_batch_size",
+            "Items per model call of a dynamic batcher",
+            ["model"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.model_batch_seconds = Histogram(
+            "pictguard_model_batch_seconds",
+            "Duration of one batched model call",
+            ["model"],
+            buckets=MODEL_BUCKETS,
+            registry=r,
+        )
+        self.model_batch_failures = Counter(
+            "pictguard_model_batch_failures",
+            "Batched model calls that raised (their items were retried one by one)",
+            ["model"],
+            registry=r,
+        )
+        self.actions = Counter(
+            "pictguard_actions",
+            "Enforcement actions, by type and outcome",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "pictguard_errors",
+            "Things that went wrong, by stage and reason (error verdicts, dead letters, "
+            "failed actions, lost notifications)",
+            ["stage", "reason"],
+            registry=r,
+        )
+        self.guard_tripped = Gauge(
+            "pictguard_guard_tripped",
+            "1 while the blast-radius guard holds deletes and quarantines, else 0",
+            registry=r,
+        )
+        self.guard_trips = Counter(
+            "pictguard_guard_trips", "Times the blast-radius guard tripped", registry=r
+        )
+        self.notifications = Counter(
+            "pictguard_notifications",
+            "Notification deliveries, by channel and result (sent, failed)",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.sync_validations = Counter(
+            "pictguard_sync_validations",
+            "Synchronous validations (pict-rs uploads) by how they were answered",
+            ["outcome"],
+            registry=r,
+        )
+        self.sync_seconds = Histogram(
+            "pictguard_sync_validation_seconds",
+            "Time validate_api took to answer a synchronous validation",
+            ["outcome"],
+            buckets=SYNC_BUCKETS,
+            registry=r,
+        )
+        # Known label values start at 0, so rate() and alerts see a series from the start.
+        for outcome in SyncOutcome:
+            self.sync_validations.labels(outcome.value)
+        for decision in Decision:
+            for lane in Lane:
+                self.verdicts.labels(decision.value, lane.value)
+        for action in ActionType:
+            for result in ActionOutcome:
+                self.actions.labels(action.value, result.value)
+        self.guard_tripped.set(0)
+        self._lag_keys: dict[str, set[tuple[str, str]]] = {}
+
+    def set_lag(self, group: str, lags: Mapping[tuple[str, int], int]) -> None:
+        """Set ``group``'s lag per (topic, partition); drop partitions it no longer has."""
+        keys = {(topic, str(partition)) for topic, partition in lags}
+        for topic, part in self._lag_keys.get(group, set()) - keys:
+            with contextlib.suppress(KeyError):
+                self.consumer_lag.remove(group, topic, part)
+        for (topic, partition), lag in lags.items():
+            self.consumer_lag.labels(group, topic, str(partition)).set(lag)
+        self._lag_keys[group] = keys
+
+    def expose(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition body and its content type for an ``Accept`` header."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+
+_current: Metrics | None = None
+
+
+def metrics() -> Metrics:
+    """This process's metrics (created on first use)."""
+    global _current
+    if _current is None:
+        _current = Metrics()
+    return _current
+
+
+def use_metrics(instance: Metrics | None) -> Metrics | None:
+    """Replace this process's metrics (tests start from zero); returns the old instance."""
+    global _current
+    previous, _current = _current, instance
+    return previous
+
+
+# -- what the stages call ------------------------------------------------------------------
+
+
+def record_scan_requests(source: str, lane: str, count: int = 1) -> None:
+    """``count`` scan requests from ``source`` were acknowledged by the bus."""
+    if count:
+        metrics().scan_requests.labels(source, lane).inc(count)
+
+
+def record_ingest(source: str, outcome: str, count: int = 1) -> None:
+    """``count`` objects named by ``source``'s notifications ended as ``outcome``."""
+    if count:
+        metrics().ingest_objects.labels(source, outcome).inc(count)
+
+
+def record_ingest_dead_letter(source: str, reason: str) -> None:
+    """A notification payload from ``source`` was dead-lettered."""
+    metrics().ingest_dead_letters.labels(source, reason).inc()
+    record_error("ingest", reason)
+
+
+def _path(verdict: Verdict) -> str:
+    if verdict.decision is Decision.ERROR:
+        return "error"
+    if verdict.cached:
+        return "cache"
+    if verdict.matched:
+        return "hashlist"
+    if any(key.startswith("model:") for key in verdict.timings_ms):
+        return "model"
+    return "none"
+
+
+def record_verdict(verdict: Verdict, enqueued_at: datetime, now: datetime) -> None:
+    """One verdict was acknowledged by the bus at ``now`` for a request made at ``enqueued_at``."""
+    m = metrics()
+    lane = verdict.lane.value
+    m.verdicts.labels(verdict.decision.value, lane).inc()
+    m.images.labels(lane, _path(verdict)).inc()
+    # Clocks of different hosts may disagree by a little; never observe a negative time.
+    m.enqueue_to_verdict.labels(lane).observe(max(0.0, (now - enqueued_at).total_seconds()))
+    if verdict.decision is Decision.ERROR:
+        reason = verdict.reason.value if verdict.reason else "unknown"
+        m.errors.labels("classify", reason).inc()
+
+
+def record_model_batch(model: str, size: int, seconds: float, *, failed: bool = False) -> None:
+    """One call of a dynamic batcher's model function."""
+    m = metrics()
+    model = model.removeprefix("model-")  # batchers are named model-<classifier>
+    m.model_batch_size.labels(model).observe(size)
+    m.model_batch_seconds.labels(model).observe(seconds)
+    if failed:
+        m.model_batch_failures.labels(model).inc()
+
+
+def record_action(action: EnforcementAction) -> None:
+    """One enforcement action was recorded (published to ``actions``)."""
+    m = metrics()
+    m.actions.labels(action.action.value, action.outcome.value).inc()
+    if action.outcome is ActionOutcome.FAILED:
+        m.errors.labels("enforce", f"{action.action.value}_failed").inc()
+
+
+def record_error(stage: str, reason: str) -> None:
+    """Something ``stage`` could not do, for a reason with few distinct values."""
+    metrics().errors.labels(stage, reason).inc()
+
+
+def watch_guard(tripped: Callable[[], bool]) -> None:
+    """Read the guard gauge from ``tripped`` at every scrape (always the current state)."""
+    metrics().guard_tripped.set_function(lambda: 1.0 if tripped() else 0.0)
+
+
+def record_guard_trip() -> None:
+    """The blast-radius guard tripped."""
+    metrics().guard_trips.inc()
+
+
+def record_notification(channel: str, *, sent: bool) -> None:
+    """One notification delivery to ``channel`` ended (after its retries)."""
+    metrics().notifications.labels(channel, "sent" if sent else "failed").inc()
+    if not sent:
+        record_error("notify", "delivery_failed")
+
+
+def record_sync_outcome(outcome: SyncOutcome | str, seconds: float | None = None) -> None:
+    """validate_api answered one synchronous validation (``seconds``: request to answer)."""
+    value = SyncOutcome(outcome).value
+    m = metrics()
+    m.sync_validations.labels(value).inc()
+    if seconds is not None:
+        m.sync_seconds.labels(value).observe(max(0.0, seconds))
+
+
+def set_consumer_lag(group: str, lags: Mapping[tuple[str, int], int]) -> None:
+    """The lag of ``group`` per (topic, partition), as just sampled."""
+    metrics().set_lag(group, lags)
+
+
+# -- health and the server -----------------------------------------------------------------
+
+
+class Health:
+    """Readiness checks a role registers (bus started, models loaded); liveness is implied."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, Callable[[], bool]] = {}
+
+    def add(self, name: str, check: Callable[[], bool]) -> None:
+        """``check`` must return True once ``name`` is ready (called on every probe)."""
+        self._checks[name] = check
+
+    def not_ready(self) -> list[str]:
+        """The checks that fail now (empty: ready)."""
+        failing = []
+        for name, check in self._checks.items():
+            try:
+                ok = check()
+            except Exception:  # noqa: BLE001 — a broken check means not ready, not a 500
+                ok = False
+            if not ok:
+                failing.append(name)
+        return failing
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics``: this process's series (text format, or OpenMetrics if asked for).
+
+    validate_api mounts it on its own app: ``app.add_route("/metrics", metrics_endpoint)``.
+    """
+    from starlette.responses import Response
+
+    body, content_type = metrics().expose(request.headers.get("accept"))
+    return Response(body, media_type=content_type)
+
+
+def metrics_routes(health: Health | None = None) -> list[BaseRoute]:
+    """Starlette routes for ``/metrics``, ``/healthz`` and ``/readyz`` (the metrics server)."""
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def healthz(request: Request) -> Response:
+        # Answered from the event loop: a loop that is stuck fails the liveness probe.
+        return PlainTextResponse("ok\n")
+
+    async def readyz(request: Request) -> Response:
+        failing = health.not_ready() if health is not None else []
+        if failing:
+            return PlainTextResponse("not ready: " + ", ".join(failing) + "\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    return [
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+
+
+class MetricsServer:
+    """The running metrics server of a role; :meth:`close` stops it."""
+
+    def __init__(
+        self, server: uvicorn.Server, task: asyncio.Task[None], sock: socket.socket
+    ) -> None:
+        self._server = server
+        self._task = task
+        self._sock = sock
+        self.host, self.port = sock.getsockname()[:2]
+
+    async def close(self) -> None:
+        """Stop serving (idempotent)."""
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._sock.close()
+
+
+async def start_metrics_server(
+    settings: MetricsSettings, health: Health | None = None
+) -> MetricsServer | None:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``settings.host:settings.port``.
+
+    Port 0 picks a free port (see ``MetricsServer.port``). If the port is taken the role
+    keeps running without the endpoint (scanning matters more); the error names the setting.
+    """
+    import uvicorn
+    from starlette.applications import Starlette
+
+    class QuietServer(uvicorn.Server):
+        """uvicorn without its signal handlers: the role owns SIGTERM and its stop event."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    sock = _listen(settings.host, settings.port)
+    if sock is None:
+        return None
+    app = Starlette(routes=metrics_routes(health))
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", server_header=False
+    )
+    server = QuietServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="metrics-server")
+    while not server.started:
+        if task.done():
+            sock.close()
+            log.error("metrics endpoint did not start: %r", task.exception())
+            return None
+        await asyncio.sleep(0.01)
+    running = MetricsServer(server, task, sock)
+    log.info("metrics on http://%s:%s/metrics", settings.host, running.port)
+    return running
+
+
+def _listen(host: str, port: int) -> socket.socket | None:
+    # Bound here, not by uvicorn: uvicorn answers a bind failure with sys.exit.
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        log.error("metrics endpoint off: cannot resolve %s (%s)", host, exc)
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        log.error(
+            "metrics endpoint off: cannot listen on %s:%s (%s) — set PICTGUARD_METRICS__PORT "
+            "to a free port (9100 is also node_exporter's default)",
+            host,
+            port,
+            exc.strerror or exc,
+        )
+        return None
+    sock.setblocking(False)
+    return sock
