@@ -49,7 +49,7 @@ from pipeline.events import (
     encode,
 )
 from pipeline.settings import Settings
-from pipeline.stage import consume
+from pipeline.stage import consume, pause
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.table import Table
 from pipeline.storage.base import StorageError
@@ -355,5 +355,4 @@ async def run_reconcile(
                 await reconcile_once(settings, bus, stores, state, target, verdicts=verdicts)
             except (StorageError, BusError) as exc:
                 log.error("reconcile of %s failed, will retry next round: %s", target, exc)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), rec.interval_s)
+        await pause(stop, rec.interval_s)

@@ -20,14 +20,10 @@ bus did not acknowledge, so the store retries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
-import socket
-from collections.abc import Iterator
 from typing import Any
 
-import uvicorn
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,13 +36,10 @@ from ingest.sources import SourceName, normalizer
 from ingest.sources.b2 import SIGNATURE_HEADER, signature_valid
 from pipeline.bus.base import Bus, BusError
 from pipeline.events import Source
-from pipeline.settings import Settings, SettingsError
+from pipeline.http import serve_app
+from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class WebhookListenError(SettingsError):
-    """The receiver cannot listen where configured; the message says what to change."""
 
 
 class _BodyTooLarge(Exception):
@@ -205,14 +198,6 @@ def create_webhook_app(
     return Starlette(routes=receiver.routes())
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the CLI owns SIGTERM and sets ``stop``."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def run_webhook(
     settings: Settings,
     bus: Bus,
@@ -223,54 +208,12 @@ async def run_webhook(
 ) -> None:
     """Serve the receiver on ``ingest.webhook.host:port`` until ``stop`` is set."""
     hook = settings.ingest.webhook
-    config = uvicorn.Config(
+    await serve_app(
         create_webhook_app(settings, bus, dedupe=dedupe),
-        host=hook.host,
-        port=hook.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
+        hook.host,
+        hook.port,
+        stop,
+        what="webhook receiver",
+        hint="PICTGUARD_INGEST__WEBHOOK__HOST/PORT",
+        started=started,
     )
-    # Bind here: uvicorn answers a bind failure with sys.exit, which would end the process.
-    sock = _listen(hook.host, hook.port)
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise WebhookListenError(
-                    f"webhook receiver on {hook.host}:{hook.port} did not start"
-                )
-            await asyncio.sleep(0.02)
-        log.info("webhook receiver listening on %s:%s", hook.host, hook.port)
-        if started is not None:
-            started.set()
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-    finally:
-        server.should_exit = True
-        await serving
-        sock.close()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    sock: socket.socket | None = None
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(128)
-    except OSError as exc:
-        if sock is not None:
-            sock.close()
-        raise WebhookListenError(
-            f"webhook receiver cannot listen on {host}:{port} ({exc.strerror or exc}) — check "
-            "PICTGUARD_INGEST__WEBHOOK__HOST/PORT and that nothing else uses the port"
-        ) from exc
-    sock.setblocking(False)
-    return sock

@@ -409,7 +409,7 @@ async def run_role(settings: Settings, role: str) -> None:
         log.info("%s role running on Kafka at %s", role, settings.kafka.bootstrap_servers)
         runtime.started.set()
         try:
-            await _run_all(loops)
+            await _run_all(loops, runtime.stop)
         finally:
             runtime.stop.set()
             await runtime.aclose()
@@ -434,13 +434,13 @@ async def run_serve(settings: Settings, started: asyncio.Event | None = None) ->
         app = await build_api(runtime, engine)
         loops.append(serve_http(app, settings.api.host, settings.api.port, runtime.stop, started))
         try:
-            await _run_all(loops)
+            await _run_all(loops, runtime.stop)
         finally:
             runtime.stop.set()
             await runtime.aclose()
 
 
-async def _run_all(loops: list[Coroutine[Any, Any, None]]) -> None:
+async def _run_all(loops: list[Coroutine[Any, Any, None]], stop: asyncio.Event) -> None:
     """Run loops together; the first failure stops the others and is raised."""
     tasks = [asyncio.create_task(c) for c in loops]
     try:
@@ -451,6 +451,7 @@ async def _run_all(loops: list[Coroutine[Any, Any, None]]) -> None:
                 raise exc
         await asyncio.gather(*pending)
     finally:
+        stop.set()  # loops that watch it end by themselves; the rest are cancelled
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

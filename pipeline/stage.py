@@ -96,10 +96,17 @@ def bus_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, BusError)
 
 
-async def _pause(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep ``seconds`` unless ``stop`` comes first; True if it did."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+async def pause(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep ``seconds`` unless ``stop`` comes first; True if it did.
+
+    Not ``asyncio.wait_for(stop.wait(), …)``: on Python 3.11 that can swallow a
+    cancellation arriving as the timeout fires, and a loop built on it never ends.
+    """
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
     return stop.is_set()
 
 
@@ -111,7 +118,7 @@ async def _fetch(
         return await consumer.getmany(poll_ms, max_records)
     except BusError as exc:
         log.warning("%s: %s; retrying in %.1f s", group_id, exc, RETRY_FIRST_S)
-        await _pause(stop, RETRY_FIRST_S)
+        await pause(stop, RETRY_FIRST_S)
         return []
 
 
@@ -143,7 +150,7 @@ async def _handle(
                 exc,
                 delay,
             )
-        if await _pause(stop, delay):
+        if await pause(stop, delay):
             return False
         delay = min(delay * 2, RETRY_MAX_S)
 
@@ -206,8 +213,7 @@ async def _watch_lag(
 ) -> None:
     while not stop.is_set():
         await _sample_lag(consumer, group_id)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+        await pause(stop, interval_s)
 
 
 async def dead_letter(

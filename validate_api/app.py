@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.metrics import SyncOutcome, metrics_endpoint, record_sync_outcome
 from pipeline.telemetry import instrument_app
@@ -40,8 +42,53 @@ _SYNC_OUTCOME = {
 }
 
 
+# Uploads (``/api/v1/…``) are capped by api.max_body_bytes; every other body (the admin
+# endpoints' small JSON) by this.
+MAX_OTHER_BODY_BYTES = 1024 * 1024
+
+
 class BodyTooLarge(Exception):
     pass
+
+
+class CapOtherBodies:
+    """ASGI middleware: a body outside ``/api/v1/`` above ``cap`` bytes gets 413 at once.
+
+    FastAPI reads a JSON body before any dependency runs, the admin token check included,
+    so without this anyone could make the API hold an endless body in memory.
+    """
+
+    def __init__(self, app: ASGIApp, cap: int = MAX_OTHER_BODY_BYTES) -> None:
+        self.app = app
+        self.cap = cap
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/api/v1/"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.cap:
+            await _error(413, f"body larger than {self.cap} bytes")(scope, receive, send)
+            return
+        received = 0
+        refused = False
+
+        async def capped() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.cap and not refused:
+                refused = True
+                await _error(413, f"body larger than {self.cap} bytes")(scope, receive, send)
+                raise BodyTooLarge  # stops the reading; the rest is never pulled
+            return message
+
+        async def unless_refused(message: Message) -> None:
+            if not refused:  # the app's own answer to the aborted read is dropped
+                await send(message)
+
+        with contextlib.suppress(BodyTooLarge):
+            await self.app(scope, capped, unless_refused)
 
 
 @dataclass
@@ -193,5 +240,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
     if ctx.admin_router is not None:
         app.include_router(ctx.admin_router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    app.add_middleware(CapOtherBodies)
     instrument_app(app)
     return app

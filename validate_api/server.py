@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Generator
 
-import uvicorn
 from fastapi import FastAPI
 
 from classify.cache import VerdictCache
 from classify.engine import ClassifyEngine
 from enforce.admin import EnforceContext, static_context
 from enforce.admin_api import admin_router
+from pipeline.http import serve_app
 from pipeline.runtime import Runtime, group
 from pipeline.settings import SettingsError
 from pipeline.topics import REPLIES, SCAN_SYNC, inline_record_bytes
@@ -22,14 +20,6 @@ from validate_api.replies import ReplyRouter
 from validate_api.service import FastPath, Validator
 
 log = logging.getLogger(__name__)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the runtime owns SIGTERM and stops us."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 async def build_api(runtime: Runtime, engine: ClassifyEngine | None = None) -> FastAPI:
@@ -86,29 +76,13 @@ async def build_api(runtime: Runtime, engine: ClassifyEngine | None = None) -> F
 async def serve_http(
     app: FastAPI, host: str, port: int, stop: asyncio.Event, started: asyncio.Event | None = None
 ) -> None:
-    """Serve ``app`` until ``stop`` is set; in-flight requests finish first."""
-    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from any local
-    # peer; pictguard decides itself, from api.trusted_proxies, whom to believe.
-    config = uvicorn.Config(
+    """Serve the API until ``stop`` is set; in-flight requests finish first."""
+    await serve_app(
         app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        access_log=False,
-        proxy_headers=False,
+        host,
+        port,
+        stop,
+        what="validate API",
+        hint="PICTGUARD_API__HOST/PORT",
+        started=started,
     )
-    server = _Server(config)
-    task = asyncio.create_task(server.serve(), name="http")
-    while not server.started and not task.done():
-        await asyncio.sleep(0.01)
-    if task.done():
-        task.result()  # e.g. the port is taken: raise it
-    if started is not None:
-        started.set()
-    log.info("validate API listening on http://%s:%d", host, port)
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    stopper.cancel()
-    await task

@@ -13,8 +13,8 @@ from typing import Any
 from pipeline.events import Decision
 from pipeline.runtime import run_scan
 from pipeline.samples import image_bytes
-from tests.pipeline.test_scan_single import block, scan_settings
 from tests.corpus import Corpus
+from tests.pipeline.test_scan_single import block, scan_settings
 from tests.servers import S3Server
 
 
@@ -41,9 +41,19 @@ async def test_allow_restores_and_later_copies_skip_the_models(
         PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/",
     )
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "allow", f"s3://{bucket}/a/x.png",
-         "--reason", "false positive: a drawing of a cat"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "allow",
+            f"s3://{bucket}/a/x.png",
+            "--reason",
+            "false positive: a drawing of a cat",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     restored = client.get_object(Bucket=bucket, Key="a/x.png")["Body"].read()

@@ -249,3 +249,25 @@ async def test_a_multi_megabyte_upload_crosses_kafka(kafka_stack: Stack) -> None
     assert response.status_code == 200
     assert response.json()["path"] == "model"
     assert response.json()["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
+    from tests.validate.conftest import base_config
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump(base_config(tmp_path, port=port)))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "-c", str(config), "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2
+    assert f"validate API cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "PICTGUARD_API__HOST/PORT" in done.stderr and "Traceback" not in done.stderr
