@@ -112,7 +112,8 @@ def warm_up(stack: Stack, timeout: float = 90) -> None:
             if response.json().get("path") == "model":
                 break
         else:
-            raise RuntimeError(f"no verdict through {url} within {timeout}s")
+            logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in stack.logs)
+            raise RuntimeError(f"no verdict through {url} within {timeout}s:\n{logs}")
 
 
 @pytest.fixture(scope="module")
