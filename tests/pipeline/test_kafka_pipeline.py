@@ -289,3 +289,34 @@ def test_backfill_flags_and_reconcile_commands(
     assert "20 objects without a verdict enqueued" in out.stdout
     keys = asyncio.run(read_keys(broker, topic))
     assert len(keys) == 30 and len(set(keys)) == 20
+
+
+@pytest.mark.parametrize("role", ["classify", "enforce", "api"])
+def test_sigterm_stops_a_role_cleanly(
+    broker: Broker, s3_server: S3Server, topic_prefix: str, tmp_path: Path, role: str
+) -> None:
+    env = role_env(
+        broker,
+        s3_server,
+        topic_prefix,
+        tmp_path,
+        PICTGUARD_METRICS__PORT="0",
+        PICTGUARD_API__PORT="0",
+        PICTGUARD_API__HOST="127.0.0.1",
+    )
+    log = tmp_path / "role.log"
+    proc = subprocess.Popen(
+        [*PICTGUARD, "run", role], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "running on Kafka" not in log.read_text() and "listening on" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        # Finishing in-flight work and leaving the group takes seconds, not a kill -9.
+        assert proc.wait(30) == 0, log.read_text()
+        assert "Unclosed" not in log.read_text() and "Traceback" not in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
