@@ -65,21 +65,18 @@ class ClassifyStage:
             )
             if request is not None:
                 requests.append((message, request))
-        scanned = await asyncio.gather(*(self._scan(m, r) for m, r in requests))
-        records: list[Outgoing] = []
-        replies: list[Outgoing] = []
-        for (_, request), (verdict, headers) in zip(requests, scanned, strict=True):
-            value = encode(verdict)
-            key = verdict.key.encode()
-            records.append(Outgoing(self._verdicts, value, key, headers))
-            if request.reply_to:
-                replies.append(Outgoing(request.reply_to, value, key, headers))
-        await self.bus.produce_many(records)
-        now = utcnow()
-        for (_, request), (verdict, _) in zip(requests, scanned, strict=True):
-            metrics.record_verdict(verdict, request.created_at, now)
-        if replies:
-            await self._reply(replies)
+        await asyncio.gather(*(self._scan_and_publish(m, r) for m, r in requests))
+
+    async def _scan_and_publish(self, message: Message, request: ScanRequest) -> None:
+        """Publish each verdict as soon as it is ready: an upload's answer never waits for
+        its batch-mates. The batch is committed only after every one is acknowledged."""
+        verdict, headers = await self._scan(message, request)
+        value = encode(verdict)
+        key = verdict.key.encode()
+        if request.reply_to:
+            await self._reply([Outgoing(request.reply_to, value, key, headers)])
+        await self.bus.produce_many([Outgoing(self._verdicts, value, key, headers)])
+        metrics.record_verdict(verdict, request.created_at, utcnow())
 
     async def _reply(self, replies: list[Outgoing]) -> None:
         """Best effort: the verdict is already in ``verdicts``; an API replica that went

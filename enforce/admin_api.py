@@ -2,19 +2,24 @@
 
 The token is ``enforce.admin_token``, separate from any token that scan clients use. With
 no token configured every endpoint answers 503, so the admin surface is off by default.
+
+A target that is a file path must be media pictguard knows (a folder it watches, or an
+object it has a verdict for): the CLI on the host may name any file, but over HTTP the
+admin token must not become a way to read or move arbitrary files of the API's host.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
 
-from enforce.admin import AdminError, EnforceAdmin, NotFound
+from enforce.admin import AdminError, EnforceAdmin, NotFound, object_id_of
 from enforce.cli import ContextFactory
 from pipeline.storage import StorageError
 
@@ -75,9 +80,13 @@ def admin_router(
 
     router = APIRouter(prefix=prefix, tags=["admin"], dependencies=[Depends(authorised)])
 
-    async def run(dry_run: bool, work: Callable[[EnforceAdmin], Awaitable[T]]) -> T:
+    async def run(
+        dry_run: bool, work: Callable[[EnforceAdmin], Awaitable[T]], target: str | None = None
+    ) -> T:
         try:
             async with context() as ctx, EnforceAdmin(ctx, dry_run=dry_run) as admin:
+                if target is not None:
+                    await _known_media(admin, target)
                 return await work(admin)
         except NotFound as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
@@ -105,6 +114,7 @@ def admin_router(
         result = await run(
             body.dry_run,
             lambda admin: admin.allow(body.target, reason=body.reason, author=body.author),
+            body.target,
         )
         return result.as_json()
 
@@ -116,6 +126,7 @@ def admin_router(
             lambda admin: admin.block(
                 body.target, reason=body.reason, author=body.author, category=body.category
             ),
+            body.target,
         )
         return result.as_json()
 
@@ -123,7 +134,7 @@ def admin_router(
     async def restore(body: TargetRequest) -> dict[str, Any]:
         """Restore quarantined objects named by verdict id, object, key or sha256."""
         result = await run(
-            body.dry_run, lambda admin: admin.restore(body.target, reason=body.reason)
+            body.dry_run, lambda admin: admin.restore(body.target, reason=body.reason), body.target
         )
         return result.as_json()
 
@@ -145,3 +156,23 @@ def admin_router(
         return [a.model_dump(mode="json", exclude_none=True) for a in actions]
 
     return router
+
+
+async def _known_media(admin: EnforceAdmin, target: str) -> None:
+    """Refuse a file path that is neither under ``ingest.watch.roots`` nor a scanned object."""
+    object_id = object_id_of(target.strip())
+    if object_id is None or not object_id.startswith("file://"):
+        return
+    path = Path(object_id.removeprefix("file://"))
+    roots = [root.expanduser().resolve() for root in admin.settings.ingest.watch.roots]
+    if any(path.is_relative_to(root) for root in roots):
+        return
+    if await admin.records.latest_verdict_for(object_id=object_id) is not None:
+        return
+    if await admin.records.quarantined(object_id=object_id):
+        return
+    raise AdminError(
+        f"{target!r} is not media pictguard knows: over the admin API a file must lie under "
+        "ingest.watch.roots or have a verdict; name the image by its sha256 or verdict id, "
+        "or run the command on the host (`pictguard allow|block|restore PATH`)"
+    )

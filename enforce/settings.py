@@ -91,11 +91,14 @@ class WebhookChannel(_Channel):
     """Generic JSON webhook, signed with HMAC-SHA256 (header ``X-Pictguard-Signature``)."""
 
     type: Literal["webhook"] = "webhook"
-    url: str
+    # repr=False: a webhook URL or header often carries a token; the logs redact them.
+    url: str = Field(repr=False)
     secret: SecretStr | None = Field(
         None, description="HMAC key; the receiver recomputes sha256=<hex> over the raw body"
     )
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra request headers", repr=False
+    )
 
 
 class MatrixChannel(_Channel):
@@ -111,14 +114,14 @@ class SlackChannel(_Channel):
     """A Slack (or Mattermost, Rocket.Chat) incoming webhook: ``{"text": ...}``."""
 
     type: Literal["slack"] = "slack"
-    url: str
+    url: str = Field(repr=False)  # the URL is the token
 
 
 class DiscordChannel(_Channel):
     """A Discord channel webhook: ``{"content": ...}``."""
 
     type: Literal["discord"] = "discord"
-    url: str
+    url: str = Field(repr=False)  # the URL is the token
 
 
 class EmailChannel(_Channel):

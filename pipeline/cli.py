@@ -31,7 +31,7 @@ from classify.base import ClassifyTables
 from pipeline.bus.base import BusError
 from pipeline.events import SchemaError
 from pipeline.logs import setup_logging
-from pipeline.settings import Settings, SettingsError, load_settings
+from pipeline.settings import Settings, SettingsError, load_settings, secret_values
 from pipeline.state.sqlite import StateError
 from pipeline.storage.base import StorageError
 
@@ -70,7 +70,7 @@ class Options:
 
     def settings(self, **overrides: Any) -> Settings:
         settings = load_settings(self.config, **overrides)
-        setup_logging(settings.log, debug=self.debug)
+        setup_logging(settings.log, debug=self.debug, secrets=secret_values(settings))
         return settings
 
 
@@ -95,20 +95,28 @@ def main_options(
     _options.set(ctx.obj)
 
 
+def admin_error(exc: BaseException) -> BaseException | None:
+    """``exc`` if its message tells the admin what to fix; for a group of concurrent
+    failures (a task group), the first one, when every one of them is such an error."""
+    if isinstance(exc, BaseExceptionGroup):
+        found = [admin_error(e) for e in exc.exceptions]
+        return found[0] if all(found) else None
+    return exc if isinstance(exc, ADMIN_ERRORS) else None
+
+
 def run_async(opts: Options, coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro``; known failures become one clear line and exit code 2."""
     try:
         return asyncio.run(coro)
-    except ADMIN_ERRORS as exc:
-        if opts.debug:
-            traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as exc:  # noqa: BLE001 — the admin gets one line, --debug the rest
         if opts.debug:
             traceback.print_exc()
+        known = admin_error(exc)
+        if known is not None:
+            err_console.print(f"[bold red]error:[/] {known}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         err_console.print(
             f"[bold red]error:[/] unexpected {exc.__class__.__name__}: {exc} "
             "(run with --debug for the traceback)",

@@ -1,6 +1,8 @@
 """Structured logging: console lines for people, JSON lines for log pipelines.
 
-Never log image bytes or secrets: events are logged by id, key and decision only.
+Never log image bytes or secrets: events are logged by id, key and decision only. As a
+second line of defence every configured secret is redacted from every formatted line,
+tracebacks and the libraries' debug output (``--debug``) included.
 """
 
 from __future__ import annotations
@@ -8,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from pipeline.settings import LogSettings
 
@@ -47,12 +51,36 @@ class ConsoleFormatter(logging.Formatter):
         return f"{line} {' '.join(extras)}" if extras else line
 
 
-def setup_logging(settings: LogSettings, *, debug: bool = False) -> None:
+class RedactingFormatter(logging.Formatter):
+    """Formats with ``inner``, then replaces each secret (as is, URL-quoted, JSON-escaped)."""
+
+    REDACTED = "[redacted]"
+
+    def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.inner = inner
+        variants = {
+            v for s in secrets if len(s) >= 4 for v in (s, quote(s, safe=""), json.dumps(s)[1:-1])
+        }
+        # Longest first, so a secret that contains another is replaced whole.
+        self.secrets = sorted(variants, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = self.inner.format(record)
+        for secret in self.secrets:
+            if secret in line:
+                line = line.replace(secret, self.REDACTED)
+        return line
+
+
+def setup_logging(
+    settings: LogSettings, *, debug: bool = False, secrets: Iterable[str] = ()
+) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    if settings.format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(ConsoleFormatter())
+    formatter: logging.Formatter = (
+        JsonFormatter() if settings.format == "json" else ConsoleFormatter()
+    )
+    handler.setFormatter(RedactingFormatter(formatter, secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel("DEBUG" if debug else settings.level)

@@ -153,27 +153,20 @@ async def classify_tasks(
     if engine is None:
         engine = await start_engine(runtime)
     stage = ClassifyStage(runtime.bus, s, runtime.stores, engine)
-    batch = s.classify.fetch_batch
+    # One consumer per lane, so a bulk backlog never delays an upload waiting for its answer.
+    lanes = ((SCAN_SYNC, "classify-sync", True), (SCAN_BULK, "classify", False))
     return [
         consume(
             runtime.bus,
-            [s.topic(SCAN_SYNC)],
-            group(s, "classify-sync"),
+            [s.topic(topic)],
+            group(s, name),
             stage,
             runtime.stop,
-            max_records=batch,
+            max_records=s.classify.fetch_batch,
             max_inflight=s.classify.inflight_batches,
-            low_latency=True,
-        ),
-        consume(
-            runtime.bus,
-            [s.topic(SCAN_BULK)],
-            group(s, "classify"),
-            stage,
-            runtime.stop,
-            max_records=batch,
-            max_inflight=s.classify.inflight_batches,
-        ),
+            low_latency=low_latency,
+        )
+        for topic, name, low_latency in lanes
     ]
 
 

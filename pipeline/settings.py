@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -180,6 +187,30 @@ class Settings(BaseSettings):
     @classmethod
     def _none_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
+
+
+def secret_values(model: BaseModel) -> set[str]:
+    """Every secret in ``model``: SecretStr values and fields declared with ``repr=False``
+    (passwords, tokens, webhook URLs), so the logs can redact them wherever they appear."""
+    found: set[str] = set()
+    for name, info in type(model).model_fields.items():
+        _collect_secrets(getattr(model, name), not info.repr, found)
+    return {value for value in found if value}
+
+
+def _collect_secrets(value: Any, hidden: bool, found: set[str]) -> None:
+    if isinstance(value, SecretStr):
+        found.add(value.get_secret_value())
+    elif isinstance(value, BaseModel):
+        found |= secret_values(value)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect_secrets(item, hidden, found)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _collect_secrets(item, hidden, found)
+    elif hidden and isinstance(value, str):
+        found.add(value)
 
 
 def _describe(error: dict[str, Any]) -> str:

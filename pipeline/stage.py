@@ -5,7 +5,7 @@ awaits the handler (which produces its outputs and waits for their acknowledgeme
 commits. A stop request (SIGTERM) lets the batch in hand finish and be committed before
 the loop returns, so nothing is lost and nothing is processed twice by a clean restart.
 
-While the broker is unreachable (:class:`~pipeline.bus.base.BusError`) the loop does not
+While the broker is unreachable (:class:`~pipeline.bus.base.BusUnavailable`) the loop does not
 end: it handles the same batch again with backoff until the bus takes its output, so a
 role outlives a broker outage and commits nothing it did not deliver.
 """
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 from pipeline import metrics
-from pipeline.bus.base import Bus, BusError, Consumer, Message
+from pipeline.bus.base import Bus, BusUnavailable, Consumer, Message
 from pipeline.events import DeadLetter, SchemaError, _Event, decode, encode
 from pipeline.tracing import continued, inject_headers
 
@@ -93,7 +93,7 @@ def bus_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` (or every error grouped in it) means the bus could not be reached."""
     if isinstance(exc, BaseExceptionGroup):
         return all(bus_unavailable(e) for e in exc.exceptions)
-    return isinstance(exc, BusError)
+    return isinstance(exc, BusUnavailable)
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> bool:
@@ -116,7 +116,7 @@ async def _fetch(
     """The next batch; an unreachable broker is waited out (empty batches meanwhile)."""
     try:
         return await consumer.getmany(poll_ms, max_records)
-    except BusError as exc:
+    except BusUnavailable as exc:
         log.warning("%s: %s; retrying in %.1f s", group_id, exc, RETRY_FIRST_S)
         await pause(stop, RETRY_FIRST_S)
         return []

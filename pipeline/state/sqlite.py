@@ -54,6 +54,18 @@ class StateError(RuntimeError):
     """The state directory cannot be used (permissions, disk full, corrupt file)."""
 
 
+def _failed(path: Path, exc: sqlite3.Error) -> StateError:
+    """The error for an admin: what failed on which file, and what to do about it."""
+    if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "full" in str(exc):
+        hint = (
+            f"free space on the disk of {path.parent}, or point PICTGUARD_STORAGE__STATE_DIR "
+            "at a larger volume; the work not recorded is done again on the next start"
+        )
+    else:
+        hint = "check that PICTGUARD_STORAGE__STATE_DIR is writable and the disk is healthy"
+    return StateError(f"state file {path}: {exc} — {hint}")
+
+
 class SqliteState:
     """The single-process state file (``<state_dir>/pictguard.sqlite3``)."""
 
@@ -61,11 +73,25 @@ class SqliteState:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+        # Reads get a connection and thread of their own: in WAL mode they never wait for a
+        # write, so an upload's verdict-cache lookup is not queued behind the audit inserts.
+        self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-r")
+        self._reader: sqlite3.Connection | None = None
         self._tables: list[SqliteTable] = []
 
     async def start(self) -> None:
         if self._conn is None:
             await self._run(self._open)
+            await asyncio.get_running_loop().run_in_executor(self._read_executor, self._open_reader)
+
+    def _open_reader(self) -> None:
+        try:
+            reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA busy_timeout=5000")
+            reader.execute("PRAGMA query_only=1")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot open state file {self.path} for reading: {exc}") from exc
+        self._reader = reader
 
     def _open(self) -> None:
         try:
@@ -86,9 +112,14 @@ class SqliteState:
         # Tables follow the file; they stop before it closes, whoever forgot to stop them.
         for table in self._tables:
             await table.stop()
+        loop = asyncio.get_running_loop()
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await loop.run_in_executor(self._read_executor, reader.close)
+        self._read_executor.shutdown(wait=True)
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+            await loop.run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=True)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -104,7 +135,7 @@ class SqliteState:
             try:
                 self._checked().execute(sql, params)
             except sqlite3.OperationalError as exc:
-                raise StateError(f"state file {self.path}: {exc}") from exc
+                raise _failed(self.path, exc) from exc
 
         await self._run(run)
 
@@ -116,17 +147,31 @@ class SqliteState:
                 conn.executemany(sql, rows)
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                conn.execute("ROLLBACK")
-                raise StateError(f"state file {self.path}: {exc}") from exc
+                # SQLite may have rolled back already (a full disk does): no second error.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise _failed(self.path, exc) from exc
 
         await self._run(run)
 
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            if self._reader is None:
+                raise StateError("state store used before start()")
+            try:
+                return fn(self._reader)
+            except sqlite3.OperationalError as exc:
+                raise _failed(self.path, exc) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_executor, run)
+
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return await self._run(lambda: self._checked().execute(sql, params).fetchall())
+        return await self._read(lambda conn: conn.execute(sql, params).fetchall())
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        row: tuple[Any, ...] | None = await self._run(
-            lambda: self._checked().execute(sql, params).fetchone()
+        row: tuple[Any, ...] | None = await self._read(
+            lambda conn: conn.execute(sql, params).fetchone()
         )
         return row
 

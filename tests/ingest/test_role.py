@@ -39,7 +39,7 @@ async def test_enabled_sources_run_together_and_stop_cleanly(
         await runtime.bus.ensure_topics([configured.topic(t.name) for t in TOPICS])
         loops = await ingest_tasks(runtime)
         assert len(loops) == 5  # events stage, webhook, watcher, verdict index, reconcile
-        running = asyncio.create_task(_run_all(loops))
+        running = asyncio.create_task(_run_all(loops, runtime.stop))
         try:
             async with httpx.AsyncClient() as client:
                 for _ in range(200):
