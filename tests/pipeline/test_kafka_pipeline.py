@@ -34,6 +34,9 @@ def role_env(
         PICTGUARD_KAFKA__BOOTSTRAP_SERVERS=broker.bootstrap,
         PICTGUARD_KAFKA__TOPIC_PREFIX=prefix,
         PICTGUARD_KAFKA__PARTITIONS="4",
+        # Consumer groups of this test's own: a member another test killed or paused must
+        # not hold up this test's group joins (the broker waits for it to rejoin).
+        PICTGUARD_KAFKA__GROUP_PREFIX=f"{prefix}g-",
         PICTGUARD_KAFKA__CONSUMER_OVERRIDES=json.dumps(FAST_GROUPS),
         PICTGUARD_S3__ENDPOINT_URL=s3.endpoint,
         PICTGUARD_S3__ACCESS_KEY_ID="testing",
