@@ -136,6 +136,8 @@ def kafka_config(tmp: Path, broker: Broker, prefix: str, **api: Any) -> dict[str
         "topic_prefix": prefix,
         "partitions": 4,
         "consumer_overrides": FAST_GROUPS,
+        # Groups of their own: a member another test killed must not stall these joins.
+        "group_prefix": f"{prefix}pg-",
     }
     config["storage"]["backend"] = "kafka"
     return config
