@@ -54,7 +54,7 @@ from pipeline.samples import image_bytes
 from pipeline.settings import KafkaSettings
 from pipeline.state.topic_table import TopicTable
 from tests.ingest.payloads import minio_event, minio_kafka_key
-from tests.servers import FAST_GROUPS, free_port, start_broker, start_s3
+from tests.servers import FAST_GROUPS, end_offsets, free_port, start_broker, start_s3
 
 BUCKET = "soak-media"
 PREFIX = "soak."
@@ -136,7 +136,11 @@ def quarantined_once(db: Path, blocked: list[str]) -> tuple[int, int]:
 
 
 async def group_lags(bootstrap: str) -> dict[str, int]:
-    """End offset minus committed offset, summed over partitions, per consumer group."""
+    """End offset minus committed offset, summed over partitions, per consumer group.
+
+    End offsets are the true ones (tests.servers.end_offsets): Tansu under-reports them when
+    records arrive in batches, which would hide lag.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await admin.start()
@@ -150,7 +154,7 @@ async def group_lags(bootstrap: str) -> dict[str, int]:
                 parts = [
                     TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
                 ]
-            ends = await consumer.end_offsets(parts)
+            ends = await end_offsets(consumer, parts)
             committed = await admin.list_consumer_group_offsets(group, partitions=parts)
             out[group] = sum(
                 max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in parts

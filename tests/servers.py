@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from pipeline.settings import KafkaSettings
 
 # The broker delays a group join by half the session timeout; tests keep it short.
@@ -54,6 +56,52 @@ class Broker:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait(5)
+
+
+async def end_offsets(
+    consumer: AIOKafkaConsumer, parts: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The true end offset (offset of the last record + 1) of each partition.
+
+    Tansu's ListOffsets(latest) answers the *base offset of the last record batch* + 1, so a
+    batch of 8 records moves its "end" by 1 (Apache Kafka and Redpanda answer the high
+    watermark). Tests and benches that count records or lag read the last batch instead:
+    seek to the reported end - 1, fetch, and take the last record's offset. On a real Kafka
+    that fetch returns the last record itself, so the answer is the same there.
+    """
+    reported = await consumer.end_offsets(parts)
+    ends: dict[TopicPartition, int] = {}
+    pending = {tp: end for tp, end in reported.items() if end > 0}
+    ends.update({tp: 0 for tp, end in reported.items() if end <= 0})
+    if not pending:
+        return ends
+    consumer.assign(list(pending))
+    for tp, end in pending.items():
+        consumer.seek(tp, end - 1)
+    last = {tp: end - 1 for tp, end in pending.items()}
+    deadline = time.monotonic() + 10
+    seen: set[TopicPartition] = set()
+    while seen != set(pending) and time.monotonic() < deadline:
+        batch = await consumer.getmany(timeout_ms=500)
+        for tp, records in batch.items():
+            seen.add(tp)
+            last[tp] = max([last[tp], *(r.offset for r in records)])
+    ends.update({tp: offset + 1 for tp, offset in last.items()})
+    return ends
+
+
+async def count_records(bootstrap: str, topic: str) -> int:
+    """How many records ``topic`` holds (nothing is deleted in tests: the sum of true ends)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return sum((await end_offsets(consumer, parts)).values())
+    finally:
+        await consumer.stop()
 
 
 def start_broker(port: int | None = None) -> Broker:

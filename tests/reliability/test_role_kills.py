@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.samples import image_bytes
 from tests.corpus import make_corpus
@@ -38,7 +36,7 @@ from tests.pipeline.test_kafka_pipeline import (
     wait_for,
 )
 from tests.reliability.audit import acted_once, destructive_outcomes, record
-from tests.servers import Broker, S3Server, free_port
+from tests.servers import Broker, S3Server, count_records, free_port
 
 
 @pytest.fixture
@@ -56,20 +54,9 @@ def wait_until(check: Any, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-async def _records_in(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends = await consumer.end_offsets(parts)
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
-
-
 def records_in(broker: Broker, topic: str) -> int:
-    """How many records ``topic`` holds (sum of end offsets: nothing is deleted here)."""
-    return asyncio.run(_records_in(broker.bootstrap, topic))
+    """How many records ``topic`` holds (nothing is deleted here)."""
+    return asyncio.run(count_records(broker.bootstrap, topic))
 
 
 def checkpoint(state_dir: Path) -> str | None:
@@ -240,11 +227,6 @@ def sync_verdicts(state_dir: Path) -> int:
     return int(row[0])
 
 
-@pytest.mark.skipif(
-    os.environ.get("PICTGUARD_FLAKY_TESTS") != "1",
-    reason="flaky in the full suite (all 8 uploads not seen published within 20 s, cause not "
-    "found yet); run with PICTGUARD_FLAKY_TESTS=1",
-)
 def test_api_killed_with_uploads_pending(
     broker: Broker,
     s3_server: S3Server,
