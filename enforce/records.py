@@ -152,8 +152,12 @@ class Records:
         )
         if row is None and verdict.object is None:
             # An inline upload replayed after a crash: same request, fresh verdict id.
+            # CROSS JOIN keeps verdicts (found by request id) the outer loop: with a plain
+            # JOIN SQLite walks every inline action through "object_id IS NULL", which made
+            # each sync verdict cost a scan of all earlier ones.
             row = await self.state.fetchone(
-                "SELECT a.body FROM verdicts v JOIN actions a ON a.verdict_id = v.verdict_id "  # noqa: S608
+                "SELECT a.body FROM verdicts v CROSS JOIN actions a "  # noqa: S608
+                "ON a.verdict_id = v.verdict_id "
                 f"WHERE v.request_id = ? AND a.object_id IS NULL AND a.action = ? AND {final} "
                 "ORDER BY a.created_at LIMIT 1",
                 (verdict.request_id, action.value, *outcomes),
