@@ -110,14 +110,30 @@ class ClassifySettings(BaseModel):
         description="Larger objects get an error verdict without download",
     )
     concurrency: int = Field(
-        default=32, gt=0, description="Scan requests processed at once per classify process"
+        default=32,
+        gt=0,
+        description="Bulk scan requests (fetched from the store) processed at once per "
+        "classify process",
+    )
+    sync_concurrency: int = Field(
+        default=128,
+        gt=0,
+        description="Uploads (sync lane) processed at once per classify process, in slots of "
+        "their own so a backfill never delays them",
     )
     fetch_batch: int = Field(default=64, gt=0, description="Messages read from the bus per poll")
     inflight_batches: int = Field(
         default=4,
         gt=0,
-        description="Batches handled at once per lane; the next is fetched while one waits on "
-        "the model (offsets still commit in order)",
+        description="Batches handled at once on the bulk lane; the next is fetched while one "
+        "waits on the model (offsets still commit in order)",
+    )
+    sync_inflight_batches: int = Field(
+        default=64,
+        gt=0,
+        description="Batches handled at once on the sync lane: uploads arrive a few per fetch, "
+        "and every waiting one should reach the model batcher (the API's max_inflight bounds "
+        "them)",
     )
 
     classifiers: Annotated[list[str], NoDecode] = Field(

@@ -20,6 +20,7 @@ from pipeline.bus.base import Bus, BusError, Message, Outgoing
 from pipeline.events import (
     Decision,
     ErrorReason,
+    Lane,
     ScanRequest,
     Verdict,
     encode,
@@ -53,7 +54,12 @@ class ClassifyStage:
         self.settings = settings
         self.stores = stores
         self.engine = engine
-        self._slots = asyncio.Semaphore(settings.classify.concurrency)
+        # Each lane has its own slots: bulk scans waiting on slow object GETs must never
+        # hold an upload (the sync lane) out of the engine.
+        self._slots = {
+            Lane.BULK: asyncio.Semaphore(settings.classify.concurrency),
+            Lane.SYNC: asyncio.Semaphore(settings.classify.sync_concurrency),
+        }
         self._verdicts = settings.topic(VERDICTS)
         self._dead_letter = settings.topic(DEAD_LETTER)
 
@@ -88,7 +94,7 @@ class ClassifyStage:
 
     async def _scan(self, message: Message, request: ScanRequest) -> tuple[Verdict, dict[str, str]]:
         """The verdict, and the headers that make its record a child of this scan's span."""
-        async with self._slots:
+        async with self._slots[request.lane]:
             lane = {"pictguard.lane": request.lane.value}
             with consuming(message, self.bus.system, lane) as current:
                 started = time.perf_counter()

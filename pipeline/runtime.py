@@ -154,7 +154,10 @@ async def classify_tasks(
         engine = await start_engine(runtime)
     stage = ClassifyStage(runtime.bus, s, runtime.stores, engine)
     # One consumer per lane, so a bulk backlog never delays an upload waiting for its answer.
-    lanes = ((SCAN_SYNC, "classify-sync", True), (SCAN_BULK, "classify", False))
+    lanes = (
+        (SCAN_SYNC, "classify-sync", s.classify.sync_inflight_batches, True),
+        (SCAN_BULK, "classify", s.classify.inflight_batches, False),
+    )
     return [
         consume(
             runtime.bus,
@@ -163,10 +166,10 @@ async def classify_tasks(
             stage,
             runtime.stop,
             max_records=s.classify.fetch_batch,
-            max_inflight=s.classify.inflight_batches,
+            max_inflight=inflight,
             low_latency=low_latency,
         )
-        for topic, name, low_latency in lanes
+        for topic, name, inflight, low_latency in lanes
     ]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.samples import image_bytes
 from tests.servers import S3Server, free_port
 
 
@@ -119,3 +120,28 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = run_cli(["--debug", "scan", str(tmp_path / "nowhere")], tmp_path)
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_scan_runs_on_either_event_loop(loop: str, tmp_path: Path) -> None:
+    folder = tmp_path / "media"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(image_bytes(1, "PNG", 32))
+    result = run_cli(
+        ["--event-loop", loop, "scan", str(folder)],
+        tmp_path,
+        PICTGUARD_CLASSIFY__CLASSIFIERS='["hashlist"]',
+    )
+    assert result.returncode == 0, result.stderr
+    table = {
+        cells[1].strip(): cells[2].strip()
+        for line in result.stdout.splitlines()
+        if len(cells := line.split("│")) == 4
+    }
+    assert table["scanned"] == "1" and table["clean"] == "1" and table["errors"] == "0"
+
+
+def test_unknown_event_loop_is_refused(tmp_path: Path) -> None:
+    result = run_cli(["--event-loop", "trio", "scan", str(tmp_path)], tmp_path)
+    assert result.returncode == 2
+    assert "trio" in result.stderr
