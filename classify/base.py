@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from pipeline.events import Decision, ErrorReason
+from pipeline.events import Findings
 from pipeline.state.table import Table
 
 
-@dataclass(slots=True)
-class Assessment:
+class Assessment(Findings):
     """Everything the engine concluded about one image; the stage wraps it in a Verdict."""
-
-    decision: Decision
-    reason: ErrorReason | None = None
-    detail: str | None = None
-    sha256: str | None = None
-    pdq: str | None = None
-    pdq_quality: int | None = None
-    scores: dict[str, float] = field(default_factory=dict)
-    labels: list[str] = field(default_factory=list)
-    matched: str | None = None
-    classifiers: list[str] = field(default_factory=list)
-    model_version: str = ""
-    policy_version: str = ""
-    cached: bool = False
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -248,7 +248,7 @@ class ClassifyEngine:
                     raise  # this request was cancelled
                 # The run we shared was cancelled, not us: classify on our own below.
             else:
-                return replace(shared, cached=True, timings_ms={})
+                return shared.model_copy(update={"cached": True, "timings_ms": {}}, deep=True)
         future: asyncio.Future[Assessment] = asyncio.get_running_loop().create_future()
         self._inflight[sha256] = (lane, future)
         try:

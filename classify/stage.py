@@ -8,7 +8,6 @@ the engine's batcher can group their images into one model call.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -121,7 +120,7 @@ class ClassifyStage:
                     lane=request.lane,
                     source=request.source,
                     object=request.object,
-                    **dataclasses.asdict(assessment),
+                    **dict(assessment),
                 )
                 current.set_attribute("pictguard.decision", verdict.decision.value)
                 if verdict.reason is not None:

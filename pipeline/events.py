@@ -141,16 +141,13 @@ class ScanRequest(_Event):
         return self.object.id if self.object else self.request_id
 
 
-class Verdict(_Event):
-    """The outcome of one scan request."""
+class Findings(BaseModel):
+    """What classification concluded about one image.
 
-    kind: ClassVar[str] = "verdict"
-    type: Literal["verdict"] = "verdict"
-    verdict_id: str = Field(default_factory=new_id)
-    request_id: str
-    lane: Lane = Lane.BULK
-    source: Source = Source.BACKFILL
-    object: ObjectRef | None = None
+    The engine returns these (``classify.base.Assessment``); a :class:`Verdict` is the same
+    fields plus where the request came from.
+    """
+
     decision: Decision
     reason: ErrorReason | None = None
     detail: str | None = None
@@ -165,6 +162,18 @@ class Verdict(_Event):
     policy_version: str = ""
     cached: bool = False
     timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class Verdict(_Event, Findings):
+    """The outcome of one scan request."""
+
+    kind: ClassVar[str] = "verdict"
+    type: Literal["verdict"] = "verdict"
+    verdict_id: str = Field(default_factory=new_id)
+    request_id: str
+    lane: Lane = Lane.BULK
+    source: Source = Source.BACKFILL
+    object: ObjectRef | None = None
 
     @property
     def key(self) -> str:

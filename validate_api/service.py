@@ -8,7 +8,6 @@ returns an :class:`Outcome` before the deadline. Timeouts and outages follow
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -146,9 +145,7 @@ class Validator:
         return await self._via_sync_lane(data, content_type, deadline)
 
     def _from_assessment(self, assessment: Assessment) -> Outcome:
-        verdict = dataclasses.asdict(assessment)
-        verdict["decision"] = assessment.decision.value
-        verdict["reason"] = assessment.reason.value if assessment.reason else None
+        verdict = assessment.model_dump(mode="json")
         return self._decide(assessment.decision, "fast", verdict)
 
     def _decide(self, decision: Decision, path: Path_, verdict: dict[str, Any]) -> Outcome:

@@ -94,6 +94,20 @@ async def block_on_kafka(broker: Broker, prefix: str, corpus: Corpus) -> None:
     await bus.stop()
 
 
+def seed_bucket(
+    s3: S3Server, bucket: str, corpus: Corpus, broker: Broker | None = None, prefix: str = ""
+) -> str:
+    """Upload ``corpus`` into ``bucket`` and create its quarantine bucket; given a broker,
+    also blocklist the corpus's blocked images on that broker's hashlists topic (under
+    ``prefix``). Returns the quarantine location for PICTGUARD_ENFORCE__QUARANTINE."""
+    client: Any = s3.client()
+    corpus.upload(client, bucket)
+    client.create_bucket(Bucket=f"{bucket}-q")
+    if broker is not None:
+        asyncio.run(block_on_kafka(broker, prefix, corpus))
+    return f"s3://{bucket}-q/"
+
+
 def outcomes(state_dir: Path) -> dict[str, Any]:
     """What the enforce process recorded: verdicts per object, destructive actions per object."""
     path = state_dir / "pictguard.sqlite3"
@@ -151,15 +165,13 @@ def test_two_classify_consumers_over_kafka(
 ) -> None:
     client: Any = s3_server.client()
     corpus = make_corpus(500, blocked=10, corrupt=6, non_images=6)
-    corpus.upload(client, bucket)
-    client.create_bucket(Bucket=f"{bucket}-q")
-    asyncio.run(block_on_kafka(broker, topic_prefix, corpus))
+    quarantine = seed_bucket(s3_server, bucket, corpus, broker, topic_prefix)
     env = role_env(
         broker,
         s3_server,
         topic_prefix,
         tmp_path / "state",
-        PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/",
+        PICTGUARD_ENFORCE__QUARANTINE=quarantine,
     )
     for role in ("classify", "classify", "enforce"):
         roles.start(role, {**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / role)})
@@ -190,16 +202,14 @@ def test_classify_killed_mid_run_loses_nothing_and_acts_once(
 ) -> None:
     client: Any = s3_server.client()
     corpus = make_corpus(300, blocked=10, corrupt=3, non_images=3)
-    corpus.upload(client, bucket)
-    client.create_bucket(Bucket=f"{bucket}-q")
-    asyncio.run(block_on_kafka(broker, topic_prefix, corpus))
+    quarantine = seed_bucket(s3_server, bucket, corpus, broker, topic_prefix)
     # NudeNet makes each image cost real model time, so the kill lands mid-stream.
     env = role_env(
         broker,
         s3_server,
         topic_prefix,
         tmp_path / "state",
-        PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/",
+        PICTGUARD_ENFORCE__QUARANTINE=quarantine,
         PICTGUARD_CLASSIFY__CLASSIFIERS='["hashlist", "nudenet"]',
         PICTGUARD_CLASSIFY__CONCURRENCY="4",
         PICTGUARD_CLASSIFY__FETCH_BATCH="8",

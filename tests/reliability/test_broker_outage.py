@@ -31,6 +31,7 @@ from tests.pipeline.test_kafka_pipeline import (
     bucket_keys,
     outcomes,
     role_env,
+    seed_bucket,
     wait_for,
 )
 from tests.reliability.audit import acted_once, destructive_outcomes, record
@@ -68,8 +69,7 @@ def test_roles_started_before_the_broker_wait_for_it(
 ) -> None:
     client: Any = s3_server.client()
     corpus = make_corpus(40, blocked=4, corrupt=1, non_images=1)
-    corpus.upload(client, bucket)
-    client.create_bucket(Bucket=f"{bucket}-q")
+    quarantine = seed_bucket(s3_server, bucket, corpus)
     port = free_port()
     env = role_env(
         broker,
@@ -80,7 +80,7 @@ def test_roles_started_before_the_broker_wait_for_it(
         PICTGUARD_KAFKA__WAIT_FOR_BROKER_S="120",
         PICTGUARD_KAFKA__CONNECT_TIMEOUT_S="1",
         PICTGUARD_METRICS__PORT="0",
-        PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/",
+        PICTGUARD_ENFORCE__QUARANTINE=quarantine,
     )
     for role in ("classify", "enforce"):
         roles.start(role, {**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / role)})
@@ -146,17 +146,15 @@ def test_broker_paused_mid_run_roles_ride_it_out(
     own = start_broker()  # paused below: not the session's broker
     client: Any = s3_server.client()
     corpus = make_corpus(120, blocked=8, corrupt=2, non_images=2)
-    corpus.upload(client, bucket)
-    client.create_bucket(Bucket=f"{bucket}-q")
     prefix = "pause."
-    asyncio.run(block_on_kafka(own, prefix, corpus))
+    quarantine = seed_bucket(s3_server, bucket, corpus, own, prefix)
     api_port = free_port()
     env = role_env(
         own,
         s3_server,
         prefix,
         tmp_path / "state",
-        PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/",
+        PICTGUARD_ENFORCE__QUARANTINE=quarantine,
         # Model time per image, so the pause lands mid-stream.
         PICTGUARD_CLASSIFY__CLASSIFIERS='["hashlist", "nudenet"]',
         PICTGUARD_CLASSIFY__FETCH_BATCH="8",

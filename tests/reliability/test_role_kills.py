@@ -29,10 +29,10 @@ from tests.pipeline.test_kafka_pipeline import (
     PICTGUARD,
     Roles,
     backfill,
-    block_on_kafka,
     bucket_keys,
     outcomes,
     role_env,
+    seed_bucket,
     wait_for,
 )
 from tests.reliability.audit import acted_once, destructive_outcomes, record
@@ -84,15 +84,13 @@ def test_backfill_killed_mid_listing_resumes_without_losing_objects(
 ) -> None:
     client: Any = s3_server.client()
     corpus = make_corpus(300, blocked=6, corrupt=2, non_images=2)
-    corpus.upload(client, bucket)
-    client.create_bucket(Bucket=f"{bucket}-q")
-    asyncio.run(block_on_kafka(broker, topic_prefix, corpus))
+    quarantine = seed_bucket(s3_server, bucket, corpus, broker, topic_prefix)
     env = role_env(
         broker,
         s3_server,
         topic_prefix,
         tmp_path / "state",
-        PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/",
+        PICTGUARD_ENFORCE__QUARANTINE=quarantine,
         PICTGUARD_METRICS__PORT="0",
         PICTGUARD_INGEST__CHECKPOINT_EVERY="40",
         PICTGUARD_INGEST__BATCH_SIZE="20",
@@ -147,15 +145,13 @@ def test_enforce_killed_mid_action_acts_once(
 ) -> None:
     client: Any = s3_server.client()
     corpus = make_corpus(120, blocked=40, corrupt=2, non_images=2)
-    corpus.upload(client, bucket)
-    client.create_bucket(Bucket=f"{bucket}-q")
-    asyncio.run(block_on_kafka(broker, topic_prefix, corpus))
+    quarantine = seed_bucket(s3_server, bucket, corpus, broker, topic_prefix)
     env = role_env(
         broker,
         s3_server,
         topic_prefix,
         tmp_path / "state",
-        PICTGUARD_ENFORCE__QUARANTINE=f"s3://{bucket}-q/",
+        PICTGUARD_ENFORCE__QUARANTINE=quarantine,
         PICTGUARD_ENFORCE__GUARD__ENABLED="false",
         PICTGUARD_METRICS__PORT="0",
     )
