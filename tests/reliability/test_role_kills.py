@@ -240,7 +240,8 @@ def test_api_killed_with_uploads_pending(
         PICTGUARD_API__HOST="127.0.0.1",
         PICTGUARD_API__PORT=str(port),
         PICTGUARD_API__CLIENTS=json.dumps([{"id": "pictrs", "cidrs": ["127.0.0.0/8"]}]),
-        PICTGUARD_API__DEADLINE_S="5",
+        # Long enough that the kill, not the deadline, ends the waiting uploads.
+        PICTGUARD_API__DEADLINE_S="9",
         PICTGUARD_API__REPLICA_ID="api-0",  # as a StatefulSet pod keeps its name
     )
     classify = roles.start("classify", {**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / "c")})
