@@ -155,6 +155,37 @@ async def _handle(
         delay = min(delay * 2, RETRY_MAX_S)
 
 
+class Committer:
+    """Commits in the background, one commit at a time, coalescing what finished meanwhile.
+
+    A commit is a broker round trip; awaited inline it holds up the next fetch (or, for a
+    reply listener, the replies already fetched). Offsets still only move forward in the
+    order batches were added, and :meth:`close` waits for everything added to be committed.
+    """
+
+    def __init__(self, consumer: Consumer) -> None:
+        self.consumer = consumer
+        self._waiting: list[Message] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, messages: Sequence[Message]) -> None:
+        self._waiting.extend(messages)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="commit")
+
+    async def _run(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            await self.consumer.commit(batch)
+
+    async def close(self) -> None:
+        """Wait until every added message is committed."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+        if self._waiting:
+            await self._run()
+
+
 async def _pipelined(
     consumer: Consumer,
     handler: BatchHandler,
@@ -166,6 +197,7 @@ async def _pipelined(
 ) -> None:
     inflight: deque[tuple[Sequence[Message], asyncio.Task[bool]]] = deque()
     fetch: asyncio.Task[list[Message]] | None = None
+    committer = Committer(consumer)
     try:
         while not (stop.is_set() and not inflight):
             if fetch is None and len(inflight) < max_inflight and not stop.is_set():
@@ -187,7 +219,7 @@ async def _pipelined(
                 done, task = inflight.popleft()
                 if not task.result():
                     return
-                await consumer.commit(done)
+                committer.add(done)
     finally:
         if fetch is not None:
             fetch.cancel()
@@ -196,6 +228,7 @@ async def _pipelined(
         for _, task in inflight:
             task.cancel()
         await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
+        await committer.close()
 
 
 async def _sample_lag(consumer: Consumer, group_id: str, timeout_s: float = _LAG_TIMEOUT_S) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from pipeline.bus.base import Bus, Consumer, Message
 from pipeline.events import SchemaError, Verdict, decode
+from pipeline.stage import Committer
 from pipeline.tracing import consuming
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class ReplyRouter:
         # A reply for a request that already timed out is simply dropped.
 
     async def _listen(self, consumer: Consumer) -> None:
+        # Commits run beside the reading: a reply never waits for a broker round trip.
+        committer = Committer(consumer)
         while True:
             try:
                 batch = await consumer.getmany(200, 500)
@@ -95,4 +98,4 @@ class ReplyRouter:
                 with consuming(message, self.bus.system):
                     self._resolve(message)
             if batch:
-                await consumer.commit(batch)
+                committer.add(batch)

@@ -10,7 +10,7 @@ import pytest
 from pipeline.bus.base import Bus, Message, Outgoing
 from pipeline.bus.kafka import KafkaBus, create_topics
 from pipeline.bus.memory import MemoryBus
-from pipeline.stage import consume
+from pipeline.stage import Committer, consume
 from pipeline.state.topic_table import TopicTable
 from tests.servers import Broker
 
@@ -75,6 +75,44 @@ async def test_uncommitted_messages_are_redelivered(bus_and_topic: tuple[Bus, st
     await bus.produce(topic, b"later", b"same-key")
     after_commit = await drain(bus, topic, topic + "-g", 1)
     assert [m.value for m in after_commit] == [b"later"]
+
+
+async def test_background_commits_coalesce_and_hold_after_close(
+    bus_and_topic: tuple[Bus, str],
+) -> None:
+    """A Committer commits beside the reading, merges what finished meanwhile into one
+    commit, and close() waits for all of it: a later member of the group gets only what
+    came after."""
+    bus, topic = bus_and_topic
+    await bus.produce_many([Outgoing(topic, b"%d" % i, b"same-key") for i in range(6)])
+    consumer = bus.consumer([topic], topic + "-g")
+    await consumer.start()
+    calls: list[list[bytes]] = []
+    real_commit = consumer.commit
+
+    async def recorded(messages: Sequence[Message]) -> None:
+        calls.append([m.value for m in messages])
+        await asyncio.sleep(0.05)  # a broker round trip
+        await real_commit(messages)
+
+    consumer.commit = recorded  # type: ignore[method-assign]
+    got: list[Message] = []
+    try:
+        for _ in range(200):
+            got += await consumer.getmany(200, 100)
+            if len(got) >= 6:
+                break
+        committer = Committer(consumer)
+        committer.add(got[:2])
+        await asyncio.sleep(0)  # the first commit is out: the next two batches wait for it
+        committer.add(got[2:4])
+        committer.add(got[4:])
+        await committer.close()
+    finally:
+        await consumer.stop()
+    assert calls == [[b"0", b"1"], [b"2", b"3", b"4", b"5"]]
+    await bus.produce(topic, b"later", b"same-key")
+    assert [m.value for m in await drain(bus, topic, topic + "-g", 1)] == [b"later"]
 
 
 async def test_two_members_of_a_group_split_the_work(bus_and_topic: tuple[Bus, str]) -> None:
