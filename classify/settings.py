@@ -167,6 +167,14 @@ class ClassifySettings(BaseModel):
     verdict_cache: bool = Field(
         default=True, description="Reuse verdicts by sha256 + model/policy version"
     )
+    verdict_cache_max_entries: int = Field(
+        default=500_000,
+        gt=0,
+        description="Distributed mode: cached verdicts each classify and API replica holds in "
+        "memory (about 600 bytes each); past it the oldest are forgotten there, which costs a "
+        "model run when that content comes back. The single-process cache is on disk and "
+        "unbounded",
+    )
     # Batching
     max_batch: int = Field(default=32, gt=0, description="Images per model call")
     max_wait_ms: float = Field(default=5.0, ge=0, description="Longest wait to fill a batch")

@@ -125,7 +125,11 @@ async def open_runtime(
         cache: Table
         if distributed:
             hashlists = TopicTable(bus, settings.topic(HASHLISTS))
-            cache = TopicTable(bus, settings.topic(VERDICT_CACHE))
+            cache = TopicTable(
+                bus,
+                settings.topic(VERDICT_CACHE),
+                max_entries=settings.classify.verdict_cache_max_entries,
+            )
         else:
             hashlists = state.table(HASHLISTS)
             cache = state.table(VERDICT_CACHE)

@@ -21,10 +21,23 @@ log = logging.getLogger(__name__)
 
 
 class TopicTable(Table):
-    def __init__(self, bus: Bus, topic: str, *, load_timeout_s: float = 60.0) -> None:
+    """``max_entries`` bounds what this replica holds in memory: past it, the entries
+    written longest ago are forgotten here (the topic keeps them). Only for tables where a
+    forgotten entry costs work, not correctness, like the verdict cache."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        topic: str,
+        *,
+        load_timeout_s: float = 60.0,
+        max_entries: int | None = None,
+    ) -> None:
         self.bus = bus
         self.name = topic
         self.load_timeout_s = load_timeout_s
+        self.max_entries = max_entries
+        self._echoes: dict[str, int] = {}  # our writes the follower has not read back yet
         self._data: dict[str, bytes] = {}
         self._consumer: Consumer | None = None
         self._follower: asyncio.Task[None] | None = None
@@ -65,8 +78,10 @@ class TopicTable(Table):
             if m.key is None:
                 continue
             key = m.key.decode()
+            if self._own_echo(key):
+                continue  # our own write coming back: applied and notified at put()
             if m.value:
-                self._data[key] = m.value
+                self._keep(key, m.value)
                 self._notify(key, m.value)
             else:
                 self._data.pop(key, None)
@@ -96,14 +111,48 @@ class TopicTable(Table):
         return self._data.get(key)
 
     async def put(self, key: str, value: bytes) -> None:
-        await self.bus.produce(self.name, value, key=key.encode())
-        self._data[key] = value
+        await self._produce(key, value)
+        self._keep(key, value)
         self._notify(key, value)
 
+    def _keep(self, key: str, value: bytes) -> None:
+        if self.max_entries is None:
+            self._data[key] = value
+            return
+        self._data.pop(key, None)  # a rewrite counts as new: dicts keep insertion order
+        self._data[key] = value
+        while len(self._data) > self.max_entries:
+            del self._data[next(iter(self._data))]
+
     async def delete(self, key: str) -> None:
-        await self.bus.produce(self.name, None, key=key.encode())
+        await self._produce(key, None)
         self._data.pop(key, None)
         self._notify(key, None)
+
+    async def _produce(self, key: str, value: bytes | None) -> None:
+        """Write to the topic. The follower will read the write back; that echo must not
+        count as a newer write (with ``max_entries`` it would bring back what the bound had
+        just evicted). The echo is expected before the write goes out, as the follower may
+        read it before the acknowledgement arrives."""
+        following = self._follower is not None
+        if following:
+            self._echoes[key] = self._echoes.get(key, 0) + 1
+        try:
+            await self.bus.produce(self.name, value, key=key.encode())
+        except BaseException:
+            if following:
+                self._own_echo(key)
+            raise
+
+    def _own_echo(self, key: str) -> bool:
+        left = self._echoes.get(key, 0)
+        if not left:
+            return False
+        if left == 1:
+            del self._echoes[key]
+        else:
+            self._echoes[key] = left - 1
+        return True
 
     async def items(self) -> AsyncIterator[tuple[str, bytes]]:  # type: ignore[override]
         for key, value in list(self._data.items()):
