@@ -4,65 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Sequence
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from classify.base import ClassifyTables
 from classify.hashing import sha256_hex
 from classify.hashlists import HashLists
-from classify.preprocess import CenterCrop, Preprocessor
-from classify.registry import Model, ModelOutput, register
 from classify.settings import ClassifySettings
 from pipeline.events import Decision, ErrorReason, Lane
 from tests.classify import images
 from tests.classify.conftest import EngineFactory
+from tests.colour_model import ColourModel  # noqa: F401 — registers the "colour" classifier
 
 HASH_AND_NUDENET = ["hashlist", "nudenet"]
-
-
-class ColourModel(Model):
-    """A deterministic test classifier: red-dominant frames are 'sexual', blue 'underage'."""
-
-    name = "colour"
-    calls = 0
-    fail_on_green = True
-
-    def __init__(self, settings: ClassifySettings) -> None:
-        self.settings = settings
-
-    @property
-    def version(self) -> str:
-        return "colour:1"
-
-    @property
-    def preprocessor(self) -> Preprocessor:
-        return CenterCrop(16)
-
-    def load(self) -> None:
-        pass
-
-    def predict(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
-        type(self).calls += 1
-        outputs = []
-        for array in batch:
-            r, g, b = (float(c) for c in array.reshape(-1, 3).mean(axis=0))
-            if g > 200 and r < 50 and self.fail_on_green:
-                raise ValueError("green breaks this model")
-            categories = set()
-            if r > 200:
-                categories.add("sexual")
-            if b > 200:
-                categories.add("underage")
-            outputs.append(
-                ModelOutput({"colour:red": r / 255}, sorted(categories), frozenset(categories))
-            )
-        return outputs
-
-
-register("colour", ColourModel, lambda s: None)  # type: ignore[arg-type,return-value]
 
 
 def solid(
@@ -319,7 +274,6 @@ async def test_a_model_whose_packages_are_missing_is_skipped_with_advice(
 
     from classify import registry
     from classify.engine import ClassifyEngine
-    from classify.settings import ClassifySettings
     from pipeline.state.memory import MemoryTable
 
     saved = {k: sys.modules.get(k) for k in ("open_clip", "classify.models.clip")}

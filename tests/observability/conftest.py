@@ -7,51 +7,25 @@ import io
 import time
 from collections.abc import Callable, Iterator, Sequence
 
-import numpy as np
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from classify.preprocess import CenterCrop, Preprocessor
-from classify.registry import Model, ModelOutput, register
-from classify.settings import ClassifySettings
 from pipeline.metrics import Metrics, use_metrics
+from tests.colour_model import ColourModel
 
 MODEL = "otel-colour"
 
 
-class ColourModel(Model):
-    """Red-dominant frames are 'sexual', blue-dominant 'underage': magenta is flagged CSAM."""
+class OtelColour(ColourModel):
+    """The colour model under a name of its own, never failing."""
 
     name = MODEL
-
-    def __init__(self, settings: ClassifySettings) -> None:
-        self.settings = settings
-
-    @property
-    def version(self) -> str:
-        return "otel-colour:1"
-
-    @property
-    def preprocessor(self) -> Preprocessor:
-        return CenterCrop(16)
-
-    def load(self) -> None:
-        pass
-
-    def predict(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
-        outputs = []
-        for array in batch:
-            r, _, b = (float(c) for c in array.reshape(-1, 3).mean(axis=0))
-            categories = {c for c, on in (("sexual", r > 200), ("underage", b > 200)) if on}
-            outputs.append(
-                ModelOutput({f"{MODEL}:red": r / 255}, sorted(categories), frozenset(categories))
-            )
-        return outputs
+    fail_on_green = False
 
 
-register(MODEL, ColourModel, lambda s: None)  # type: ignore[arg-type,return-value]
+OtelColour.register()
 
 MAGENTA = (250, 10, 245)  # flagged
 GREY = (128, 128, 128)  # clean
