@@ -54,7 +54,14 @@ from pipeline.samples import image_bytes
 from pipeline.settings import KafkaSettings
 from pipeline.state.topic_table import TopicTable
 from tests.ingest.payloads import minio_event, minio_kafka_key
-from tests.servers import FAST_GROUPS, end_offsets, free_port, start_broker, start_s3
+from tests.servers import (
+    FAST_GROUPS,
+    end_offsets,
+    free_port,
+    poll_ready,
+    start_broker,
+    start_s3,
+)
 
 BUCKET = "soak-media"
 PREFIX = "soak."
@@ -264,13 +271,7 @@ def main() -> None:
             [*py, "run", role], env=role_env, stdout=log, stderr=subprocess.STDOUT
         )
     api = f"http://127.0.0.1:{api_port}/api/v1/scan/soak"
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    poll_ready(f"http://127.0.0.1:{api_port}", timeout=60)
     time.sleep(3)  # consumer groups settle
 
     load = Load()

@@ -10,9 +10,10 @@ import logging
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.settings import KafkaSettings
@@ -35,6 +36,21 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
             return
         time.sleep(0.02)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def poll_ready(url: str, alive: Callable[[], bool] = lambda: True, timeout: float = 90.0) -> bool:
+    """Poll ``url``/readyz until it answers 200 (True); False once ``alive()`` is false (the
+    server process died) or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or not alive():
+            return False
+        time.sleep(0.2)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from pipeline.settings import Settings, load_settings
 from pipeline.topics import DEAD_LETTER, SCAN_BULK, VERDICTS
 from tests.reliability.audit import record
 from tests.reliability.hostile import HOSTILE_NAMES, hostile_set
-from tests.servers import free_port
+from tests.servers import free_port, poll_ready
 
 # Peak memory of a whole scan of the set, NudeNet loaded. The costliest decodable file, a
 # 62-megapixel 16-bit RGBA PNG just under classify.max_pixels, alone takes about 1.2 GB
@@ -121,15 +121,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.2)
+        assert poll_ready(url, lambda: proc.poll() is None), "serve did not start"
         yield url
     finally:
         proc.terminate()

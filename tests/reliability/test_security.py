@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from pipeline.samples import image_bytes
-from tests.servers import S3Server, free_port
+from tests.servers import S3Server, free_port, poll_ready
 
 # Every secret the configuration carries; none may ever reach a log line.
 SECRETS = {
@@ -181,19 +181,11 @@ def guarded(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
     stack = Guarded(
         f"http://127.0.0.1:{port}", f"http://127.0.0.1:{hook_port}", bucket, canary, sink, proc, log
     )
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(f"{stack.url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            text = stack.stop()
-            canary.close()
-            sink.close()
-            raise RuntimeError(f"serve never became ready:\n{text[-3000:]}")
-        time.sleep(0.2)
+    if not poll_ready(stack.url, lambda: proc.poll() is None):
+        text = stack.stop()
+        canary.close()
+        sink.close()
+        raise RuntimeError(f"serve never became ready:\n{text[-3000:]}")
     yield stack
     stack.stop()
     canary.close()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.servers import FAST_GROUPS, Broker, free_port
+from tests.servers import FAST_GROUPS, Broker, free_port, poll_ready
 
 CLIENT = "pictrs-test"
 
@@ -82,17 +82,12 @@ def start(
 def wait_ready(stack: Stack, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     for url in stack.urls:
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or any(p.poll() is not None for p in stack.procs):
-                logs = "\n".join(p.read_text()[-3000:] for p in stack.logs)
-                stack.stop()
-                raise RuntimeError(f"API at {url} never became ready:\n{logs}")
-            time.sleep(0.2)
+        if not poll_ready(
+            url, lambda: all(p.poll() is None for p in stack.procs), deadline - time.monotonic()
+        ):
+            logs = "\n".join(p.read_text()[-3000:] for p in stack.logs)
+            stack.stop()
+            raise RuntimeError(f"API at {url} never became ready:\n{logs}")
 
 
 def warm_up(stack: Stack, timeout: float = 90) -> None:
