@@ -53,6 +53,37 @@ def poll_ready(url: str, alive: Callable[[], bool] = lambda: True, timeout: floa
         time.sleep(0.2)
 
 
+def send_chunked_until_answered(
+    url: str, path: str, content_type: str, chunk: bytes, max_bytes: int
+) -> tuple[str, int]:
+    """POST an endless chunked body to ``path`` until the server answers (or ``max_bytes``
+    went out); the start of the answer and how many body bytes were sent before it.
+
+    A raw socket, because an HTTP client would not read the answer before it has sent the
+    whole body."""
+    host, port = url.removeprefix("http://").split(":")
+    sent = 0
+    answer = ""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        sock.settimeout(0.01)
+        try:
+            while sent < max_bytes and not answer:
+                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                sent += len(chunk)
+                try:
+                    answer = sock.recv(4096).decode(errors="replace")
+                except TimeoutError:
+                    continue
+        except (BrokenPipeError, ConnectionResetError):
+            sock.settimeout(5)
+            answer = sock.recv(4096).decode(errors="replace")
+    return answer, sent
+
+
 @dataclass
 class Broker:
     """A Tansu broker process (memory storage: a restart loses its data)."""

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from pipeline.samples import image_bytes
-from tests.servers import S3Server, free_port, poll_ready
+from tests.servers import S3Server, free_port, poll_ready, send_chunked_until_answered
 
 # Every secret the configuration carries; none may ever reach a log line.
 SECRETS = {
@@ -255,29 +255,12 @@ def test_admin_endpoints_take_only_the_admin_token(
 
 def test_unauthenticated_admin_body_is_refused_before_it_is_read(guarded: Guarded) -> None:
     """FastAPI reads a JSON body before the token check; the API caps it at 1 MiB."""
-    host, port = guarded.url.removeprefix("http://").split(":")
-    chunk = b"a" * 65536
-    sent = 0
-    answer = ""
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(
-            b"POST /admin/block HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
-        )
-        sock.settimeout(0.01)
-        try:
-            while sent < 256 * 1024 * 1024 and not answer:
-                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                sent += len(chunk)
-                try:
-                    answer = sock.recv(4096).decode(errors="replace")
-                except TimeoutError:
-                    continue
-        except (BrokenPipeError, ConnectionResetError):
-            sock.settimeout(5)
-            answer = sock.recv(4096).decode(errors="replace")
+    answer, sent = send_chunked_until_answered(
+        guarded.url, "/admin/block", "application/json", b"a" * 65536, 256 * 1024 * 1024
+    )
     assert answer.startswith("HTTP/1.1 413")
     assert sent < 8 * 1024 * 1024  # refused after about 1 MiB, not after 256
+    host, port = guarded.url.removeprefix("http://").split(":")
     # A declared length above the cap is refused before a byte of the body is read.
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(

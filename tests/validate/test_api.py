@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from pipeline.samples import image_bytes
+from tests.servers import send_chunked_until_answered
 from tests.validate.conftest import CLIENT, Stack
 
 PICTRS_HEADERS = {"Content-Type": "image/png", "User-Agent": "pict-rs v0.5.16"}
@@ -153,27 +154,9 @@ def test_oversize_body_gets_413_without_being_read(single: Stack) -> None:
 
 
 def test_chunked_oversize_body_is_cut_off(single: Stack) -> None:
-    host, port = single.url.removeprefix("http://").split(":")
-    chunk = b"\0" * 65536
-    sent = 0
-    status = ""
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(
-            f"POST /api/v1/scan/{CLIENT} HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n".encode()
-        )
-        sock.settimeout(0.01)
-        try:
-            while sent < 200 * 1024 * 1024 and not status:
-                sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-                sent += len(chunk)
-                try:
-                    status = sock.recv(4096).decode(errors="replace")
-                except TimeoutError:
-                    continue
-        except (BrokenPipeError, ConnectionResetError):
-            sock.settimeout(5)
-            status = sock.recv(4096).decode(errors="replace")
+    status, sent = send_chunked_until_answered(
+        single.url, f"/api/v1/scan/{CLIENT}", "image/png", b"\0" * 65536, 200 * 1024 * 1024
+    )
     assert status.startswith("HTTP/1.1 413")
     assert sent < 100 * 1024 * 1024  # refused long before the sender was done
 
