@@ -45,7 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from classify.hashlists import HashLists
@@ -61,6 +61,7 @@ from tests.servers import (
     poll_ready,
     start_broker,
     start_s3,
+    topic_partitions,
 )
 
 BUCKET = "soak-media"
@@ -155,12 +156,7 @@ async def group_lags(bootstrap: str) -> dict[str, int]:
     try:
         out: dict[str, int] = {}
         for group, topic in GROUPS.items():
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            if not parts:
-                await consumer._client.force_metadata_update()
-                parts = [
-                    TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
-                ]
+            parts = await topic_partitions(consumer, topic)
             ends = await end_offsets(consumer, parts)
             committed = await admin.list_consumer_group_offsets(group, partitions=parts)
             out[group] = sum(

@@ -137,15 +137,21 @@ async def end_offsets(
     return ends
 
 
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic`` (a fresh consumer may not have its metadata yet)."""
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in parts or ()]
+
+
 async def count_records(bootstrap: str, topic: str) -> int:
     """How many records ``topic`` holds (nothing is deleted in tests: the sum of true ends)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        parts = await topic_partitions(consumer, topic)
         return sum((await end_offsets(consumer, parts)).values())
     finally:
         await consumer.stop()
