@@ -40,7 +40,9 @@ def proxied_settings(proxy: FaultProxy, state_dir: Path, **enforce: Any) -> Sett
             "endpoint_url": proxy.endpoint,
             "access_key_id": "testing",
             "secret_access_key": "testing",
-            "read_timeout_s": 0.5,
+            # Short, so the "timeout" fault costs seconds, not minutes; not shorter, or moto
+            # itself answering late on a busy machine reads as a fault and costs a retry.
+            "read_timeout_s": 2.0,
             "connect_timeout_s": 0.5,
             "max_attempts": ATTEMPTS,
         },
