@@ -158,6 +158,10 @@ class Backfill:
         if not all(finished):
             return result
         result.completed = True
+        # Every part was listed to its end, so the count is exact now, whether or not the
+        # keys-only estimate finished first.
+        self.progress.total = self.progress.produced
+        self.progress.counted = True
         if self.state is not None:
             for part in self.parts:
                 await self.state.clear_checkpoint(checkpoint_name(part))

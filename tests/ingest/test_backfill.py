@@ -118,10 +118,19 @@ async def test_since_and_progress_with_total_and_eta(
     assert (nothing.produced, nothing.too_old, nothing.completed) == (0, 8, True)
 
     backfill = Backfill(
-        MemoryBus(), local, store, location, state, since=parse_since("1d"), on_progress=seen.append
+        MemoryBus(),
+        local,
+        store,
+        location,
+        state,
+        since=parse_since("1d"),
+        on_progress=seen.append,
+        estimate_total=False,  # the run's own estimate must not be what makes the total exact
     )
-    # Let the keys-only count finish first, so the estimate is final in the reports.
+    # The keys-only estimate counts what the filters admit.
     await backfill._count([location], {}, asyncio.Event())
+    assert (backfill.progress.total, backfill.progress.counted) == (7, True)
+    # A finished run reports the exact total, however far its own estimate got.
     result = await backfill.run()
     assert (result.produced, result.filtered, result.too_old) == (7, 1, 0)
     final = seen[-1]
