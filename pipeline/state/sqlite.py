@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
+# How long an inline lookup may wait for a busy file before it moves to the reader thread.
+_INLINE_BUSY_MS = 20
+
+
 class StateError(RuntimeError):
     """The state directory cannot be used (permissions, disk full, corrupt file)."""
 
@@ -77,21 +81,30 @@ class SqliteState:
         # write, so an upload's verdict-cache lookup is not queued behind the audit inserts.
         self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-r")
         self._reader: sqlite3.Connection | None = None
+        # Point lookups on a latency path (the verdict cache, once or twice per upload) run
+        # on the caller's thread: an indexed read of one row takes tens of microseconds, a
+        # hop to a worker thread and back costs more, and under load it queues behind the
+        # other reads and waits for the GIL (it was most of an upload's overhead).
+        self._inline: sqlite3.Connection | None = None
         self._tables: list[SqliteTable] = []
 
     async def start(self) -> None:
         if self._conn is None:
             await self._run(self._open)
-            await asyncio.get_running_loop().run_in_executor(self._read_executor, self._open_reader)
+            loop = asyncio.get_running_loop()
+            self._reader = await loop.run_in_executor(self._read_executor, self._open_reader)
+            # A reader in WAL mode never waits for the writer; the short timeout only bounds
+            # the rare wait (WAL recovery after a crash) before falling back to the thread.
+            self._inline = self._open_reader(busy_timeout_ms=_INLINE_BUSY_MS)
 
-    def _open_reader(self) -> None:
+    def _open_reader(self, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
         try:
             reader = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            reader.execute("PRAGMA busy_timeout=5000")
+            reader.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             reader.execute("PRAGMA query_only=1")
         except sqlite3.Error as exc:
             raise StateError(f"cannot open state file {self.path} for reading: {exc}") from exc
-        self._reader = reader
+        return reader
 
     def _open(self) -> None:
         try:
@@ -113,6 +126,9 @@ class SqliteState:
         for table in self._tables:
             await table.stop()
         loop = asyncio.get_running_loop()
+        if self._inline is not None:
+            inline, self._inline = self._inline, None
+            inline.close()
         if self._reader is not None:
             reader, self._reader = self._reader, None
             await loop.run_in_executor(self._read_executor, reader.close)
@@ -168,6 +184,21 @@ class SqliteState:
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return await self._read(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def lookup(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """One row by an indexed key, read on the caller's thread (see ``_inline``).
+
+        Only for queries that touch a handful of pages; anything larger goes through
+        :meth:`fetchone` / :meth:`fetchall` on the reader thread, as does a lookup that finds
+        the file busy.
+        """
+        if self._inline is None:
+            raise StateError("state store used before start()")
+        try:
+            row: tuple[Any, ...] | None = self._inline.execute(sql, params).fetchone()
+        except sqlite3.OperationalError:
+            return await self.fetchone(sql, params)  # busy (or worse): the thread path decides
+        return row
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = await self._read(
@@ -245,7 +276,7 @@ class SqliteTable(Table):
                 self._notify(str(key), None if value is None else bytes(value))
 
     async def get(self, key: str) -> bytes | None:
-        row = await self.state.fetchone(
+        row = await self.state.lookup(
             "SELECT value FROM kv WHERE tbl = ? AND key = ? AND value IS NOT NULL",
             (self.name, key),
         )
