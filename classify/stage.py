@@ -78,9 +78,13 @@ class ClassifyStage:
         verdict, headers = await self._scan(message, request)
         value = encode(verdict)
         key = verdict.key.encode()
+        publish = self.bus.produce_many([Outgoing(self._verdicts, value, key, headers)])
         if request.reply_to:
-            await self._reply([Outgoing(request.reply_to, value, key, headers)])
-        await self.bus.produce_many([Outgoing(self._verdicts, value, key, headers)])
+            # Side by side, so the producer sends both records in one request to the broker.
+            reply = self._reply([Outgoing(request.reply_to, value, key, headers)])
+            await asyncio.gather(reply, publish)
+        else:
+            await publish
         metrics.record_verdict(verdict, request.created_at, utcnow())
 
     async def _reply(self, replies: list[Outgoing]) -> None:
