@@ -78,20 +78,17 @@ class ClassifyStage:
         verdict, headers = await self._scan(message, request)
         value = encode(verdict)
         key = verdict.key.encode()
-        publish = self.bus.produce_many([Outgoing(self._verdicts, value, key, headers)])
         if request.reply_to:
-            # Side by side, so the producer sends both records in one request to the broker.
-            reply = self._reply([Outgoing(request.reply_to, value, key, headers)])
-            await asyncio.gather(reply, publish)
-        else:
-            await publish
+            await self._reply([Outgoing(request.reply_to, value, key, headers)])
+        await self.bus.produce_many([Outgoing(self._verdicts, value, key, headers)])
         metrics.record_verdict(verdict, request.created_at, utcnow())
 
     async def _reply(self, replies: list[Outgoing]) -> None:
         """Best effort: the verdict is already in ``verdicts``; an API replica that went
         away (its reply topic deleted) must not stop classification."""
         try:
-            await asyncio.wait_for(self.bus.produce_many(replies), REPLY_TIMEOUT_S)
+            async with asyncio.timeout(REPLY_TIMEOUT_S):  # no task of its own, unlike wait_for
+                await self.bus.produce_many(replies)
         except (BusError, TimeoutError) as exc:
             log.warning("could not deliver %d sync replies: %s", len(replies), exc)
 
