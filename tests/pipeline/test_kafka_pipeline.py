@@ -132,15 +132,20 @@ def outcomes(state_dir: Path) -> dict[str, Any]:
     return {"objects": objects, "destructive": dict(rows), "decisions": decisions}
 
 
-def wait_for(state_dir: Path, n: int, timeout: float = 120) -> dict[str, Any]:
+def wait_for(state_dir: Path, n: int, timeout: float = 120, *, acted: int = 0) -> dict[str, Any]:
+    """Wait until ``n`` objects have a verdict and ``acted`` objects a finished destructive
+    action (enforce records a verdict before it acts, so the last action may still run)."""
     deadline = time.monotonic() + timeout
     seen: dict[str, Any] = {}
     while time.monotonic() < deadline:
         seen = outcomes(state_dir)
-        if seen["objects"] >= n:
+        if seen["objects"] >= n and len(seen["destructive"]) >= acted:
             return seen
         time.sleep(0.3)
-    raise AssertionError(f"only {seen.get('objects')} of {n} objects got a verdict: {seen}")
+    raise AssertionError(
+        f"only {seen.get('objects')} of {n} objects got a verdict and "
+        f"{len(seen.get('destructive', {}))} of {acted} were acted on: {seen}"
+    )
 
 
 def bucket_keys(client: Any, bucket: str) -> set[str]:
@@ -177,7 +182,7 @@ def test_two_classify_consumers_over_kafka(
         roles.start(role, {**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / role)})
     backfill({**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / "backfill")}, bucket)
 
-    seen = wait_for(tmp_path / "enforce", len(corpus.objects))
+    seen = wait_for(tmp_path / "enforce", len(corpus.objects), acted=len(corpus.blocked))
 
     assert seen["objects"] == len(corpus.objects)
     assert seen["decisions"] == {
@@ -227,7 +232,9 @@ def test_classify_killed_mid_run_loses_nothing_and_acts_once(
     victim.wait(10)
     roles.start("classify", classify_env)
 
-    seen = wait_for(tmp_path / "enforce", len(corpus.objects), timeout=240)
+    seen = wait_for(
+        tmp_path / "enforce", len(corpus.objects), timeout=240, acted=len(corpus.blocked)
+    )
     assert seen["objects"] == len(corpus.objects)
     assert set(seen["destructive"]) == {f"s3://{bucket}/{k}" for k in corpus.blocked}
     assert set(seen["destructive"].values()) == {1}  # nobody acted on an object twice

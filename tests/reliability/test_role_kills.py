@@ -171,12 +171,23 @@ def test_enforce_killed_mid_action_acts_once(
         def quarantined() -> int:
             return sum(1 for o in destructive_outcomes(tmp_path / "enforce").values() if o)
 
-        wait_until(lambda: quarantined() >= 5, 90, "five quarantines")
+        def moves_in_flight() -> set[str]:
+            """Copies into quarantine whose original has not been deleted yet."""
+            seen = list(proxy.seen)
+            copied = {s.path.split("?")[0] for s in seen if s.method == "PUT"}
+            deleted = {s.path.split("?")[0] for s in seen if s.method == "DELETE"}
+            return {p for p in copied if p.replace(f"/{bucket}-q/", f"/{bucket}/") not in deleted}
+
+        # Kill while a move is under way: on a busy machine enforce can sit between
+        # actions, waiting for classify, and a kill then would test nothing.
+        wait_until(
+            lambda: quarantined() >= 5 and bool(moves_in_flight()),
+            90,
+            "five quarantines and a move in flight",
+        )
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
-        copied = {s.path.split("?")[0] for s in proxy.seen if s.method == "PUT"}
-        deleted = {s.path.split("?")[0] for s in proxy.seen if s.method == "DELETE"}
-        in_flight = {p for p in copied if p.replace(f"/{bucket}-q/", f"/{bucket}/") not in deleted}
+        in_flight = moves_in_flight()
         done_before = quarantined()
         assert done_before < len(corpus.blocked)  # killed mid-run
         assert in_flight  # with moves between their copy and their delete
