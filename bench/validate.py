@@ -138,10 +138,12 @@ async def load(url: str, images: list[bytes], concurrency: int) -> dict[str, Any
     }
 
 
-def report(mode: str, concurrency: int, r: dict[str, Any]) -> None:
-    def trio(values: list[float]) -> str:
-        return "/".join(f"{pct(values, q):6.1f}" for q in (0.5, 0.95, 0.99))
+def trio(values: list[float], width: int = 6) -> str:
+    """p50/p95/p99 of ``values``."""
+    return "/".join(f"{pct(values, q):{width}.1f}" for q in (0.5, 0.95, 0.99))
 
+
+def report(mode: str, concurrency: int, r: dict[str, Any]) -> None:
     print(
         f"{mode:6} c={concurrency:<3} {r['rps']:7.1f} req/s  e2e p50/95/99 {trio(r['e2e'])} ms  "
         f"model {statistics.median(r['model']):6.1f} ms  overhead p50/95/99 "
@@ -217,7 +219,7 @@ def run_mode(mode: str, args: argparse.Namespace, seed: int) -> None:
         floor = asyncio.run(broker_floor(broker))
         print(
             f"kafka  broker floor: produce → fetch of one record p50/95/99 "
-            f"{pct(floor, 0.5):.1f}/{pct(floor, 0.95):.1f}/{pct(floor, 0.99):.1f} ms "
+            f"{trio(floor, width=0)} ms "
             f"(fetch wait {FETCH_WAIT_MS} ms); an upload makes this trip twice"
         )
     finally:
