@@ -38,6 +38,15 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def wait_until(check: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> None:
+    """Poll ``check`` until it is truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
 def poll_ready(url: str, alive: Callable[[], bool] = lambda: True, timeout: float = 90.0) -> bool:
     """Poll ``url``/readyz until it answers 200 (True); False once ``alive()`` is false (the
     server process died) or ``timeout`` seconds passed."""

@@ -35,7 +35,7 @@ from tests.pipeline.test_kafka_pipeline import (
     wait_for,
 )
 from tests.reliability.audit import acted_once, destructive_outcomes, record
-from tests.servers import Broker, S3Server, free_port, start_broker
+from tests.servers import Broker, S3Server, free_port, start_broker, wait_until
 
 WAITING = re.compile(r"waiting for Kafka at (\S+) to start the (.+?) \(attempt (\d+): ")
 
@@ -49,14 +49,6 @@ def roles(tmp_path: Path) -> Iterator[Roles]:
 
 def logs(roles: Roles) -> dict[str, str]:
     return {p.name: p.read_text(errors="replace") for p in sorted(roles.tmp.glob("*.log"))}
-
-
-def wait_until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_roles_started_before_the_broker_wait_for_it(
@@ -89,6 +81,7 @@ def test_roles_started_before_the_broker_wait_for_it(
         lambda: all(len(WAITING.findall(text)) >= 2 for text in logs(roles).values()),
         60,
         "two logged attempts per role",
+        every=0.2,
     )
     assert all(p.poll() is None for p in roles.procs)
 
@@ -172,7 +165,7 @@ def test_broker_paused_mid_run_roles_ride_it_out(
         for role in ("classify", "enforce", "api"):
             roles.start(role, {**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / role)})
         api = f"http://127.0.0.1:{api_port}/api/v1/scan/pictrs"
-        wait_until(lambda: _status(api, image_bytes(1, "PNG", 32)) == 200, 90, "the API")
+        wait_until(lambda: _status(api, image_bytes(1, "PNG", 32)) == 200, 90, "the API", every=0.2)
         backfill({**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / "backfill")}, bucket)
         wait_for(tmp_path / "enforce", 16)
 
@@ -191,7 +184,9 @@ def test_broker_paused_mid_run_roles_ride_it_out(
 
         wait_for(tmp_path / "enforce", len(corpus.objects), timeout=180)
         assert before < len(corpus.objects)  # the pause really was mid-stream
-        wait_until(lambda: _status(api, image_bytes(3, "PNG", 32)) == 200, 60, "the API back")
+        wait_until(
+            lambda: _status(api, image_bytes(3, "PNG", 32)) == 200, 60, "the API back", every=0.2
+        )
         assert all(p.poll() is None for p in roles.procs)
     finally:
         own.process.send_signal(signal.SIGCONT)

@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from tests.pipeline.test_kafka_pipeline import (
     wait_for,
 )
 from tests.reliability.audit import acted_once, destructive_outcomes, record
-from tests.servers import Broker, S3Server, count_records, free_port
+from tests.servers import Broker, S3Server, count_records, free_port, wait_until
 
 
 @pytest.fixture
@@ -44,14 +43,6 @@ def roles(tmp_path: Path) -> Iterator[Roles]:
     r = Roles(tmp_path)
     yield r
     r.stop_all()
-
-
-def wait_until(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def records_in(broker: Broker, topic: str) -> int:
