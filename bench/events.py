@@ -28,10 +28,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ingest.events_stage import EventsStage
+from pictguard.settings import Settings, load_settings
 from pipeline.bus.base import Message, Outgoing
 from pipeline.bus.kafka import KafkaBus, create_topics
 from pipeline.bus.memory import MemoryBus
-from pipeline.settings import KafkaSettings, Settings, load_settings
+from pipeline.settings import KafkaSettings
 from pipeline.stage import consume
 from pipeline.topics import BUCKET_EVENTS, DEAD_LETTER, SCAN_BULK
 from tests.ingest.payloads import minio_event

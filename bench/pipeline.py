@@ -126,7 +126,7 @@ def main() -> None:
             PICTGUARD_LOG__LEVEL="WARNING",
             PICTGUARD_METRICS__PORT="0",  # several roles on one host: any free port
         )
-        py = [sys.executable, "-m", "pipeline.cli"]
+        py = [sys.executable, "-m", "pictguard.cli"]
         for role, n in (("classify", args.classify_procs), ("enforce", 1)):
             for i in range(n):
                 role_env = {**env, "PICTGUARD_STORAGE__STATE_DIR": str(work / f"{role}{i}")}

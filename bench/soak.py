@@ -259,7 +259,7 @@ def main() -> None:
         PICTGUARD_LOG__LEVEL="WARNING",
         PICTGUARD_METRICS__PORT="0",
     )
-    py = [sys.executable, "-m", "pipeline.cli"]
+    py = [sys.executable, "-m", "pictguard.cli"]
     for role in ROLES:
         role_env = {**env, "PICTGUARD_STORAGE__STATE_DIR": str(work / role)}
         log = (work / f"{role}.log").open("wb")

@@ -29,10 +29,17 @@ from rich.table import Table
 from classify.base import ClassifyTables
 from classify.concepts import ConceptPolicyError
 from classify.decode import DecodeError
-from classify.hashing import InvalidHashError, sha256_hex
-from classify.hashlists import Category, FileFormat, HashEntry, HashListError, HashLists, ListName
+from classify.hashing import sha256_hex
+from classify.hashlists import FileFormat, HashLists
 from classify.registry import ClassifierError
 from classify.settings import ClassifySettings
+from pipeline.hashlists import (
+    Category,
+    HashEntry,
+    HashListError,
+    InvalidHashError,
+    ListName,
+)
 
 T = TypeVar("T")
 OpenTables = Callable[[], AbstractAsyncContextManager[ClassifyTables]]

@@ -8,7 +8,6 @@ python-threatexchange, so lists exported from ThreatExchange or HMA import as th
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +16,6 @@ import pdqhash
 
 PDQ_BITS = 256
 PDQ_BYTES = PDQ_BITS // 8
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class InvalidHashError(ValueError):
-    """A sha256 or PDQ string is not 64 hex digits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +41,6 @@ def pdq_hash(rgb: np.ndarray) -> tuple[str, int]:
 def pdq_bits_to_hex(bits: np.ndarray) -> str:
     """256 0/1 values → 64 hex digits (first bit is the most significant)."""
     return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes().hex()
-
-
-def normalize_hex(value: str, what: str = "hash") -> str:
-    """Lowercase, strip and check a 64-hex-digit sha256 or PDQ string."""
-    text = value.strip().lower()
-    if not _HEX64.match(text):
-        raise InvalidHashError(f"{what} must be 64 hex digits, got {value!r}")
-    return text
 
 
 def pdq_to_bytes(pdq_hex: str) -> np.ndarray:

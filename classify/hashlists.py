@@ -18,65 +18,30 @@ import csv
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from classify.hashing import hash_file, normalize_hex
+from classify.hashing import hash_file
 from classify.pdq_index import PdqIndex
-from pipeline.events import utcnow
+from pipeline.hashlists import (
+    Category,
+    HashEntry,
+    HashListError,
+    HashListStore,
+    ListName,
+    first_error,
+    parse_entry,
+)
 from pipeline.state.table import Table
 
 log = logging.getLogger(__name__)
 
-ListName = Literal["allow", "block"]
-Category = Literal["csam", "nsfw"]
 FileFormat = Literal["csv", "jsonl"]
 CSV_COLUMNS = ("list", "sha256", "pdq", "pdq_quality", "category", "reason", "author", "created_at")
-
-
-class HashListError(ValueError):
-    """A hash list entry or file is invalid; the message names the line and the field."""
-
-
-class HashEntry(BaseModel):
-    """One allow/block entry."""
-
-    list: ListName
-    sha256: str | None = None
-    pdq: str | None = None
-    pdq_quality: int | None = Field(None, ge=0, le=100)
-    category: Category = "csam"
-    reason: str = ""
-    author: str = ""
-    created_at: datetime = Field(default_factory=utcnow)
-
-    @field_validator("sha256", "pdq", mode="before")
-    @classmethod
-    def _hex(cls, value: object) -> str | None:
-        if value is None or value == "":
-            return None
-        return normalize_hex(str(value))
-
-    @field_validator("pdq_quality", mode="before")
-    @classmethod
-    def _quality(cls, value: object) -> object:
-        return None if value == "" else value
-
-    @model_validator(mode="after")
-    def _some_hash(self) -> HashEntry:
-        if self.sha256 is None and self.pdq is None:
-            raise ValueError("an entry needs a sha256, a pdq, or both")
-        return self
-
-    @property
-    def key(self) -> str:
-        """The table key: the sha256, or ``pdq:<hex>`` for PDQ-only entries."""
-        return self.sha256 if self.sha256 else f"pdq:{self.pdq}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +59,13 @@ class HashMatch:
         return f"{name}:sha256" if self.how == "sha256" else f"{name}:pdq:{self.distance}"
 
 
-class HashLists:
+class HashLists(HashListStore):
     """Read, write and match the allow/block lists of one ``hashlists`` table."""
 
     def __init__(
         self, table: Table, *, pdq_max_distance: int = 31, pdq_min_quality: int = 50
     ) -> None:
-        self.table = table
+        super().__init__(table)
         self.pdq_max_distance = pdq_max_distance
         self.pdq_min_quality = pdq_min_quality
         self._entries: dict[str, HashEntry] = {}
@@ -119,7 +84,7 @@ class HashLists:
         self.table.subscribe(self._on_change)
         batch: dict[ListName, list[tuple[str, str]]] = {"allow": [], "block": []}
         async for key, value in self.table.items():
-            entry = self._parse_value(key, value)
+            entry = parse_entry(key, value)
             if entry is None:
                 continue
             self._entries[key] = entry
@@ -146,7 +111,7 @@ class HashLists:
         self._entries.pop(key, None)
         if value is None:
             return
-        entry = self._parse_value(key, value)
+        entry = parse_entry(key, value)
         if entry is None:
             return
         self._entries[key] = entry
@@ -158,14 +123,6 @@ class HashLists:
         return entry.pdq is not None and (
             entry.pdq_quality is None or entry.pdq_quality >= self.pdq_min_quality
         )
-
-    @staticmethod
-    def _parse_value(key: str, value: bytes) -> HashEntry | None:
-        try:
-            return HashEntry.model_validate_json(value)
-        except ValidationError as exc:
-            log.warning("skipping invalid hash list entry", extra={"key": key, "error": str(exc)})
-            return None
 
     def match_exact(self, sha256: str) -> HashMatch | None:
         """The entry for this exact content, if any (no decode needed)."""
@@ -209,33 +166,6 @@ class HashLists:
 
     # -- editing -----------------------------------------------------------------------
 
-    async def add(
-        self,
-        *,
-        sha256: str | None = None,
-        pdq: str | None = None,
-        pdq_quality: int | None = None,
-        list: ListName = "block",
-        reason: str = "",
-        author: str = "",
-        category: Category = "csam",
-    ) -> HashEntry:
-        """Add or replace the entry for an image; returns what was stored."""
-        try:
-            entry = HashEntry(
-                list=list,
-                sha256=sha256,
-                pdq=pdq,
-                pdq_quality=pdq_quality,
-                reason=reason,
-                author=author,
-                category=category,
-            )
-        except ValidationError as exc:
-            raise HashListError(_first_error(exc)) from None
-        await self.put(entry)
-        return entry
-
     async def add_image(
         self,
         path: Path,
@@ -263,48 +193,6 @@ class HashLists:
             author=author,
             category=category,
         )
-
-    async def put(self, entry: HashEntry) -> None:
-        """Store ``entry`` under its key."""
-        await self.table.put(entry.key, entry.model_dump_json(exclude_none=True).encode())
-        log.info(
-            "hash list entry stored",
-            extra={
-                "key": entry.key,
-                "list": entry.list,
-                "category": entry.category,
-                "author": entry.author,
-            },
-        )
-
-    async def remove(self, *, sha256: str | None = None, pdq: str | None = None) -> bool:
-        """Remove the entry of an image by sha256 (or a PDQ-only entry by PDQ).
-
-        Returns whether something was removed.
-        """
-        if sha256:
-            key = normalize_hex(sha256, "sha256")
-        elif pdq:
-            key = f"pdq:{normalize_hex(pdq, 'pdq')}"
-        else:
-            raise HashListError("remove needs a sha256 or a pdq")
-        if await self.table.get(key) is None:
-            return False
-        await self.table.delete(key)
-        log.info("hash list entry removed", extra={"key": key})
-        return True
-
-    async def get(self, sha256: str) -> HashEntry | None:
-        """The stored entry for a sha256."""
-        value = await self.table.get(normalize_hex(sha256, "sha256"))
-        return None if value is None else self._parse_value(sha256, value)
-
-    async def entries(self, list: ListName | None = None) -> AsyncIterator[HashEntry]:
-        """Every stored entry, optionally of one list."""
-        async for key, value in self.table.items():
-            entry = self._parse_value(key, value)
-            if entry is not None and (list is None or entry.list == list):
-                yield entry
 
     # -- files -------------------------------------------------------------------------
 
@@ -387,7 +275,7 @@ def _entry_from_row(
     try:
         return HashEntry.model_validate(data)
     except ValidationError as exc:
-        raise HashListError(f"{where}: {_first_error(exc)}") from None
+        raise HashListError(f"{where}: {first_error(exc)}") from None
 
 
 def _render(entries: list[HashEntry], fmt: FileFormat) -> str:
@@ -400,9 +288,3 @@ def _render(entries: list[HashEntry], fmt: FileFormat) -> str:
         row = entry.model_dump(mode="json")
         writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
     return out.getvalue()
-
-
-def _first_error(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "entry"
-    return f"{where}: {first['msg']}"

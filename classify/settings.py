@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode
+
+from pipeline.settings import SharedConfig
 
 
 class ClipSettings(BaseModel):
@@ -193,3 +195,10 @@ class ClassifySettings(BaseModel):
     clip: ClipSettings = Field(default_factory=ClipSettings)  # type: ignore[arg-type]
     nudenet: NudenetSettings = Field(default_factory=NudenetSettings)  # type: ignore[arg-type]
     policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
+
+
+class ClassifyConfig(SharedConfig, Protocol):
+    """What the classify role reads of the whole configuration."""
+
+    @property
+    def classify(self) -> ClassifySettings: ...

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from classify.base import Assessment
 from classify.engine import ClassifyEngine
+from classify.settings import ClassifyConfig
 from pipeline import metrics
 from pipeline.bus.base import Bus, BusError, Message, Outgoing
 from pipeline.events import (
@@ -25,7 +26,6 @@ from pipeline.events import (
     encode,
     utcnow,
 )
-from pipeline.settings import Settings
 from pipeline.stage import decode_or_dead_letter
 from pipeline.storage import (
     AccessDenied,
@@ -47,7 +47,7 @@ class ClassifyStage:
     """Consumes ``scan-requests.*``; produces ``verdicts`` (and replies for sync requests)."""
 
     def __init__(
-        self, bus: Bus, settings: Settings, stores: Stores, engine: ClassifyEngine
+        self, bus: Bus, settings: ClassifyConfig, stores: Stores, engine: ClassifyEngine
     ) -> None:
         self.bus = bus
         self.settings = settings

@@ -28,7 +28,8 @@ from pydantic_core import PydanticUndefined
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.settings import ENV_PREFIX, Settings
+from pictguard.settings import Settings
+from pipeline.settings import ENV_PREFIX
 
 # Fields whose Field() has no description: what an admin needs to know about them.
 NOTES: dict[str, str] = {

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from classify.hashlists import HashLists
 from enforce.enforcer import Enforcer
 from enforce.quarantine import META_PREFIX, original_of
+from enforce.settings import EnforceConfig
 from pipeline.bus.base import Bus
 from pipeline.events import (
     ActionOutcome,
@@ -31,7 +31,7 @@ from pipeline.events import (
     Verdict,
     new_id,
 )
-from pipeline.settings import Settings
+from pipeline.hashlists import HashListStore
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.table import Table
 from pipeline.storage import ObjectMissing, StorageError
@@ -57,11 +57,13 @@ class NotFound(AdminError):
 class EnforceContext:
     """What the admin flows need; the CLI and the API build it from their settings."""
 
-    settings: Settings
+    settings: EnforceConfig
     stores: Stores
     state: SqliteState
     bus: Bus
     hashlists: Table | None = None  # default: the ``hashlists`` table of ``state``
+    # Folders whose files the admin API may name by path (the watched roots).
+    media_roots: Sequence[Path] = ()
 
 
 def static_context(
@@ -121,17 +123,15 @@ class EnforceAdmin:
     """The admin flows over one :class:`EnforceContext`. Use as an async context manager."""
 
     def __init__(self, ctx: EnforceContext, *, dry_run: bool = False) -> None:
-        settings = ctx.settings
-        if dry_run and not settings.enforce.dry_run:
-            settings = settings.model_copy(
-                update={"enforce": settings.enforce.model_copy(update={"dry_run": True})}
-            )
+        config = ctx.settings.enforce
+        if dry_run and not config.dry_run:
+            config = config.model_copy(update={"dry_run": True})
         self.ctx = ctx
-        self.settings = settings
-        self.dry_run = settings.enforce.dry_run
-        self.enforcer = Enforcer(ctx.bus, settings, ctx.stores, ctx.state)
+        self.config = config
+        self.dry_run = config.dry_run
+        self.enforcer = Enforcer(ctx.bus, ctx.settings, ctx.stores, ctx.state, config=config)
         self.records = self.enforcer.records
-        self.hashlists = HashLists(ctx.hashlists or ctx.state.table("hashlists"))
+        self.hashlists = HashListStore(ctx.hashlists or ctx.state.table("hashlists"))
 
     async def __aenter__(self) -> EnforceAdmin:
         await self.enforcer.start()
@@ -145,7 +145,7 @@ class EnforceAdmin:
     async def status(self) -> dict[str, Any]:
         """Guard state, held actions and quarantine warnings."""
         guard = self.enforcer.guard.status()
-        config = self.settings.enforce
+        config = self.config
         return {
             "dry_run": config.dry_run,
             "policy": {

@@ -164,7 +164,7 @@ async def _known_media(admin: EnforceAdmin, target: str) -> None:
     if object_id is None or not object_id.startswith("file://"):
         return
     path = Path(object_id.removeprefix("file://"))
-    roots = [root.expanduser().resolve() for root in admin.settings.ingest.watch.roots]
+    roots = [root.expanduser().resolve() for root in admin.ctx.media_roots]
     if any(path.is_relative_to(root) for root in roots):
         return
     if await admin.records.latest_verdict_for(object_id=object_id) is not None:

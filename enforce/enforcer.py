@@ -17,7 +17,7 @@ from enforce.guard import Guard, Trip
 from enforce.notify import Notifier, action_notice, alert_notice
 from enforce.quarantine import Quarantine, QuarantineSpec
 from enforce.records import HeldAction, Records
-from enforce.settings import EnforceSettings, PolicyAction
+from enforce.settings import EnforceConfig, EnforceSettings
 from pipeline import metrics
 from pipeline.bus.base import Bus
 from pipeline.events import (
@@ -30,7 +30,6 @@ from pipeline.events import (
     encode,
     utcnow,
 )
-from pipeline.settings import Settings
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage import ObjectMissing, StorageError
 from pipeline.storage.locations import Stores
@@ -49,12 +48,7 @@ NEXT_STEP = (
 
 def policy_action(settings: EnforceSettings, decision: Decision) -> ActionType | None:
     """The configured action for a decision; None for ``allow``."""
-    choice: PolicyAction | None = {
-        Decision.FLAG_CSAM: settings.on_flag_csam,
-        Decision.FLAG_NSFW: settings.on_flag_nsfw,
-        Decision.ERROR: settings.on_error,
-    }.get(decision)
-    return None if choice is None else ActionType(choice)
+    return settings.action_policy().action_for(decision)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,17 +65,19 @@ class Enforcer:
     def __init__(
         self,
         bus: Bus,
-        settings: Settings,
+        settings: EnforceConfig,
         stores: Stores,
         state: SqliteState,
         *,
         on_outcome: OutcomeCallback | None = None,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
+        config: EnforceSettings | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
-        self.config = settings.enforce
+        # ``config`` overrides the enforce section, e.g. an admin command's --dry-run.
+        self.config = config or settings.enforce
         self.stores = stores
         self.state = state
         self.on_outcome = on_outcome

@@ -9,9 +9,13 @@ list, so in the environment they are one JSON value:
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from pipeline.events import ActionType, Decision
+from pipeline.policy import ActionPolicy
+from pipeline.settings import SharedConfig
 
 PolicyAction = Literal["report", "delete", "quarantine"]
 
@@ -191,3 +195,21 @@ class EnforceSettings(_Section):
         if not value.strip():
             raise ValueError("must name a location (s3://bucket/prefix/, a folder, or a prefix)")
         return value.strip()
+
+    def action_policy(self) -> ActionPolicy:
+        """The decision → action policy these settings describe, for every role that needs it."""
+        return ActionPolicy(
+            {
+                Decision.FLAG_CSAM: ActionType(self.on_flag_csam),
+                Decision.FLAG_NSFW: ActionType(self.on_flag_nsfw),
+                Decision.ERROR: ActionType(self.on_error),
+            },
+            dry_run=self.dry_run,
+        )
+
+
+class EnforceConfig(SharedConfig, Protocol):
+    """What the enforce role reads of the whole configuration."""
+
+    @property
+    def enforce(self) -> EnforceSettings: ...

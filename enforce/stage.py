@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 from enforce.enforcer import Enforcer
 from enforce.notify import Notifier
+from enforce.settings import EnforceConfig
 from pipeline.bus.base import Bus, Message
 from pipeline.events import EnforcementAction, Verdict
-from pipeline.settings import Settings
 from pipeline.stage import decode_or_dead_letter
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores
@@ -32,7 +32,7 @@ class EnforceStage:
     def __init__(
         self,
         bus: Bus,
-        settings: Settings,
+        settings: EnforceConfig,
         stores: Stores,
         state: SqliteState,
         *,

@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 
 from ingest.filters import KeyFilter
 from ingest.pacing import Progress, RateLimiter
+from ingest.settings import IngestConfig
 from pipeline import metrics
 from pipeline.bus.base import Bus, Outgoing
 from pipeline.events import Lane, ScanRequest, Source, encode
-from pipeline.settings import Settings
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.base import ObjectInfo, ObjectStore
 from pipeline.storage.locations import Location
@@ -78,7 +78,7 @@ class Backfill:
     def __init__(
         self,
         bus: Bus,
-        settings: Settings,
+        settings: IngestConfig,
         store: ObjectStore,
         location: Location,
         state: SqliteState | None,

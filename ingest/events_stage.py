@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 from ingest.dedupe import DedupeWindow
 from ingest.intake import Intake, Payload
+from ingest.settings import IngestConfig
 from ingest.sources import normalizer
 from pipeline.bus.base import Bus, Message
 from pipeline.events import Source
-from pipeline.settings import Settings
 from pipeline.stage import consume
 from pipeline.topics import BUCKET_EVENTS
 
@@ -29,7 +29,9 @@ GROUP = "ingest-events"
 class EventsStage:
     """Batch handler: raw notifications in, scan requests and dead letters out."""
 
-    def __init__(self, settings: Settings, bus: Bus, *, dedupe: DedupeWindow | None = None) -> None:
+    def __init__(
+        self, settings: IngestConfig, bus: Bus, *, dedupe: DedupeWindow | None = None
+    ) -> None:
         self.intake = Intake(
             settings,
             bus,
@@ -55,7 +57,7 @@ class EventsStage:
 
 
 async def run_events_stage(
-    settings: Settings,
+    settings: IngestConfig,
     bus: Bus,
     stop: asyncio.Event,
     *,
@@ -68,7 +70,7 @@ async def run_events_stage(
     await consume(
         bus,
         [topic],
-        settings.kafka.group_prefix + GROUP,
+        settings.group(GROUP),
         EventsStage(settings, bus, dedupe=dedupe),
         stop,
         max_records=settings.ingest.events.max_batch,

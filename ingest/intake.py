@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 from ingest.dedupe import DedupeWindow, Identity
 from ingest.filters import KeyFilter
+from ingest.settings import IngestConfig
 from ingest.sources import Normalizer, ObjectEvent, ParseResult
 from pipeline import metrics
 from pipeline.bus.base import Bus, Outgoing
 from pipeline.events import DeadLetter, Lane, ScanRequest, Source, encode
-from pipeline.settings import Settings
 from pipeline.topics import DEAD_LETTER, SCAN_BULK
 from pipeline.tracing import inject_headers
 
@@ -70,7 +70,7 @@ class Intake:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: IngestConfig,
         bus: Bus,
         *,
         normalizer: Normalizer | None = None,

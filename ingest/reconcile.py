@@ -34,6 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from ingest.filters import KeyFilter
+from ingest.settings import IngestConfig
 from pipeline import metrics
 from pipeline.bus.base import Bus, BusError, Message, Outgoing
 from pipeline.events import (
@@ -48,7 +49,7 @@ from pipeline.events import (
     decode,
     encode,
 )
-from pipeline.settings import Settings
+from pipeline.policy import ActionPolicy
 from pipeline.stage import consume, pause
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.table import Table
@@ -173,7 +174,7 @@ class VerdictIndexer:
 
 
 async def run_verdict_index(
-    settings: Settings,
+    settings: IngestConfig,
     bus: Bus,
     table: Table,
     stop: asyncio.Event,
@@ -184,27 +185,28 @@ async def run_verdict_index(
     await consume(
         bus,
         [settings.topic(VERDICTS)],
-        settings.kafka.group_prefix + INDEX_GROUP,
+        settings.group(INDEX_GROUP),
         VerdictIndexer(table),
         stop,
         started=started,
     )
 
 
-def covered(ref: ObjectRef, verdicts: Sequence[KnownVerdict], settings: Settings) -> bool:
-    """Whether one of ``verdicts`` makes scanning ``ref`` again pointless."""
-    enforce = settings.enforce
+def covered(
+    ref: ObjectRef, verdicts: Sequence[KnownVerdict], settings: IngestConfig, policy: ActionPolicy
+) -> bool:
+    """Whether one of ``verdicts`` makes scanning ``ref`` again pointless.
+
+    A flagged object still present is covered unless ``policy`` (enforce's) removes such
+    objects: then enforcement did not happen, or the bytes came back.
+    """
     for v in verdicts:
         if ref.etag and v.etag and ref.etag != v.etag:
             continue  # a verdict on earlier bytes of this key
         if v.decision == Decision.ALLOW.value:
             return True
-        if v.decision == Decision.FLAG_CSAM.value:
-            if enforce.dry_run or enforce.on_flag_csam == "report":
-                return True
-            continue
-        if v.decision == Decision.FLAG_NSFW.value:
-            if enforce.dry_run or enforce.on_flag_nsfw == "report":
+        if v.decision in (Decision.FLAG_CSAM.value, Decision.FLAG_NSFW.value):
+            if not policy.destructive(Decision(v.decision)):
                 return True
             continue
         if v.decision == Decision.ERROR.value:
@@ -240,17 +242,20 @@ class ReconcileResult:
 
 
 async def reconcile_once(
-    settings: Settings,
+    settings: IngestConfig,
     bus: Bus,
     stores: Stores,
     state: Checkpoints,
     location: Location | str,
     *,
+    policy: ActionPolicy,
     verdicts: VerdictLookup | None = None,
     now: datetime | None = None,
     result: ReconcileResult | None = None,
 ) -> int:
     """One reconcile run over ``location``; returns the number of scan requests produced.
+
+    ``policy`` is enforce's action policy (``EnforceSettings.action_policy()``).
 
     ``verdicts`` defaults to the ``verdicts`` table of ``state`` (a :class:`SqliteState`).
     The checkpoint moves only after every scan request was acknowledged, so a failed run is
@@ -287,7 +292,7 @@ async def reconcile_once(
         headers = inject_headers()
         outgoing: list[Outgoing] = []
         for ref in batch:
-            if covered(ref, known.get(ref.id, ()), settings):
+            if covered(ref, known.get(ref.id, ()), settings, policy):
                 result.covered += 1
                 continue
             request = ScanRequest(lane=Lane.BULK, source=Source.RECONCILE, object=ref)
@@ -329,12 +334,13 @@ async def reconcile_once(
 
 
 async def run_reconcile(
-    settings: Settings,
+    settings: IngestConfig,
     bus: Bus,
     stores: Stores,
     state: Checkpoints,
     stop: asyncio.Event,
     *,
+    policy: ActionPolicy,
     verdicts: VerdictLookup | None = None,
     locations: Sequence[str] | None = None,
 ) -> None:
@@ -352,7 +358,9 @@ async def run_reconcile(
             if stop.is_set():
                 return
             try:
-                await reconcile_once(settings, bus, stores, state, target, verdicts=verdicts)
+                await reconcile_once(
+                    settings, bus, stores, state, target, policy=policy, verdicts=verdicts
+                )
             except (StorageError, BusError) as exc:
                 log.error("reconcile of %s failed, will retry next round: %s", target, exc)
         await pause(stop, rec.interval_s)

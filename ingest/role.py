@@ -8,43 +8,48 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ingest.dedupe import DedupeWindow
 from ingest.events_stage import run_events_stage
 from ingest.reconcile import SqliteVerdicts, TableVerdicts, VerdictLookup, run_reconcile
-from pipeline.bus.memory import MemoryBus
-
-if TYPE_CHECKING:
-    from pipeline.runtime import Runtime
+from ingest.settings import IngestConfig
+from pipeline.context import Mode, RoleContext
+from pipeline.policy import ActionPolicy
 
 log = logging.getLogger(__name__)
 
 
-async def ingest_tasks(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
-    """The loops of the ingest role; the caller runs them until ``runtime.stop``."""
-    s = runtime.settings
+async def tasks(
+    ctx: RoleContext[IngestConfig], policy: ActionPolicy
+) -> list[Coroutine[Any, Any, None]]:
+    """The loops of the ingest role; the caller runs them until ``ctx.stop``.
+
+    ``policy`` is enforce's action policy: reconcile rescans a flagged object still present
+    only when that policy would have removed it.
+    """
+    s = ctx.settings
     ing = s.ingest
     dedupe = DedupeWindow(ing.dedupe_window_s, ing.dedupe_max_entries)
     loops: list[Coroutine[Any, Any, None]] = []
-    distributed = not isinstance(runtime.bus, MemoryBus)
+    distributed = ctx.mode is Mode.DISTRIBUTED
     if ing.events.enabled and distributed:
-        loops.append(run_events_stage(s, runtime.bus, runtime.stop, dedupe=dedupe))
+        loops.append(run_events_stage(s, ctx.bus, ctx.stop, dedupe=dedupe))
     if ing.webhook.enabled:
         from ingest.webhook import run_webhook
 
-        loops.append(run_webhook(s, runtime.bus, runtime.stop, dedupe=dedupe))
+        loops.append(run_webhook(s, ctx.bus, ctx.stop, dedupe=dedupe))
     if ing.sqs.enabled:
         from ingest.sqs import run_sqs
 
-        loops.append(run_sqs(s, runtime.bus, runtime.stop, dedupe=dedupe))
+        loops.append(run_sqs(s, ctx.bus, ctx.stop, dedupe=dedupe))
     if ing.watch.enabled:
         from ingest.watch import run_watch
 
         if not ing.watch.roots:
             log.warning("ingest.watch is on but ingest.watch.roots is empty")
         for root in ing.watch.roots:
-            loops.append(run_watch(s, runtime.bus, root, runtime.stop, dedupe=dedupe))
+            loops.append(run_watch(s, ctx.bus, root, ctx.stop, dedupe=dedupe))
     if ing.reconcile.enabled:
         verdicts: VerdictLookup
         if distributed:
@@ -52,16 +57,16 @@ async def ingest_tasks(runtime: Runtime) -> list[Coroutine[Any, Any, None]]:
             from pipeline.state.topic_table import TopicTable
             from pipeline.topics import OBJECT_VERDICTS
 
-            table = TopicTable(runtime.bus, s.topic(OBJECT_VERDICTS))
+            table = TopicTable(ctx.bus, s.topic(OBJECT_VERDICTS))
             await table.start()
-            runtime._closers.append(table.stop)
-            loops.append(run_verdict_index(s, runtime.bus, table, runtime.stop))
+            ctx.cleanups.push_async_callback(table.stop)
+            loops.append(run_verdict_index(s, ctx.bus, table, ctx.stop))
             verdicts = TableVerdicts(table)
         else:
-            verdicts = SqliteVerdicts(runtime.state)
+            verdicts = SqliteVerdicts(ctx.state)
         loops.append(
             run_reconcile(
-                s, runtime.bus, runtime.stores, runtime.state, runtime.stop, verdicts=verdicts
+                s, ctx.bus, ctx.stores, ctx.state, ctx.stop, policy=policy, verdicts=verdicts
             )
         )
     if not loops:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from pipeline.settings import SharedConfig
 
 Preset = Literal["none", "pictrs", "mastodon", "misskey"]
 
@@ -200,3 +202,10 @@ class IngestSettings(BaseModel):
     watch: WatchSettings = Field(default_factory=WatchSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     backfill: BackfillSettings = Field(default_factory=BackfillSettings)
+
+
+class IngestConfig(SharedConfig, Protocol):
+    """What the ingest role reads of the whole configuration."""
+
+    @property
+    def ingest(self) -> IngestSettings: ...

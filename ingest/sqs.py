@@ -20,10 +20,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ingest.dedupe import DedupeWindow
 from ingest.intake import Intake, Payload
+from ingest.settings import IngestConfig
 from ingest.sources import AwsNormalizer
 from pipeline.bus.base import Bus, BusError
 from pipeline.events import Source
-from pipeline.settings import Settings, SettingsError
+from pipeline.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class SqsPoller:
     """Receives, normalises and deletes messages of one queue."""
 
     def __init__(
-        self, settings: Settings, bus: Bus, client: Any, *, dedupe: DedupeWindow | None = None
+        self, settings: IngestConfig, bus: Bus, client: Any, *, dedupe: DedupeWindow | None = None
     ) -> None:
         sqs = settings.ingest.sqs
         if not sqs.queue_url:
@@ -146,7 +147,7 @@ class SqsPoller:
             stopping.cancel()
 
 
-def sqs_client_kwargs(settings: Settings) -> dict[str, Any]:
+def sqs_client_kwargs(settings: IngestConfig) -> dict[str, Any]:
     """aiobotocore ``create_client`` arguments; unset credentials fall back to ``s3``'s."""
     sqs, s3 = settings.ingest.sqs, settings.s3
     secret = sqs.secret_access_key.get_secret_value() if sqs.secret_access_key else None
@@ -172,7 +173,7 @@ def sqs_client_kwargs(settings: Settings) -> dict[str, Any]:
 
 
 async def run_sqs(
-    settings: Settings,
+    settings: IngestConfig,
     bus: Bus,
     stop: asyncio.Event,
     *,

@@ -23,10 +23,11 @@ from watchfiles import Change, awatch
 
 from ingest.dedupe import DedupeWindow
 from ingest.intake import Intake
+from ingest.settings import IngestConfig
 from ingest.sources import ObjectEvent
 from pipeline.bus.base import Bus, BusError
 from pipeline.events import Source, StoreKind
-from pipeline.settings import Settings, SettingsError
+from pipeline.settings import SettingsError
 from pipeline.storage.local import META_SUFFIX
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class FileWatcher:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: IngestConfig,
         bus: Bus,
         root: Path,
         *,
@@ -204,7 +205,7 @@ class FileWatcher:
 
 
 async def run_watch(
-    settings: Settings,
+    settings: IngestConfig,
     bus: Bus,
     root: Path,
     stop: asyncio.Event,

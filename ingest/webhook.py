@@ -32,12 +32,12 @@ from starlette.routing import Route
 
 from ingest.dedupe import DedupeWindow
 from ingest.intake import Intake, Payload
+from ingest.settings import IngestConfig
 from ingest.sources import SourceName, normalizer
 from ingest.sources.b2 import SIGNATURE_HEADER, signature_valid
 from pipeline.bus.base import Bus, BusError
 from pipeline.events import Source
 from pipeline.http import serve_app
-from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ def _error(status: int, message: str, **headers: str) -> JSONResponse:
 class WebhookReceiver:
     """The handlers behind the routes; one :class:`Intake` per source, one dedupe window."""
 
-    def __init__(self, settings: Settings, bus: Bus, *, dedupe: DedupeWindow | None = None) -> None:
+    def __init__(
+        self, settings: IngestConfig, bus: Bus, *, dedupe: DedupeWindow | None = None
+    ) -> None:
         self.settings = settings
         self.hook = settings.ingest.webhook
         window = dedupe or DedupeWindow(
@@ -176,7 +178,7 @@ class WebhookReceiver:
 
 
 def create_webhook_app(
-    settings: Settings, bus: Bus, *, dedupe: DedupeWindow | None = None
+    settings: IngestConfig, bus: Bus, *, dedupe: DedupeWindow | None = None
 ) -> Starlette:
     """The ASGI app; the caller owns ``bus`` (started and stopped outside the app)."""
     receiver = WebhookReceiver(settings, bus, dedupe=dedupe)
@@ -199,7 +201,7 @@ def create_webhook_app(
 
 
 async def run_webhook(
-    settings: Settings,
+    settings: IngestConfig,
     bus: Bus,
     stop: asyncio.Event,
     *,

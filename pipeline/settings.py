@@ -1,8 +1,10 @@
-"""All settings, read once at start-up and passed down.
+"""The foundation's settings: broker, storage, state, metrics and logs, and how they load.
 
-Precedence: environment (``PICTGUARD_<SECTION>__<FIELD>``) over the YAML file given with
-``--config`` over defaults. Invalid values stop start-up with :class:`SettingsError`, whose
-message names the setting and the allowed values.
+Each role owns the model of its own section (``classify.settings``, ``enforce.settings``…);
+the composition root (``pictguard.settings``) puts them together on top of
+:class:`PipelineSettings`. Precedence: environment (``PICTGUARD_<SECTION>__<FIELD>``) over
+the YAML file given with ``--config`` over defaults. Invalid values stop start-up with
+:class:`SettingsError`, whose message names the setting and the allowed values.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import yaml
 from pydantic import (
@@ -30,11 +32,6 @@ from pydantic_settings import (
 from pydantic_settings import (
     SettingsError as PydanticSettingsError,
 )
-
-from classify.settings import ClassifySettings
-from enforce.settings import EnforceSettings
-from ingest.settings import IngestSettings
-from validate_api.settings import ApiSettings
 
 ENV_PREFIX = "PICTGUARD_"
 _config_file: ContextVar[Path | None] = ContextVar("pictguard_config_file", default=None)
@@ -144,8 +141,8 @@ class LogSettings(BaseModel):
     format: Literal["console", "json"] = "console"
 
 
-class Settings(BaseSettings):
-    """The whole configuration."""
+class PipelineSettings(BaseSettings):
+    """The sections every role shares; ``pictguard.settings.Settings`` adds the roles' own."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -157,10 +154,6 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
-    classify: ClassifySettings = Field(default_factory=ClassifySettings)  # type: ignore[arg-type]
-    enforce: EnforceSettings = Field(default_factory=EnforceSettings)  # type: ignore[arg-type]
-    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
-    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
@@ -183,10 +176,32 @@ class Settings(BaseSettings):
         """Full topic name for a short name such as ``verdicts``."""
         return f"{self.kafka.topic_prefix}{name}"
 
+    def group(self, role: str) -> str:
+        """Full consumer-group name for a short name such as ``classify``."""
+        return f"{self.kafka.group_prefix}{role}"
+
     @field_validator("kafka", "s3", "storage", mode="before")
     @classmethod
     def _none_is_default(cls, value: Any) -> Any:
         return {} if value is None else value
+
+
+class SharedConfig(Protocol):
+    """What any role may read of the whole configuration; each role's settings module
+    extends it with its own section, and the composition root's ``Settings`` fits them all."""
+
+    @property
+    def kafka(self) -> KafkaSettings: ...
+
+    @property
+    def s3(self) -> S3Settings: ...
+
+    @property
+    def storage(self) -> StorageSettings: ...
+
+    def topic(self, name: str) -> str: ...
+
+    def group(self, role: str) -> str: ...
 
 
 def secret_values(model: BaseModel) -> set[str]:
@@ -229,8 +244,11 @@ def _describe(error: dict[str, Any]) -> str:
     return f"invalid setting {dotted} ({env}){shown}: {msg}"
 
 
-def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings from the environment and ``config``; raise :class:`SettingsError`."""
+AnySettings = TypeVar("AnySettings", bound=PipelineSettings)
+
+
+def load_into(cls: type[AnySettings], config: Path | None = None, **overrides: Any) -> AnySettings:
+    """Read ``cls`` from the environment and ``config``; raise :class:`SettingsError`."""
     if config is not None:
         if not config.is_file():
             raise SettingsError(f"config file {config} not found")
@@ -240,7 +258,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
             raise SettingsError(f"config file {config} is not valid YAML: {exc}") from None
     token = _config_file.set(config)
     try:
-        return Settings(**overrides)
+        return cls(**overrides)
     except PydanticSettingsError as exc:
         # e.g. a list or dict variable that is not JSON: PICTGUARD_API__CLIENTS='[{"id":…}]'
         raise SettingsError(

@@ -12,14 +12,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from classify.base import Assessment
-from classify.cache import VerdictCache
-from classify.engine import ClassifyEngine
-from classify.hashing import sha256_hex
 from pipeline.bus.base import Bus, BusError
-from pipeline.events import Decision, Lane, ScanRequest, Source, Verdict, encode, utcnow
+from pipeline.events import (
+    Decision,
+    Findings,
+    Lane,
+    ScanRequest,
+    Source,
+    Verdict,
+    encode,
+    utcnow,
+)
 from pipeline.metrics import record_scan_requests
 from pipeline.tracing import inject_headers, tracer
 from validate_api.replies import ReplyRouter
@@ -62,29 +67,24 @@ class Outcome:
         return f"rejected by pictguard: {self.unverified or 'not verified'}"
 
 
-class FastPath:
-    """Hash lists (exact and PDQ-near) and the verdict cache, without a model run.
+class FastLookup(Protocol):
+    """Answers an upload without a model run when it can (hash lists, verdict cache).
 
-    Single process: the classify engine itself answers. Distributed: a hash-list-only
-    engine answers for the lists, and the verdict cache is read with the model and policy
-    versions learnt from the verdicts classify sends back, so an upgraded model is never
-    answered from stale entries.
+    Classify provides it (``classify.fastpath.FastPath``); the API only asks it.
     """
 
-    def __init__(self, engine: ClassifyEngine, cache: VerdictCache | None = None) -> None:
-        self.engine = engine
-        self.cache = cache
-        self._versions: tuple[str, str] | None = None
+    @property
+    def ready(self) -> bool:
+        """Whether it can answer (hash lists loaded)."""
+        ...
 
     def learn(self, verdict: Verdict) -> None:
-        if verdict.decision is not Decision.ERROR and verdict.model_version and not verdict.matched:
-            self._versions = (verdict.model_version, verdict.policy_version)
+        """Take note of a model verdict classify sent back (e.g. the model versions)."""
+        ...
 
-    async def lookup(self, data: bytes) -> Assessment | None:
-        found = await self.engine.lookup_fast(data)
-        if found is not None or self.cache is None or self._versions is None:
-            return found
-        return await self.cache.get(sha256_hex(data), *self._versions)
+    async def lookup(self, data: bytes) -> Findings | None:
+        """The findings for these bytes if known without a model run, else None."""
+        ...
 
 
 class _OncePerMinute:
@@ -110,7 +110,7 @@ class Validator:
         bus: Bus,
         sync_topic: str,
         router: ReplyRouter,
-        fast_path: FastPath,
+        fast_path: FastLookup,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -144,7 +144,7 @@ class Validator:
             return self._from_assessment(fast)
         return await self._via_sync_lane(data, content_type, deadline)
 
-    def _from_assessment(self, assessment: Assessment) -> Outcome:
+    def _from_assessment(self, assessment: Findings) -> Outcome:
         verdict = assessment.model_dump(mode="json")
         return self._decide(assessment.decision, "fast", verdict)
 

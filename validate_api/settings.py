@@ -10,9 +10,11 @@ from __future__ import annotations
 import ipaddress
 import socket
 import uuid
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from pipeline.settings import SharedConfig
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -101,3 +103,10 @@ class ApiSettings(BaseModel):
         if len(ids) != len(set(ids)):
             raise ValueError("api.clients has duplicate ids")
         return self
+
+
+class ApiConfig(SharedConfig, Protocol):
+    """What the validate API reads of the whole configuration."""
+
+    @property
+    def api(self) -> ApiSettings: ...

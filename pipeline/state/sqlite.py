@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.events import DeadLetter
 from pipeline.state.table import Table
 
 T = TypeVar("T")
@@ -207,6 +208,17 @@ class SqliteState:
         return row
 
     # -- checkpoints -------------------------------------------------------------------
+
+    async def record_dead_letters(self, records: Sequence[tuple[DeadLetter, str]]) -> None:
+        """Keep dead letters (the record and its raw JSON body) for the admin."""
+        await self.executemany(
+            "INSERT INTO dead_letters (source_topic, source_key, reason, detail, created_at, "
+            "body) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (r.source_topic, r.source_key, r.reason, r.detail, r.created_at.isoformat(), body)
+                for r, body in records
+            ],
+        )
 
     async def get_checkpoint(self, name: str) -> str | None:
         row = await self.fetchone("SELECT value FROM checkpoints WHERE name = ?", (name,))

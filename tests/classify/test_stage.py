@@ -12,11 +12,11 @@ import pytest
 from classify.base import ClassifyTables
 from classify.engine import ClassifyEngine
 from classify.stage import ClassifyStage
+from pictguard.settings import load_settings
 from pipeline.bus.base import Message
 from pipeline.bus.memory import MemoryBus
 from pipeline.events import Lane, ObjectRef, ScanRequest, Source, StoreKind, encode
 from pipeline.samples import image_bytes
-from pipeline.settings import load_settings
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores
 from tests.faultproxy import Fault, FaultProxy

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pictguard.settings import Settings
 from pipeline.bus.base import Consumer
 from pipeline.bus.memory import MemoryBus
 from pipeline.events import (
@@ -20,7 +21,6 @@ from pipeline.events import (
     Verdict,
     decode,
 )
-from pipeline.settings import Settings
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores
 from pipeline.topics import ACTIONS

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pictguard.scan import run_scan
 from pipeline.events import Decision
-from pipeline.runtime import run_scan
 from pipeline.samples import image_bytes
 from tests.corpus import Corpus
 from tests.pipeline.test_scan_single import block, scan_settings
@@ -44,7 +44,7 @@ async def test_allow_restores_and_later_copies_skip_the_models(
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "pictguard.cli",
             "allow",
             f"s3://{bucket}/a/x.png",
             "--reason",

@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 from enforce.admin import EnforceContext
 from enforce.cli import register
 from enforce.stage import EnforceStage
+from pictguard.settings import Settings
 from pipeline.bus.base import Message
 from pipeline.bus.memory import MemoryBus
 from pipeline.events import Decision, Verdict, encode
-from pipeline.settings import Settings
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores
 from pipeline.topics import VERDICTS

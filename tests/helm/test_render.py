@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.settings import load_settings
+from pictguard.settings import load_settings
 from tests.helm.chart import (
     VALUES_ALL,
     find,

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from pictguard.settings import Settings, load_settings
 from pipeline.bus.base import Bus, Message
 from pipeline.bus.kafka import KafkaBus, create_topics
 from pipeline.events import DeadLetter, ScanRequest, decode
-from pipeline.settings import Settings, load_settings
 from pipeline.topics import BUCKET_EVENTS, DEAD_LETTER, SCAN_BULK, VERDICTS
 from tests.servers import Broker, S3Server
 

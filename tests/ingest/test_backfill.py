@@ -11,8 +11,8 @@ import pytest
 
 from ingest.backfill import Backfill, checkpoint_name, split_location
 from ingest.pacing import Progress, RateLimiter, parse_since
+from pictguard.settings import Settings
 from pipeline.bus.memory import MemoryBus
-from pipeline.settings import Settings
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores, parse_location
 from tests.ingest.conftest import make_settings, put_objects

@@ -7,10 +7,10 @@ import json
 from typing import Any
 
 from ingest.events_stage import run_events_stage
+from pictguard.settings import Settings
 from pipeline.bus.base import Outgoing
 from pipeline.bus.kafka import KafkaBus
 from pipeline.events import Source
-from pipeline.settings import Settings
 from pipeline.topics import BUCKET_EVENTS
 from tests.ingest import payloads as p
 from tests.ingest.conftest import dead_letters, put_objects, scan_requests

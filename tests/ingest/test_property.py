@@ -21,11 +21,11 @@ from ingest.events_stage import EventsStage
 from ingest.sources import parse
 from ingest.sources.b2 import SIGNATURE_HEADER, sign
 from ingest.webhook import run_webhook
+from pictguard.settings import Settings, load_settings
 from pipeline.bus.base import Message, Outgoing
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
 from pipeline.events import DeadLetter, ScanRequest, decode
-from pipeline.settings import Settings, load_settings
 from pipeline.topics import BUCKET_EVENTS, DEAD_LETTER, SCAN_BULK
 from tests.ingest import payloads as p
 from tests.ingest.conftest import dead_letters, scan_requests

@@ -18,10 +18,10 @@ from ingest.reconcile import (
     reconcile_once,
     run_verdict_index,
 )
+from pictguard.settings import Settings
 from pipeline.bus.base import Outgoing
 from pipeline.bus.kafka import KafkaBus, create_topics
 from pipeline.events import Decision, ErrorReason, ObjectRef, Source, StoreKind, Verdict, encode
-from pipeline.settings import Settings
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.topic_table import TopicTable
 from pipeline.storage.locations import Stores, parse_location
@@ -89,7 +89,14 @@ async def test_finds_the_object_whose_event_was_dropped(
         await records.record_verdict(verdict(bucket, st[request.object.key], Decision.ALLOW))
 
     configured = reconciling(settings)
-    n = await reconcile_once(configured, kafka_bus, stores, state, f"s3://{bucket}")
+    n = await reconcile_once(
+        configured,
+        kafka_bus,
+        stores,
+        state,
+        f"s3://{bucket}",
+        policy=configured.enforce.action_policy(),
+    )
 
     assert n == 1
     requests = await scan_requests(kafka_bus, settings, at_least=3)
@@ -123,7 +130,13 @@ async def test_which_verdicts_count_as_scanned(
     # Quarantine is on, yet the flagged object is still there: enforcement must run again.
     result = ReconcileResult()
     n = await reconcile_once(
-        reconciling(settings), kafka_bus, stores, state, f"s3://{bucket}", result=result
+        reconciling(settings),
+        kafka_bus,
+        stores,
+        state,
+        f"s3://{bucket}",
+        policy=settings.enforce.action_policy(),
+        result=result,
     )
     requests = await scan_requests(kafka_bus, settings, at_least=n)
     assert sorted(r.object.key for r in requests if r.object) == [
@@ -146,12 +159,26 @@ async def test_checkpoint_bounds_what_the_next_run_considers(
     configured = reconciling(settings, overlap_s=60, min_age_s=0)
     location = parse_location(f"s3://{bucket}")
     later = datetime.now(UTC) + timedelta(hours=2)
-    first = await reconcile_once(configured, kafka_bus, stores, state, location, now=later)
+    first = await reconcile_once(
+        configured,
+        kafka_bus,
+        stores,
+        state,
+        location,
+        policy=configured.enforce.action_policy(),
+        now=later,
+    )
     assert first == 1  # no checkpoint yet: every object without a verdict
     assert await state.get_checkpoint(checkpoint_name(location)) == later.isoformat()
     # An hour on, old.jpg was modified well before the checkpoint minus the overlap.
     second = await reconcile_once(
-        configured, kafka_bus, stores, state, location, now=later + timedelta(hours=1)
+        configured,
+        kafka_bus,
+        stores,
+        state,
+        location,
+        policy=configured.enforce.action_policy(),
+        now=later + timedelta(hours=1),
     )
     assert second == 0
 
@@ -167,12 +194,33 @@ async def test_young_objects_are_left_to_the_event_path(
     put_objects(s3_server, bucket, ["fresh.jpg"])
     configured = reconciling(settings, min_age_s=3600)
     location = parse_location(f"s3://{bucket}")
-    assert await reconcile_once(configured, kafka_bus, stores, state, location) == 0
+    assert (
+        await reconcile_once(
+            configured,
+            kafka_bus,
+            stores,
+            state,
+            location,
+            policy=configured.enforce.action_policy(),
+        )
+        == 0
+    )
     # ... and the checkpoint stays before them, so a later run picks them up.
     saved = await state.get_checkpoint(checkpoint_name(location))
     assert saved is not None and datetime.fromisoformat(saved) < datetime.now(UTC)
     later = datetime.now(UTC) + timedelta(hours=2)
-    assert await reconcile_once(configured, kafka_bus, stores, state, location, now=later) == 1
+    assert (
+        await reconcile_once(
+            configured,
+            kafka_bus,
+            stores,
+            state,
+            location,
+            policy=configured.enforce.action_policy(),
+            now=later,
+        )
+        == 1
+    )
 
 
 async def test_distributed_mode_reads_the_object_verdicts_table(
@@ -208,6 +256,7 @@ async def test_distributed_mode_reads_the_object_verdicts_table(
             stores,
             state,
             f"s3://{bucket}",
+            policy=settings.enforce.action_policy(),
             verdicts=TableVerdicts(replica),
         )
         await replica.stop()
@@ -231,6 +280,16 @@ async def test_local_folder(
     configured = reconciling(settings)
     ingest = configured.ingest.model_copy(update={"preset": "mastodon"})
     configured = configured.model_copy(update={"ingest": ingest})
-    assert await reconcile_once(configured, kafka_bus, stores, state, str(root)) == 1
+    assert (
+        await reconcile_once(
+            configured,
+            kafka_bus,
+            stores,
+            state,
+            str(root),
+            policy=configured.enforce.action_policy(),
+        )
+        == 1
+    )
     [request] = await scan_requests(kafka_bus, settings, at_least=1)
     assert request.object is not None and request.object.key == "cache/x/a.jpg"

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 
-from ingest.role import ingest_tasks
-from pipeline.runtime import _run_all, open_runtime
-from pipeline.settings import Settings
+from pictguard.roles import ingest_loops
+from pictguard.runtime import open_runtime, run_all
+from pictguard.settings import Settings
+from pipeline.context import Mode
 from pipeline.topics import TOPICS
 from tests.ingest.conftest import scan_requests
 from tests.servers import free_port
@@ -35,11 +36,11 @@ async def test_enabled_sources_run_together_and_stop_cleanly(
     configured = settings.model_copy(
         update={"ingest": type(settings.ingest).model_validate(ingest)}
     )
-    async with open_runtime(configured, distributed=True) as runtime:
+    async with open_runtime(configured, mode=Mode.DISTRIBUTED) as runtime:
         await runtime.bus.ensure_topics([configured.topic(t.name) for t in TOPICS])
-        loops = await ingest_tasks(runtime)
+        loops = await ingest_loops(runtime)
         assert len(loops) == 5  # events stage, webhook, watcher, verdict index, reconcile
-        running = asyncio.create_task(_run_all(loops, runtime.stop))
+        running = asyncio.create_task(run_all(loops, runtime.stop))
         try:
             async with httpx.AsyncClient() as client:
                 for _ in range(200):

@@ -12,10 +12,10 @@ import pytest
 from aiobotocore.session import get_session
 
 from ingest.sqs import SqsConfigError, SqsPoller, run_sqs, sqs_client_kwargs
+from pictguard.settings import Settings
 from pipeline.bus.base import Bus, BusError, Outgoing
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
-from pipeline.settings import Settings
 from tests.ingest import payloads as p
 from tests.ingest.conftest import dead_letters, put_objects, scan_requests
 from tests.servers import S3Server

@@ -9,10 +9,10 @@ from pathlib import Path
 from watchfiles import Change
 
 from ingest.watch import FileWatcher, is_temporary, run_watch
+from pictguard.settings import Settings
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
 from pipeline.events import Source, StoreKind
-from pipeline.settings import Settings
 from pipeline.storage.local import LocalStore
 from tests.ingest.conftest import scan_requests
 

@@ -13,10 +13,10 @@ import pytest
 
 from ingest.sources.b2 import SIGNATURE_HEADER, sign
 from ingest.webhook import run_webhook
+from pictguard.settings import Settings
 from pipeline.bus.base import Bus, BusError, Outgoing
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
-from pipeline.settings import Settings
 from tests.ingest import payloads as p
 from tests.ingest.conftest import dead_letters, put_objects, scan_requests
 from tests.servers import S3Server, free_port

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from pictguard.scan import run_scan
+from pictguard.settings import load_settings
 from pipeline.events import Decision, ScanRequest
 from pipeline.metrics import (
     Health,
@@ -23,8 +25,7 @@ from pipeline.metrics import (
     set_consumer_lag,
     start_metrics_server,
 )
-from pipeline.runtime import run_scan
-from pipeline.settings import MetricsSettings, load_settings
+from pipeline.settings import MetricsSettings
 from tests.observability.conftest import GREY, MAGENTA, MODEL, png, samples, value
 from tests.servers import FAST_GROUPS, Broker, free_port
 
@@ -194,7 +195,7 @@ async def test_a_role_process_serves_probes_and_metrics(broker: Broker, tmp_path
     )
     log = (tmp_path / "enforce.log").open("wb")
     role = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", "enforce"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "pictguard.cli", "run", "enforce"], env=env, stdout=log, stderr=log
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:

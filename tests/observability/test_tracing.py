@@ -22,18 +22,21 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from pictguard.roles import build_api, classify_loops, enforce_loops
+from pictguard.runtime import open_runtime
+from pictguard.settings import load_settings
 from pipeline.bus.base import Outgoing
 from pipeline.bus.kafka import create_topics
+from pipeline.context import Mode
 from pipeline.events import Lane, ObjectRef, ScanRequest, Source, StoreKind, encode
 from pipeline.metrics import Metrics, use_metrics
-from pipeline.runtime import classify_tasks, enforce_tasks, open_runtime, start_tables
-from pipeline.settings import load_settings
 from pipeline.telemetry import instrument_app, setup_tracing
 from pipeline.topics import SCAN_BULK
 from pipeline.tracing import new_trace_headers, tracer
 from tests.enforce.receivers import HttpReceiver, http_receiver
 from tests.observability.conftest import MAGENTA, MODEL, Spans, png, samples, until, value
 from tests.servers import Broker, S3Server, free_port
+from validate_api.role import serve_http
 
 CLIENT = "pictrs"
 OBJECTS = {"media/a.png": png(MAGENTA), "media/b.png": png((240, 20, 235))}
@@ -90,11 +93,8 @@ async def scenario(broker: Broker, s3: S3Server, tmp: Path, hook: HttpReceiver) 
     tracing = setup_tracing("pictguard-test", exporter=exporter)
     assert tracing is not None
     try:
-        async with open_runtime(settings, distributed=True) as runtime:
-            from validate_api.server import build_api, serve_http
-
-            await start_tables(runtime)
-            loops = await classify_tasks(runtime) + await enforce_tasks(runtime)
+        async with open_runtime(settings, mode=Mode.DISTRIBUTED) as runtime:
+            loops = await classify_loops(runtime) + await enforce_loops(runtime)
             app = await build_api(runtime)
             instrument_app(app)
             http_up = asyncio.Event()

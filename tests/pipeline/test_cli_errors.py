@@ -18,7 +18,7 @@ def run_cli(args: list[str], tmp_path: Path, **env: str) -> subprocess.Completed
     full_env.update(PICTGUARD_STORAGE__STATE_DIR=str(tmp_path / "state"), **env)
     # The 10 s bound is the requirement itself: an admin must not wait longer for the error.
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "pictguard.cli", *args],
         env=full_env,
         capture_output=True,
         text=True,

@@ -21,7 +21,7 @@ from pipeline.state.topic_table import TopicTable
 from tests.corpus import Corpus, make_corpus
 from tests.servers import FAST_GROUPS, Broker, S3Server
 
-PICTGUARD = [sys.executable, "-m", "pipeline.cli"]
+PICTGUARD = [sys.executable, "-m", "pictguard.cli"]
 
 
 def role_env(

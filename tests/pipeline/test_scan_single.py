@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from classify.hashlists import HashLists
+from pictguard.scan import run_scan
+from pictguard.settings import Settings, load_settings
 from pipeline.events import Decision
-from pipeline.runtime import run_scan
-from pipeline.settings import Settings, load_settings
 from pipeline.state.sqlite import SqliteState
 from pipeline.topics import HASHLISTS
 from tests.corpus import Corpus, make_corpus

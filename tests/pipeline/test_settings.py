@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pictguard.settings import load_settings
 from pipeline.bus.kafka import client_config
-from pipeline.settings import KafkaSettings, SettingsError, load_settings
+from pipeline.settings import KafkaSettings, SettingsError
 
 
 def test_yaml_file_and_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

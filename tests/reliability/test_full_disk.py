@@ -46,7 +46,7 @@ def scan_on_full_disk(tmp_path: Path, size: str) -> subprocess.CompletedProcess[
     env.update(PICTGUARD_STORAGE__STATE_DIR=str(state), PICTGUARD_CLASSIFY__CLASSIFIERS="hashlist")
     script = (
         f'mount -t tmpfs -o size={size} tmpfs "{state}" && '
-        f'exec "{sys.executable}" -m pipeline.cli scan "{media}"'
+        f'exec "{sys.executable}" -m pictguard.cli scan "{media}"'
     )
     return subprocess.run(
         ["unshare", "-rm", "sh", "-c", script],

@@ -26,10 +26,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pictguard.settings import Settings, load_settings
 from pipeline.bus.base import Message, Outgoing
 from pipeline.bus.memory import MemoryBus
 from pipeline.events import DeadLetter, ScanRequest, Verdict, decode, encode
-from pipeline.settings import Settings, load_settings
 from pipeline.topics import DEAD_LETTER, SCAN_BULK, VERDICTS
 from tests.reliability.audit import record
 from tests.reliability.hostile import HOSTILE_NAMES, hostile_set
@@ -62,7 +62,7 @@ def test_malicious_images_each_get_a_verdict_in_bounded_memory(
     started = time.monotonic()
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "scan", str(hostile_dir), "--json"],
+            [sys.executable, "-m", "pictguard.cli", "scan", str(hostile_dir), "--json"],
             env=env,
             stdout=stdout,
             stderr=stderr,
@@ -114,7 +114,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
     log = (tmp / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "-c", str(tmp / "config.yaml"), "serve"],
+        [sys.executable, "-m", "pictguard.cli", "-c", str(tmp / "config.yaml"), "serve"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from pictguard.scan import run_scan
+from pictguard.settings import Settings, load_settings
 from pipeline.events import Decision, ErrorReason
-from pipeline.runtime import run_scan
 from pipeline.samples import image_bytes
-from pipeline.settings import Settings, load_settings
 from pipeline.storage import StoreUnavailable
 from tests.corpus import Corpus
 from tests.faultproxy import Fault, FaultProxy

@@ -173,7 +173,7 @@ def guarded(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
     log = tmp / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "--debug", "-c", str(path), "serve"],
+        [sys.executable, "-m", "pictguard.cli", "--debug", "-c", str(path), "serve"],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -434,8 +434,9 @@ def test_log_redaction_covers_every_spelling_of_a_secret(fmt: str) -> None:
     """Unit check of the formatter the CLI installs: plain, URL-quoted, JSON-escaped."""
     import logging
 
+    from pictguard.settings import load_settings
     from pipeline.logs import ConsoleFormatter, JsonFormatter, RedactingFormatter
-    from pipeline.settings import load_settings, secret_values
+    from pipeline.settings import secret_values
 
     secret = 'p@ss/w"rd+1'
     settings = load_settings(

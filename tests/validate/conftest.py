@@ -69,7 +69,7 @@ def start(
     log = tmp / f"{name}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "-c", str(path), *args],
+        [sys.executable, "-m", "pictguard.cli", "-c", str(path), *args],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

@@ -48,7 +48,7 @@ def add_to_blocklist(stack: Stack, data: bytes, tmp: Path) -> None:
         [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "pictguard.cli",
             "-c",
             str(config),
             "hashes",
@@ -245,7 +245,7 @@ def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
         config.write_text(yaml.safe_dump(base_config(tmp_path, port=port)))
         env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "-c", str(config), "serve"],
+            [sys.executable, "-m", "pictguard.cli", "-c", str(config), "serve"],
             env=env,
             capture_output=True,
             text=True,

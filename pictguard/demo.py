@@ -98,7 +98,7 @@ def main() -> int:
             PICTGUARD_ENFORCE__QUARANTINE=f"s3://{QUARANTINE}/",
             PICTGUARD_LOG__LEVEL="WARNING",
         )
-        cli = [sys.executable, "-m", "pipeline.cli"]
+        cli = [sys.executable, "-m", "pictguard.cli"]
         rc = run(
             [
                 *cli,

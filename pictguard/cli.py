@@ -28,16 +28,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from classify.base import ClassifyTables
+from pictguard.settings import Settings, load_settings
 from pipeline.bus.base import BusError
 from pipeline.events import SchemaError
 from pipeline.logs import setup_logging
-from pipeline.settings import Settings, SettingsError, load_settings, secret_values
+from pipeline.settings import SettingsError, secret_values
+from pipeline.state.shared import SharedTables
 from pipeline.state.sqlite import StateError
 from pipeline.storage.base import StorageError
 
 if TYPE_CHECKING:
-    from pipeline.runtime import Runtime
+    from pictguard.runtime import Runtime
 
 T = TypeVar("T")
 
@@ -176,7 +177,7 @@ def scan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
 ) -> None:
     """Scan a bucket or folder end to end in this process and print a summary."""
-    from pipeline.runtime import run_scan
+    from pictguard.scan import run_scan
 
     opts, settings = load(ctx)
     if dry_run:
@@ -285,12 +286,11 @@ def run_role_cmd(
     role: Annotated[str, typer.Argument(help="ingest, classify, enforce or api")],
 ) -> None:
     """Run one role as its own process on Kafka (distributed mode) until SIGTERM."""
-    from pipeline.runtime import run_role
+    from pictguard.processes import run_role
+    from pictguard.roles import ROLES
 
-    if role not in {"ingest", "classify", "enforce", "api"}:
-        err_console.print(
-            f"[bold red]error:[/] unknown role {role!r}: choose ingest, classify, enforce or api"
-        )
+    if role not in ROLES:
+        err_console.print(f"[bold red]error:[/] unknown role {role!r}: choose {', '.join(ROLES)}")
         raise typer.Exit(2)
     opts, settings = load(ctx)
     run_async(opts, run_role(settings, role))
@@ -299,7 +299,7 @@ def run_role_cmd(
 @app.command()
 def serve(ctx: typer.Context) -> None:
     """Run everything in this process: validate API, classify, enforce and ingest sources."""
-    from pipeline.runtime import run_serve
+    from pictguard.processes import run_serve
 
     opts, settings = load(ctx)
     run_async(opts, run_serve(settings))
@@ -324,7 +324,7 @@ def backfill(
     """Publish a bucket or folder listing to Kafka as scan requests (resumable)."""
     from ingest.pacing import Progress as ListingProgress
     from ingest.pacing import parse_since
-    from pipeline.runtime import run_backfill
+    from pictguard.processes import run_backfill
 
     opts, settings = load(ctx)
     options: dict[str, Any] = {
@@ -366,7 +366,7 @@ def reconcile(
     target: Annotated[str, typer.Argument(help="s3://bucket, s3://bucket/prefix or a folder")],
 ) -> None:
     """Enqueue objects changed since the last run that have no verdict (run it from cron)."""
-    from pipeline.runtime import run_reconcile_once
+    from pictguard.processes import run_reconcile_once
 
     opts, settings = load(ctx)
     n = run_async(opts, run_reconcile_once(settings, target))
@@ -389,10 +389,12 @@ def topics_create(ctx: typer.Context) -> None:
 @contextlib.asynccontextmanager
 async def _admin_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Bus, stores, state and tables for one admin command, per ``storage.backend``."""
-    from pipeline.runtime import open_runtime, start_tables
+    from pictguard.runtime import open_runtime
+    from pipeline.context import Mode
 
-    async with open_runtime(settings, distributed=settings.storage.backend == "kafka") as rt:
-        await start_tables(rt)
+    mode = Mode.DISTRIBUTED if settings.storage.backend == "kafka" else Mode.SINGLE
+    async with open_runtime(settings, mode=mode) as rt:
+        await rt.start_tables()
         try:
             yield rt
         finally:
@@ -409,7 +411,7 @@ def _mount_role_commands() -> None:
         return load(None)[1]
 
     @contextlib.asynccontextmanager
-    async def tables() -> AsyncIterator[ClassifyTables]:
+    async def tables() -> AsyncIterator[SharedTables]:
         async with _admin_runtime(root_settings()) as rt:
             yield rt.tables
 
@@ -417,7 +419,14 @@ def _mount_role_commands() -> None:
     async def enforce_context() -> AsyncIterator[EnforceContext]:
         settings = root_settings()
         async with _admin_runtime(settings) as rt:
-            yield EnforceContext(settings, rt.stores, rt.state, rt.bus, rt.tables.hashlists)
+            yield EnforceContext(
+                settings,
+                rt.stores,
+                rt.state,
+                rt.bus,
+                rt.tables.hashlists,
+                media_roots=settings.ingest.watch.roots,
+            )
 
     register_classify(app, tables, lambda: root_settings().classify)
     register_enforce(app, enforce_context)

@@ -1,0 +1,125 @@
+"""What the long-running and publishing commands run: ``serve``, ``run ROLE``, ``backfill``,
+``reconcile``. (``scan`` has a module of its own: :mod:`pictguard.scan`.)"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pictguard.roles import ROLES, api_loops, classify_loops, enforce_loops, ingest_loops
+from pictguard.runtime import open_runtime, run_all, serve_metrics, stop_on_signals
+from pictguard.settings import Settings
+from pipeline.context import Mode
+from pipeline.settings import SettingsError
+from pipeline.sink import sink_loop
+from pipeline.storage.locations import parse_location
+from pipeline.topics import SCAN_BULK, TOPICS
+
+log = logging.getLogger(__name__)
+
+
+async def run_role(settings: Settings, name: str) -> None:
+    """Run one role on Kafka until SIGTERM."""
+    role = ROLES.get(name)
+    if role is None:
+        raise SettingsError(f"unknown role {name!r}: choose {', '.join(ROLES)}")
+    async with open_runtime(settings, mode=Mode.DISTRIBUTED, service=f"pictguard-{name}") as rt:
+        stop_on_signals(rt.stop)
+        if not role.own_health_port:
+            await serve_metrics(rt)
+        await rt.bus.ensure_topics([settings.topic(t.name) for t in TOPICS])
+        loops = await role.start(rt)
+        log.info("%s role running on Kafka at %s", name, settings.kafka.bootstrap_servers)
+        rt.started.set()
+        try:
+            await run_all(loops, rt.stop)
+        finally:
+            rt.stop.set()
+            await rt.aclose()
+        log.info("%s role stopped", name)
+
+
+async def run_serve(settings: Settings, started: asyncio.Event | None = None) -> None:
+    """Every role in this process on the in-process bus: API, classify, enforce, ingest."""
+    from classify.role import start_engine
+
+    async with open_runtime(settings, mode=Mode.SINGLE) as rt:
+        stop_on_signals(rt.stop)
+        await rt.start_tables()
+        engine = await start_engine(rt)
+        loops = (
+            await classify_loops(rt, engine)
+            + await enforce_loops(rt)
+            + [sink_loop(settings, rt.bus, rt.state, rt.stop)]
+            + await ingest_loops(rt)
+        )
+        loops += await api_loops(rt, engine, started)
+        try:
+            await run_all(loops, rt.stop)
+        finally:
+            rt.stop.set()
+            await rt.aclose()
+
+
+async def run_backfill(
+    settings: Settings,
+    target: str,
+    *,
+    resume: bool = True,
+    on_listed: Callable[[int], None] | None = None,
+    **options: Any,
+) -> int:
+    """Publish a bucket/folder listing to Kafka; return the number of scan requests.
+
+    ``options`` go to :class:`ingest.backfill.Backfill` (prefixes, parallel, rate_limit,
+    since, on_progress).
+    """
+    from ingest.backfill import Backfill
+
+    location = parse_location(target)
+    async with open_runtime(settings, mode=Mode.DISTRIBUTED) as rt:
+        stop_on_signals(rt.stop)
+        store = rt.stores.for_location(location)
+        await store.check()
+        await rt.bus.ensure_topics([settings.topic(SCAN_BULK)])
+        result = await Backfill(
+            rt.bus, settings, store, location, rt.state, on_produced=on_listed, **options
+        ).run(rt.stop, resume=resume)
+        await rt.aclose()
+        return result.produced
+
+
+async def run_reconcile_once(settings: Settings, target: str) -> int:
+    """One reconciliation pass over ``target``: enqueue objects changed since the last pass
+    that have no verdict. Reads verdicts from SQLite, or from Kafka with
+    ``storage.backend: kafka``."""
+    from ingest.reconcile import TableVerdicts, reconcile_once
+    from pipeline.state.topic_table import TopicTable
+    from pipeline.topics import OBJECT_VERDICTS
+
+    if settings.storage.backend != "kafka":
+        raise SettingsError(
+            "pictguard reconcile publishes to Kafka (storage.backend: kafka); on a single box "
+            "turn on ingest.reconcile for `pictguard serve`, or run `pictguard scan`"
+        )
+    location = parse_location(target)
+    async with open_runtime(settings, mode=Mode.DISTRIBUTED) as rt:
+        stop_on_signals(rt.stop)
+        await rt.stores.for_location(location).check()
+        table = TopicTable(rt.bus, settings.topic(OBJECT_VERDICTS))
+        await table.start()
+        rt.cleanups.push_async_callback(table.stop)
+        await rt.bus.ensure_topics([settings.topic(SCAN_BULK)])
+        n = await reconcile_once(
+            settings,
+            rt.bus,
+            rt.stores,
+            rt.state,
+            location,
+            policy=settings.enforce.action_policy(),
+            verdicts=TableVerdicts(table),
+        )
+        await rt.aclose()
+        return n

@@ -1,0 +1,119 @@
+"""The registry of roles: what ``pictguard run ROLE`` runs, and how ``serve`` composes them.
+
+Each role package exports what it runs (``classify.role.tasks``, ``enforce.role.tasks``,
+``ingest.role.tasks``, ``validate_api.role.build_app``); this module is the one place that
+hands them each other's pieces (the classify engine to the API's fast path, enforce's admin
+endpoints and action policy to the API and ingest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pictguard.runtime import Runtime
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter, FastAPI
+
+    from classify.engine import ClassifyEngine
+
+Loops = list[Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """One deployable role."""
+
+    name: str
+    summary: str
+    start: Callable[[Runtime], Awaitable[Loops]]
+    # The API serves /healthz, /readyz and /metrics on its own port; the others on
+    # ``metrics.port``.
+    own_health_port: bool = False
+
+
+async def classify_loops(runtime: Runtime, engine: ClassifyEngine | None = None) -> Loops:
+    from classify import role
+
+    await runtime.start_tables()
+    return await role.tasks(runtime, engine)
+
+
+async def enforce_loops(runtime: Runtime, on_outcome: Any = None) -> Loops:
+    from enforce import role
+
+    await runtime.start_tables()
+    return await role.tasks(runtime, on_outcome)
+
+
+async def ingest_loops(runtime: Runtime) -> Loops:
+    from ingest import role
+
+    return await role.tasks(runtime, runtime.settings.enforce.action_policy())
+
+
+def admin_endpoints(runtime: Runtime) -> APIRouter | None:
+    """Enforce's admin endpoints over this process's state (None without an admin token)."""
+    from enforce.admin import EnforceContext, static_context
+    from enforce.admin_api import admin_router
+
+    s = runtime.settings
+    context = EnforceContext(
+        s,
+        runtime.stores,
+        runtime.state,
+        runtime.bus,
+        runtime.tables.hashlists,
+        media_roots=s.ingest.watch.roots,
+    )
+    return admin_router(static_context(context), token=s.enforce.admin_token)
+
+
+async def build_api(runtime: Runtime, engine: ClassifyEngine | None = None) -> FastAPI:
+    """The API app; ``engine`` is the classify engine when classify runs in this process."""
+    from classify.cache import VerdictCache
+    from classify.engine import ClassifyEngine
+    from classify.fastpath import FastPath
+    from validate_api.role import build_app
+
+    s = runtime.settings
+    await runtime.start_tables()
+    if engine is None:
+        # Distributed: the lists here, the models on the classify workers.
+        only_lists = s.classify.model_copy(
+            update={"classifiers": ["hashlist"], "verdict_cache": False}
+        )
+        lists = ClassifyEngine(only_lists, runtime.tables)
+        await lists.start()
+        runtime.cleanups.push_async_callback(lists.stop)
+        fast = FastPath(lists, VerdictCache(runtime.tables.verdict_cache))
+    else:
+        fast = FastPath(engine)
+    return await build_app(runtime, fast, admin_router=admin_endpoints(runtime))
+
+
+async def api_loops(
+    runtime: Runtime,
+    engine: ClassifyEngine | None = None,
+    started: asyncio.Event | None = None,
+) -> Loops:
+    """The API's server loop; ``started`` is set once it listens."""
+    from validate_api.role import serve_http
+
+    app = await build_api(runtime, engine)
+    s = runtime.settings.api
+    return [serve_http(app, s.host, s.port, runtime.stop, started)]
+
+
+ROLES: dict[str, Role] = {
+    role.name: role
+    for role in (
+        Role("ingest", "bucket notifications, webhooks, SQS, watcher, reconcile", ingest_loops),
+        Role("classify", "decode, hash, hash lists, models → verdicts", classify_loops),
+        Role("enforce", "quarantine, delete or report; notify; audit", enforce_loops),
+        Role("api", "pict-rs upload validation and the scan API", api_loops, True),
+    )
+}

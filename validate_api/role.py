@@ -1,0 +1,75 @@
+"""The validate API role: the app over this process's bus, and serving it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, FastAPI
+
+from pipeline.context import Mode, RoleContext
+from pipeline.http import serve_app
+from pipeline.settings import SettingsError
+from pipeline.topics import REPLIES, SCAN_SYNC, inline_record_bytes
+from validate_api.app import ApiContext, create_app
+from validate_api.replies import ReplyRouter
+from validate_api.service import FastLookup, Validator
+from validate_api.settings import ApiConfig
+
+log = logging.getLogger(__name__)
+
+
+def check_record_size(settings: ApiConfig) -> None:
+    """Refuse a body limit whose uploads would not fit in one Kafka record."""
+    needed = inline_record_bytes(settings.api.max_body_bytes)
+    if needed > settings.kafka.max_request_size:
+        raise SettingsError(
+            f"api.max_body_bytes={settings.api.max_body_bytes} needs Kafka records of {needed} "
+            f"bytes but kafka.max_request_size is {settings.kafka.max_request_size}: raise "
+            "PICTGUARD_KAFKA__MAX_REQUEST_SIZE (and the broker's message.max.bytes) or lower "
+            "PICTGUARD_API__MAX_BODY_BYTES"
+        )
+
+
+async def build_app(
+    ctx: RoleContext[ApiConfig], fast: FastLookup, *, admin_router: APIRouter | None = None
+) -> FastAPI:
+    """The API app: the fast path first, else the sync lane and this replica's replies."""
+    s = ctx.settings
+    if ctx.mode is Mode.DISTRIBUTED:
+        check_record_size(s)
+    reply_topic = s.topic(REPLIES + s.api.replica_id)
+    router = ReplyRouter(
+        ctx.bus, reply_topic, s.group(f"api-{s.api.replica_id}"), on_verdict=fast.learn
+    )
+    await router.start()
+
+    async def close_router() -> None:
+        await router.stop()
+        await ctx.bus.drop_topics([reply_topic])
+
+    ctx.cleanups.push_async_callback(close_router)
+    validator = Validator(s.api, ctx.bus, s.topic(SCAN_SYNC), router, fast)
+    return create_app(
+        ApiContext(
+            s.api,
+            validator,
+            ready=lambda: router.ready.is_set() and fast.ready,
+            admin_router=admin_router,
+        )
+    )
+
+
+async def serve_http(
+    app: FastAPI, host: str, port: int, stop: asyncio.Event, started: asyncio.Event | None = None
+) -> None:
+    """Serve the API until ``stop`` is set; in-flight requests finish first."""
+    await serve_app(
+        app,
+        host,
+        port,
+        stop,
+        what="validate API",
+        hint="PICTGUARD_API__HOST/PORT",
+        started=started,
+    )
