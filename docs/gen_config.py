@@ -3,7 +3,7 @@
     .venv/bin/python docs/gen_config.py > docs/configuration.md
 
 Every field of every section is listed with its default, its environment variable and its
-description (from the pydantic ``Field``; a few fields without one get a note below). The
+description (from the pydantic ``Field`` of the settings class, the one place it is written). The
 YAML examples at the end are validated against the settings classes before anything is
 printed, so a renamed setting breaks this script instead of the docs.
 """
@@ -30,79 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pictguard.settings import Settings
 from pipeline.settings import ENV_PREFIX
-
-# Fields whose Field() has no description: what an admin needs to know about them.
-NOTES: dict[str, str] = {
-    "kafka.bootstrap_servers": "Comma-separated `host:port` list of the brokers",
-    "kafka.topic_prefix": "Prefix of every topic name (`pictguard.verdicts`, …)",
-    "kafka.client_id": "Client id the broker sees in its logs and quotas",
-    "kafka.security_protocol": "TLS and/or SASL toward the broker",
-    "kafka.sasl_mechanism": "SASL mechanism; needs `sasl_username` and `sasl_password`",
-    "kafka.sasl_username": "SASL user",
-    "kafka.sasl_password": "SASL password (secret: prefer the environment variable)",
-    "kafka.ssl_cafile": "CA bundle (PEM) that signed the broker certificates",
-    "kafka.ssl_certfile": "Client certificate (PEM) for mutual TLS",
-    "kafka.ssl_keyfile": "Client private key (PEM) for mutual TLS",
-    "kafka.ssl_check_hostname": "Check the broker certificate's host name",
-    "kafka.partitions": "Partitions per topic created by `pictguard topics create`; the most "
-    "classify replicas that can share the bulk lane",
-    "kafka.replication_factor": "Replicas per topic created by `pictguard topics create`",
-    "kafka.retention_ms": "Retention of the non-compacted topics in ms (default: 7 days; "
-    "-1: forever)",
-    "kafka.connect_timeout_s": "How long to wait for the broker at start-up",
-    "kafka.max_poll_records": "Most records one consumer poll returns",
-    "kafka.linger_ms": "Producer batching delay",
-    "kafka.max_request_size": "Largest produced message; sync uploads travel inline, so keep "
-    "it above `api.max_body_bytes` (and the broker's `message.max.bytes` with it)",
-    "kafka.group_prefix": "Prefix of every consumer group (`pictguard-classify`, …)",
-    "s3.endpoint_url": "S3-compatible endpoint (MinIO, Ceph RGW, Garage, B2, R2…); unset: AWS",
-    "s3.region": "Region for request signing",
-    "s3.access_key_id": "Access key; unset: the standard AWS credential chain",
-    "s3.secret_access_key": "Secret key (secret: prefer the environment variable)",
-    "s3.session_token": "Session token for temporary credentials",
-    "s3.path_style": "Path-style addressing (`http://host/bucket/key`): MinIO, Ceph, Garage",
-    "s3.max_pool_connections": "Concurrent HTTP connections to the store",
-    "s3.connect_timeout_s": "Connect timeout per S3 call",
-    "s3.read_timeout_s": "Read timeout per S3 call",
-    "storage.state_dir": "Folder of the SQLite state file `pictguard.sqlite3` (verdicts, "
-    "checkpoints, audit, guard state; hash lists and verdict cache in single-process mode)",
-    "metrics.port": "Port of `/metrics`, `/healthz` and `/readyz` for ingest, classify and "
-    "enforce (the API serves them on its own port)",
-    "metrics.host": "Address the metrics server listens on",
-    "log.level": "Log level",
-    "log.format": "`console` for people, `json` for log collectors",
-    "enforce.on_flag_csam": "Action for `flag_csam` verdicts",
-    "enforce.on_flag_nsfw": "Action for `flag_nsfw` verdicts",
-    "enforce.on_error": "Action for `error` verdicts (undecodable, too large, fetch failed…)",
-    "enforce.quarantine_lock_mode": "S3 object-lock mode of the retention",
-    "enforce.concurrency": "Actions performed at once",
-    "ingest.include_prefixes": "Only keys under these prefixes; empty means all",
-    "ingest.exclude_prefixes": "Skip keys under these prefixes (e.g. your quarantine prefix)",
-    "ingest.exclude_extensions": "Skip keys with these extensions",
-    "ingest.exclude_content_types": "Skip these content types, where an event says the type",
-    "ingest.webhook.enabled": "Run the HTTP receiver for bucket notifications",
-    "ingest.webhook.host": "Address the receiver listens on",
-    "ingest.webhook.port": "Port of `/hooks/minio`, `/hooks/ceph`, `/hooks/b2`",
-    "ingest.sqs.enabled": "Poll an SQS queue for S3 notifications",
-    "ingest.sqs.queue_url": "The queue URL",
-    "ingest.sqs.secret_access_key": "Default: s3 credentials / AWS chain",
-    "ingest.sqs.session_token": "Default: s3 credentials / AWS chain",
-    "ingest.sqs.max_messages": "Messages per receive call",
-    "ingest.watch.enabled": "Watch local folders for new files",
-    "ingest.watch.poll_delay_ms": "Poll interval with `force_polling`",
-    "ingest.reconcile.enabled": "Run reconciliation every `interval_s` inside the ingest role",
-    "api.host": "Address the API listens on",
-    "api.port": "Port of the API (pict-rs calls it)",
-    "api.clients": "Who may call the API; see the item table below",
-    "api.retry_after_s": "`Retry-After` header of the 503 answer when overloaded",
-    "enforce.notify.channels": "Notification channels; see the channel tables below",
-    "enforce.notify.channels[].url": "The webhook URL the channel posts to",
-    "enforce.notify.channels[].host": "SMTP server",
-    "enforce.notify.channels[].port": "SMTP port (587 with STARTTLS, 465 with `ssl`)",
-    "enforce.notify.channels[].username": "SMTP login; unset: no login",
-    "enforce.notify.channels[].password": "SMTP password",
-    "enforce.notify.channels[].subject_prefix": "Start of every subject line",
-}
 
 # Defaults that are computed per process.
 DYNAMIC_DEFAULTS = {"api.replica_id": "`<hostname>-<6 hex>`"}
@@ -356,7 +283,7 @@ def list_item_models(annotation: Any) -> list[type[BaseModel]]:
 
 
 def field_row(path: str, info: FieldInfo, *, with_env: bool = True) -> str:
-    what = info.description or NOTES.get(path, "")
+    what = info.description or ""
     kind = type_words(info.annotation)
     limits = constraint_words(info)
     if limits:

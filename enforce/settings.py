@@ -94,9 +94,9 @@ class _Channel(_Section):
 class WebhookChannel(_Channel):
     """Generic JSON webhook, signed with HMAC-SHA256 (header ``X-Pictguard-Signature``)."""
 
-    type: Literal["webhook"] = "webhook"
+    type: Literal["webhook"] = Field("webhook", description="Which kind of channel this entry is")
     # repr=False: a webhook URL or header often carries a token; the logs redact them.
-    url: str = Field(repr=False)
+    url: str = Field(repr=False, description="The webhook URL the channel posts to")
     secret: SecretStr | None = Field(
         None, description="HMAC key; the receiver recomputes sha256=<hex> over the raw body"
     )
@@ -108,7 +108,7 @@ class WebhookChannel(_Channel):
 class MatrixChannel(_Channel):
     """A message into a Matrix room through the client-server API."""
 
-    type: Literal["matrix"] = "matrix"
+    type: Literal["matrix"] = Field("matrix", description="Which kind of channel this entry is")
     homeserver: str = Field(description="Base URL, e.g. https://matrix.example.org")
     room_id: str = Field(description="Room id like !abc123:example.org (not an alias)")
     access_token: SecretStr = Field(description="Access token of the bot account in the room")
@@ -117,30 +117,32 @@ class MatrixChannel(_Channel):
 class SlackChannel(_Channel):
     """A Slack (or Mattermost, Rocket.Chat) incoming webhook: ``{"text": ...}``."""
 
-    type: Literal["slack"] = "slack"
-    url: str = Field(repr=False)  # the URL is the token
+    type: Literal["slack"] = Field("slack", description="Which kind of channel this entry is")
+    url: str = Field(repr=False, description="The webhook URL the channel posts to")
 
 
 class DiscordChannel(_Channel):
     """A Discord channel webhook: ``{"content": ...}``."""
 
-    type: Literal["discord"] = "discord"
-    url: str = Field(repr=False)  # the URL is the token
+    type: Literal["discord"] = Field("discord", description="Which kind of channel this entry is")
+    url: str = Field(repr=False, description="The webhook URL the channel posts to")
 
 
 class EmailChannel(_Channel):
     """Email over SMTP (STARTTLS by default, implicit TLS with ``ssl: true``)."""
 
-    type: Literal["email"] = "email"
-    host: str
-    port: int = Field(587, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
+    type: Literal["email"] = Field("email", description="Which kind of channel this entry is")
+    host: str = Field(description="SMTP server")
+    port: int = Field(
+        587, ge=1, le=65535, description="SMTP port (587 with STARTTLS, 465 with `ssl`)"
+    )
+    username: str | None = Field(None, description="SMTP login; unset: no login")
+    password: SecretStr | None = Field(None, description="SMTP password")
     starttls: bool = Field(True, description="Upgrade with STARTTLS (ignored when ssl is true)")
     ssl: bool = Field(False, description="Implicit TLS (usually port 465)")
     sender: str = Field(description="From address")
     recipients: list[str] = Field(min_length=1, description="To addresses")
-    subject_prefix: str = "[pictguard]"
+    subject_prefix: str = Field("[pictguard]", description="Start of every subject line")
 
 
 Channel = Annotated[
@@ -152,7 +154,9 @@ Channel = Annotated[
 class NotifySettings(_Section):
     """Where admins hear about actions. Messages never carry image bytes."""
 
-    channels: list[Channel] = Field(default_factory=list)
+    channels: list[Channel] = Field(
+        default_factory=list, description="Notification channels; see the channel tables below"
+    )
     instance: str = Field("pictguard", description="Names this instance in every message")
     include_links: bool = Field(
         False, description="Add a link built from link_template to each message (off: no URLs)"
@@ -168,9 +172,11 @@ class EnforceSettings(_Section):
     """What to do per decision, where quarantined objects go, guard and notifications."""
 
     dry_run: bool = Field(False, description="Report only: never delete or move anything")
-    on_flag_csam: PolicyAction = "quarantine"
-    on_flag_nsfw: PolicyAction = "report"
-    on_error: PolicyAction = "report"
+    on_flag_csam: PolicyAction = Field("quarantine", description="Action for `flag_csam` verdicts")
+    on_flag_nsfw: PolicyAction = Field("report", description="Action for `flag_nsfw` verdicts")
+    on_error: PolicyAction = Field(
+        "report", description="Action for `error` verdicts (undecodable, too large, fetch failed…)"
+    )
     quarantine: str = Field(
         "quarantine/",
         description="s3://bucket/prefix/, a folder path, or a prefix inside the scanned bucket",
@@ -181,8 +187,10 @@ class EnforceSettings(_Section):
         description="S3 object-lock retention on quarantined copies (0: none; the quarantine "
         "bucket must have object lock enabled)",
     )
-    quarantine_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
-    concurrency: int = Field(16, gt=0)
+    quarantine_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(
+        "GOVERNANCE", description="S3 object-lock mode of the retention"
+    )
+    concurrency: int = Field(16, gt=0, description="Actions performed at once")
     guard: GuardSettings = Field(default_factory=GuardSettings)  # type: ignore[arg-type]
     notify: NotifySettings = Field(default_factory=NotifySettings)  # type: ignore[arg-type]
     admin_token: SecretStr | None = Field(

@@ -41,9 +41,14 @@ class WebhookSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
-    host: str = "0.0.0.0"
-    port: int = Field(default=8081, ge=0, le=65535)
+    enabled: bool = Field(False, description="Run the HTTP receiver for bucket notifications")
+    host: str = Field("0.0.0.0", description="Address the receiver listens on")
+    port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="Port of `/hooks/minio`, `/hooks/ceph`, `/hooks/b2`",
+    )
     minio_token: SecretStr | None = Field(
         default=None,
         description="MinIO notify_webhook auth_token; sent as Authorization: Bearer <token>",
@@ -62,8 +67,8 @@ class SqsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
-    queue_url: str | None = None
+    enabled: bool = Field(False, description="Poll an SQS queue for S3 notifications")
+    queue_url: str | None = Field(None, description="The queue URL")
     region: str | None = Field(default=None, description="Default: s3.region")
     endpoint_url: str | None = Field(
         default=None, description="Only for SQS-compatible test servers"
@@ -71,12 +76,14 @@ class SqsSettings(BaseModel):
     access_key_id: str | None = Field(
         default=None, description="Default: s3 credentials / AWS chain"
     )
-    secret_access_key: SecretStr | None = None
-    session_token: SecretStr | None = None
+    secret_access_key: SecretStr | None = Field(
+        None, description="Default: s3 credentials / AWS chain"
+    )
+    session_token: SecretStr | None = Field(None, description="Default: s3 credentials / AWS chain")
     wait_time_s: int = Field(
         default=20, ge=0, le=20, description="Long-polling wait per receive call"
     )
-    max_messages: int = Field(default=10, ge=1, le=10)
+    max_messages: int = Field(default=10, ge=1, le=10, description="Messages per receive call")
     visibility_timeout_s: int | None = Field(
         default=None,
         ge=0,
@@ -89,7 +96,7 @@ class WatchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Watch local folders for new files")
     roots: list[Path] = Field(default_factory=list, description="Folders to watch, recursively")
     settle_s: float = Field(
         default=2.0, gt=0, description="A file counts as written once unchanged for this long"
@@ -97,7 +104,7 @@ class WatchSettings(BaseModel):
     force_polling: bool = Field(
         default=False, description="Poll instead of inotify (NFS, some mounts)"
     )
-    poll_delay_ms: int = Field(default=300, gt=0)
+    poll_delay_ms: int = Field(default=300, gt=0, description="Poll interval with `force_polling`")
 
 
 class ReconcileSettings(BaseModel):
@@ -105,7 +112,9 @@ class ReconcileSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
+    enabled: bool = Field(
+        False, description="Run reconciliation every `interval_s` inside the ingest role"
+    )
     locations: list[str] = Field(
         default_factory=list, description="s3://bucket[/prefix] or folders to reconcile"
     )
@@ -154,13 +163,20 @@ class IngestSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    include_prefixes: list[str] = Field(default_factory=list)
-    exclude_prefixes: list[str] = Field(default_factory=list)
+    include_prefixes: list[str] = Field(
+        default_factory=list, description="Only keys under these prefixes; empty means all"
+    )
+    exclude_prefixes: list[str] = Field(
+        default_factory=list,
+        description="Skip keys under these prefixes (e.g. your quarantine prefix)",
+    )
     extensions: list[str] = Field(
         default_factory=list,
         description="Only keys with these extensions (e.g. ['.jpg', '.png']); empty means all",
     )
-    exclude_extensions: list[str] = Field(default_factory=list)
+    exclude_extensions: list[str] = Field(
+        default_factory=list, description="Skip keys with these extensions"
+    )
     exclude_name_prefixes: list[str] = Field(
         default_factory=list,
         description="Skip files whose name (last key segment) starts with one of these",
@@ -170,7 +186,9 @@ class IngestSettings(BaseModel):
         description="Only these content types (prefixes such as 'image/'), where an event "
         "says the type; empty means all",
     )
-    exclude_content_types: list[str] = Field(default_factory=list)
+    exclude_content_types: list[str] = Field(
+        default_factory=list, description="Skip these content types, where an event says the type"
+    )
     max_size_bytes: int | None = Field(
         default=None, gt=0, description="Skip objects larger than this; unset means no cap"
     )

@@ -53,21 +53,50 @@ class KafkaSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bootstrap_servers: str = "localhost:9092"
-    topic_prefix: str = "pictguard."
-    client_id: str = "pictguard"
-    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = Field(None, repr=False)
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    ssl_check_hostname: bool = True
-    partitions: int = Field(12, ge=1)
-    replication_factor: int = Field(1, ge=1)
-    retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=-1)
-    connect_timeout_s: float = Field(5.0, gt=0)
+    bootstrap_servers: str = Field(
+        "localhost:9092", description="Comma-separated `host:port` list of the brokers"
+    )
+    topic_prefix: str = Field(
+        "pictguard.", description="Prefix of every topic name (`pictguard.verdicts`, …)"
+    )
+    client_id: str = Field(
+        "pictguard", description="Client id the broker sees in its logs and quotas"
+    )
+    security_protocol: SecurityProtocol = Field(
+        SecurityProtocol.PLAINTEXT, description="TLS and/or SASL toward the broker"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism; needs `sasl_username` and `sasl_password`"
+    )
+    sasl_username: str | None = Field(None, description="SASL user")
+    sasl_password: str | None = Field(
+        None, repr=False, description="SASL password (secret: prefer the environment variable)"
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle (PEM) that signed the broker certificates"
+    )
+    ssl_certfile: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS")
+    ssl_keyfile: Path | None = Field(None, description="Client private key (PEM) for mutual TLS")
+    ssl_check_hostname: bool = Field(True, description="Check the broker certificate's host name")
+    partitions: int = Field(
+        12,
+        ge=1,
+        description=(
+            "Partitions per topic created by `pictguard topics create`; the most classify "
+            "replicas that can share the bulk lane"
+        ),
+    )
+    replication_factor: int = Field(
+        1, ge=1, description="Replicas per topic created by `pictguard topics create`"
+    )
+    retention_ms: int = Field(
+        7 * 24 * 3600 * 1000,
+        ge=-1,
+        description="Retention of the non-compacted topics in ms (default: 7 days; -1: forever)",
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="How long to wait for the broker at start-up"
+    )
     wait_for_broker_s: float = Field(
         0.0,
         ge=0,
@@ -75,14 +104,16 @@ class KafkaSettings(BaseModel):
         "one log line per attempt) before giving up; 0 fails at once. Roles that may start "
         "before Kafka (Kubernetes, compose) set e.g. 300",
     )
-    max_poll_records: int = Field(256, ge=1)
+    max_poll_records: int = Field(256, ge=1, description="Most records one consumer poll returns")
     linger_ms: int = Field(0, ge=0, description="Producer linger; produce_many batches anyway")
     max_request_size: int = Field(
         64 * 1024 * 1024,
         ge=1024,
         description="Largest record produced or fetched; sync uploads travel inline (base64)",
     )
-    group_prefix: str = "pictguard-"
+    group_prefix: str = Field(
+        "pictguard-", description="Prefix of every consumer group (`pictguard-classify`, …)"
+    )
     low_latency_fetch_wait_ms: int = Field(
         10, ge=0, description="Broker wait per fetch on the sync lane and reply topics"
     )
@@ -97,15 +128,27 @@ class S3Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
-    access_key_id: str | None = None
-    secret_access_key: str | None = Field(None, repr=False)
-    session_token: str | None = Field(None, repr=False)
-    path_style: bool = False
-    max_pool_connections: int = Field(64, ge=1)
-    connect_timeout_s: float = Field(5.0, gt=0)
-    read_timeout_s: float = Field(30.0, gt=0)
+    endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph RGW, Garage, B2, R2…); unset: AWS"
+    )
+    region: str = Field("us-east-1", description="Region for request signing")
+    access_key_id: str | None = Field(
+        None, description="Access key; unset: the standard AWS credential chain"
+    )
+    secret_access_key: str | None = Field(
+        None, repr=False, description="Secret key (secret: prefer the environment variable)"
+    )
+    session_token: str | None = Field(
+        None, repr=False, description="Session token for temporary credentials"
+    )
+    path_style: bool = Field(
+        False, description="Path-style addressing (`http://host/bucket/key`): MinIO, Ceph, Garage"
+    )
+    max_pool_connections: int = Field(
+        64, ge=1, description="Concurrent HTTP connections to the store"
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout per S3 call")
+    read_timeout_s: float = Field(30.0, gt=0, description="Read timeout per S3 call")
     max_attempts: int = Field(3, ge=1, description="Tries per S3 call (retries back off)")
 
 
@@ -114,7 +157,13 @@ class StorageSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    state_dir: Path = Path(".pictguard")
+    state_dir: Path = Field(
+        Path(".pictguard"),
+        description=(
+            "Folder of the SQLite state file `pictguard.sqlite3` (verdicts, checkpoints, "
+            "audit, guard state; hash lists and verdict cache in single-process mode)"
+        ),
+    )
     backend: Literal["sqlite", "kafka"] = Field(
         "sqlite",
         description="Where admin commands (hashes, allow, block, restore) read and write hash "
@@ -130,15 +179,25 @@ class StorageSettings(BaseModel):
 class MetricsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    port: int = Field(9100, ge=0, le=65535)
-    host: str = "0.0.0.0"
+    port: int = Field(
+        9100,
+        ge=0,
+        le=65535,
+        description=(
+            "Port of `/metrics`, `/healthz` and `/readyz` for ingest, classify and enforce "
+            "(the API serves them on its own port)"
+        ),
+    )
+    host: str = Field("0.0.0.0", description="Address the metrics server listens on")
 
 
 class LogSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["console", "json"] = "console"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    format: Literal["console", "json"] = Field(
+        "console", description="`console` for people, `json` for log collectors"
+    )
 
 
 class PipelineSettings(BaseSettings):

@@ -55,9 +55,11 @@ class ApiSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = "0.0.0.0"
-    port: int = Field(8080, ge=0, le=65535)
-    clients: list[ApiClient] = Field(default_factory=list)
+    host: str = Field("0.0.0.0", description="Address the API listens on")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the API (pict-rs calls it)")
+    clients: list[ApiClient] = Field(
+        default_factory=list, description="Who may call the API; see the item table below"
+    )
     trusted_proxies: list[IpNetwork] = Field(
         default_factory=list,
         description="Peers whose X-Forwarded-For is believed (e.g. the ingress controller)",
@@ -79,7 +81,9 @@ class ApiSettings(BaseModel):
     )
     max_body_bytes: int = Field(40 * 1024 * 1024, gt=0, description="Larger bodies get 413")
     max_inflight: int = Field(256, gt=0, description="Concurrent scans; beyond: 503 Retry-After")
-    retry_after_s: int = Field(2, ge=0)
+    retry_after_s: int = Field(
+        2, ge=0, description="`Retry-After` header of the 503 answer when overloaded"
+    )
     replica_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}",
         description="Names this replica's reply topic; unique per replica",
