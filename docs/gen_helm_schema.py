@@ -36,8 +36,8 @@ from pydantic import BaseModel, SecretStr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# The combined settings model: the one line to change when it moves (pictguard.settings).
-from pipeline.settings import Settings  # noqa: E402
+# The combined settings model: the one line to change if it moves.
+from pictguard.settings import Settings  # noqa: E402
 
 SCHEMA_FILE = ROOT / "helm" / "pictguard" / "values.schema.json"
 GENERATOR = "docs/gen_helm_schema.py"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from pipeline.settings import Settings
+from pictguard.settings import Settings
 from tests.helm.chart import (
     BROKERS,
     CHART_DIR,

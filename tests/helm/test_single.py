@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.settings import load_settings
+from pictguard.settings import load_settings
 from tests.helm.chart import (
     VALUES_SINGLE,
     containers,
