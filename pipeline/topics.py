@@ -26,11 +26,38 @@ def inline_record_bytes(body_bytes: int) -> int:
     return (body_bytes + 2) // 3 * 4 + 64 * 1024
 
 
+# Short-lived topics: the sync lane carries every upload inline (flagged CSAM included) and
+# the reply topics answer within seconds, so both keep records for an hour only. Kafka
+# deletes whole segments, and only closed ones: without segment.ms the open segment of a
+# quiet topic stays until the broker's default roll (7 days, or 1 GiB), uploads and all.
+# With a 10-minute roll a record is gone within retention + segment.ms + the broker's
+# retention check (log.retention.check.interval.ms, 5 minutes by default): ~1 h 15 min.
+SHORT_RETENTION_MS = 3600 * 1000
+SHORT_SEGMENT_MS = 10 * 60 * 1000
+# A segment must hold the largest record batch: twice the largest sync request.
+SYNC_SEGMENT_BYTES = 2 * SYNC_MAX_BYTES
+# Replies are small verdicts; small segments roll (and go) early under load too.
+REPLY_SEGMENT_BYTES = 16 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
     compacted: bool = False
     configs: dict[str, str] = field(default_factory=dict)
+    # True for topics whose records must not outlive their retention by days (image bytes,
+    # answers): `pictguard topics create` warns when an existing one keeps them longer.
+    short_lived: bool = False
+
+
+def short_lived_configs(segment_bytes: int, **extra: str) -> dict[str, str]:
+    """Topic configs that keep records about an hour, not until the next 7-day roll."""
+    return {
+        "retention.ms": str(SHORT_RETENTION_MS),
+        "segment.ms": str(SHORT_SEGMENT_MS),
+        "segment.bytes": str(segment_bytes),
+        **extra,
+    }
 
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -40,7 +67,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     # records allowed (brokers default to 1 MB), kept briefly.
     TopicSpec(
         SCAN_SYNC,
-        configs={"retention.ms": str(3600 * 1000), "max.message.bytes": str(SYNC_MAX_BYTES)},
+        configs=short_lived_configs(
+            SYNC_SEGMENT_BYTES, **{"max.message.bytes": str(SYNC_MAX_BYTES)}
+        ),
+        short_lived=True,
     ),
     TopicSpec(VERDICTS),
     TopicSpec(ACTIONS),
@@ -54,7 +84,7 @@ TOPICS: tuple[TopicSpec, ...] = (
 TABLE_TOPICS = tuple(t.name for t in TOPICS if t.compacted)
 
 # A reply topic has one reader and holds answers nobody needs after a few seconds.
-REPLY_TOPIC = TopicSpec(REPLIES, configs={"retention.ms": str(3600 * 1000)})
+REPLY_TOPIC = TopicSpec(REPLIES, configs=short_lived_configs(REPLY_SEGMENT_BYTES), short_lived=True)
 
 
 def spec_for(short_name: str) -> TopicSpec | None:

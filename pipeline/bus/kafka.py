@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -23,7 +24,7 @@ from aiokafka.helpers import create_ssl_context
 
 from pipeline.bus.base import Bus, BusError, BusUnavailable, Consumer, Message, Outgoing
 from pipeline.settings import KafkaSettings
-from pipeline.topics import REPLY_TOPIC, TOPICS, spec_for
+from pipeline.topics import REPLY_TOPIC, TOPICS, TopicSpec, spec_for
 from pipeline.tracing import producing
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,9 @@ async def create_topics(settings: KafkaSettings, names: Sequence[str] | None = N
             raise
         return admin
 
+    def spec_of(name: str) -> TopicSpec | None:
+        return spec_for(name[len(prefix) :]) if name.startswith(prefix) else None
+
     admin = await _start_when_reachable(settings, "admin client", start_admin)
     try:
         existing = set(await admin.list_topics())
@@ -212,30 +216,104 @@ async def create_topics(settings: KafkaSettings, names: Sequence[str] | None = N
         for name in wanted:
             if name in existing:
                 continue
-            spec = spec_for(name[len(prefix) :]) if name.startswith(prefix) else None
-            configs = {"retention.ms": str(settings.retention_ms)}
-            partitions = settings.partitions
-            if spec is not None:
-                configs.update(spec.configs)
-                if spec.compacted:
-                    configs = {"cleanup.policy": "compact"}
-                if spec is REPLY_TOPIC:
-                    partitions = 1
+            spec = spec_of(name)
             new.append(
                 NewTopic(
                     name=name,
-                    num_partitions=partitions,
+                    num_partitions=1 if spec is REPLY_TOPIC else settings.partitions,
                     replication_factor=settings.replication_factor,
-                    topic_configs=configs,
+                    topic_configs=topic_configs(settings, spec),
                 )
             )
         if new:
             # Another process may have created one meanwhile.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
+        specs = {name: spec_of(name) for name in wanted if name in existing}
+        older = {name: spec for name, spec in specs.items() if spec and spec.short_lived}
+        if older:
+            await _warn_long_lived(admin, settings, older)
         return [t.name for t in new]
     finally:
         await _quiet_close(admin)
+
+
+def topic_configs(settings: KafkaSettings, spec: TopicSpec | None) -> dict[str, str]:
+    """The configs a new topic is created with."""
+    if spec is not None and spec.compacted:
+        return {"cleanup.policy": "compact"}
+    configs = {"retention.ms": str(settings.retention_ms)}
+    if spec is not None:
+        configs.update(spec.configs)
+    return configs
+
+
+async def long_lived_configs(
+    admin: AIOKafkaAdminClient, wanted: dict[str, TopicSpec]
+) -> dict[str, dict[str, tuple[str | None, str]]]:
+    """Existing short-lived topics that keep records longer than pictguard asks for.
+
+    Topics made before pictguard set ``segment.ms`` (or by hand) keep uploads until the
+    broker's default 7-day roll; creation skips existing topics, so only a look at their
+    configs tells. Returns topic -> config -> (value on the broker or None, wanted value)
+    for each time limit (retention.ms, segment.ms) that is missing or longer than wanted.
+    A topic whose configs cannot be read (no permission) is left out.
+    """
+    names = list(wanted)
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    responses = await admin.describe_configs(resources)
+    have: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.resources:
+            code, _message, _type, name, entries = resource[:5]
+            if code == 0:
+                have[name] = {entry[0]: entry[1] for entry in entries if entry[1] is not None}
+    found: dict[str, dict[str, tuple[str | None, str]]] = {}
+    for name in names:
+        if name not in have:
+            continue
+        spec = wanted[name]
+        for key in ("retention.ms", "segment.ms"):
+            want = spec.configs.get(key)
+            value = have.get(name, {}).get(key)
+            if want is not None and (value is None or _longer(value, want)):
+                found.setdefault(name, {})[key] = (value, want)
+    return found
+
+
+def _longer(value: str, want: str) -> bool:
+    try:
+        number = int(value)
+    except ValueError:
+        return True
+    return number < 0 or number > int(want)  # -1: forever
+
+
+async def _warn_long_lived(
+    admin: AIOKafkaAdminClient, settings: KafkaSettings, wanted: dict[str, TopicSpec]
+) -> None:
+    """Log, per existing short-lived topic, how to make the broker drop its records in time."""
+    try:
+        found = await long_lived_configs(admin, wanted)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        # e.g. no DescribeConfigs permission: the topics work, only this check is skipped.
+        log.info("could not read the configs of %s: %s", ", ".join(wanted), exc)
+        return
+    for name, configs in found.items():
+        limits = ("retention.ms", "segment.ms", "segment.bytes")
+        fix = ",".join(f"{key}={wanted[name].configs[key]}" for key in limits)
+        now = ", ".join(f"{key}={value or 'broker default'}" for key, (value, _) in configs.items())
+        log.warning(
+            "topic %s keeps its records longer than pictguard asks (%s): uploads may stay on "
+            "the broker for days. Set the configs with: kafka-configs.sh --bootstrap-server %s "
+            "--alter --entity-type topics --entity-name %s --add-config %s",
+            name,
+            now,
+            settings.bootstrap_servers,
+            name,
+            fix,
+            extra={"topic": name},
+        )
 
 
 class KafkaConsumer(Consumer):

@@ -12,8 +12,10 @@ Two ways in, both real Helm:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
+import importlib.util
 import os
 import re
 import shutil
@@ -31,6 +33,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "pictguard"
 VALUES_ALL = Path(__file__).with_name("values-all.yaml")
+# mode: single with every option that applies to it switched on.
+VALUES_SINGLE = Path(__file__).with_name("values-single.yaml")
+BROKERS: dict[str, Any] = {"config": {"kafka": {"bootstrap_servers": "kafka.kafka:9092"}}}
 
 # Helm's lint severities (helm.sh/helm/v4/pkg/chart/v2/lint/support).
 INFO, WARNING, ERROR = 1, 2, 3
@@ -163,3 +168,58 @@ def find(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any
             return doc
     present = [f"{d['kind']}/{d['metadata']['name']}" for d in manifests]
     raise AssertionError(f"no {kind}/{name} among {present}")
+
+
+def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Init containers and containers of a pod spec."""
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def secret_env(manifests: list[dict[str, Any]], name: str) -> dict[str, str]:
+    """The environment variables a chart-made Secret holds, decoded."""
+    data = find(manifests, "Secret", name).get("data") or {}
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
+def visible_secrets(manifests: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, str]:
+    """Every secret environment variable any container of the pod receives (decoded)."""
+    seen: dict[str, str] = {}
+    for container in containers(spec):
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                seen.update(secret_env(manifests, source["secretRef"]["name"]))
+        for entry in container.get("env", []):
+            ref = entry.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                seen[entry["name"]] = secret_env(manifests, ref["name"])[ref["key"]]
+    return seen
+
+
+def helm_output(values: dict[str, Any], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """`helm template` of `values` (for tests that expect a failure)."""
+    return helm("template", "pg", "--namespace", "mod", values=values, workdir=workdir)
+
+
+def install_notes(values: dict[str, Any], workdir: Path) -> str | None:
+    """What `helm install` prints (NOTES.txt), or None when this helm needs a cluster."""
+    done = helm(
+        "install", "pg", "--namespace", "mod", "--dry-run=client", values=values, workdir=workdir
+    )
+    if "cluster unreachable" in done.stderr:
+        return None  # helm 3.x needs a cluster for install --dry-run; helm 4 does not
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("NOTES:", 1)[1]
+
+
+def load_schema_generator() -> Any:
+    """docs/gen_helm_schema.py as a module (docs/ is not a package)."""
+    path = ROOT / "docs" / "gen_helm_schema.py"
+    spec = importlib.util.spec_from_file_location("gen_helm_schema", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

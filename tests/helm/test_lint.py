@@ -13,6 +13,7 @@ from tests.helm.chart import (
     CHART_DIR,
     ERROR,
     VALUES_ALL,
+    VALUES_SINGLE,
     default_values,
     lint,
     load_yaml,
@@ -48,6 +49,15 @@ def test_chart_lints_clean_with_every_option_enabled(tmp_path: Path) -> None:
     assert report.guard_failures == []
 
 
+def test_chart_lints_clean_in_single_mode(tmp_path: Path) -> None:
+    for values in ({"mode": "single"}, load_yaml(VALUES_SINGLE)):
+        report = lint(merge(default_values(), values), tmp_path)
+        assert report.problems == [], (
+            "run `helm lint helm/pictguard -f tests/helm/values-single.yaml`"
+        )
+        assert report.guard_failures == []  # no Kafka brokers needed
+
+
 def test_install_with_default_values_asks_for_the_kafka_brokers(tmp_path: Path) -> None:
     # `helm install` stops at the first failing guard; lint logs every one it meets instead.
     report = lint(default_values(), tmp_path)
@@ -65,8 +75,42 @@ def test_no_guard_fires_once_the_brokers_are_set(tmp_path: Path) -> None:
         ({"backfill": {"enabled": True}}, "backfill.targets is empty"),
         ({"reconcile": {"enabled": True}}, "reconcile.targets is empty"),
         (
-            {"secrets": {"existingSecret": "mine", "s3": {"secretAccessKey": "x"}}},
+            {"secrets": {"existingSecret": "mine", "s3ReadOnly": {"secretAccessKey": "x"}}},
             "secrets.existingSecret is set together with secret values",
+        ),
+        (
+            {
+                "secrets": {
+                    "existingSecrets": {"enforce": "enforce-keys"},
+                    "notifyChannels": [{"type": "slack", "url": "https://hooks.example/x"}],
+                }
+            },
+            "secrets.existingSecrets.enforce is set, but these values under secrets.* would "
+            "go to that role too: PICTGUARD_ENFORCE__NOTIFY__CHANNELS",
+        ),
+        (
+            {"secrets": {"s3": {"accessKeyId": "AKIA", "secretAccessKey": "x"}}},
+            "secrets.s3 was split by permission",
+        ),
+        (
+            {"secrets": {"env": {"PICTGUARD_S3__SECRET_ACCESS_KEY": "x"}}},
+            "secrets.env.PICTGUARD_S3__SECRET_ACCESS_KEY: S3 credentials go under",
+        ),
+        (
+            {"secrets": {"env": {"AWS_SECRET_ACCESS_KEY": "x"}}},
+            "secrets.env.AWS_SECRET_ACCESS_KEY: S3 credentials go under",
+        ),
+        (
+            {"secrets": {"adminToken": "x"}},
+            "secrets.adminToken is set, but with mode distributed",
+        ),
+        (
+            {"mode": "single", "backfill": {"enabled": True, "targets": ["s3://pictrs"]}},
+            "backfill.enabled needs Kafka (mode distributed)",
+        ),
+        (
+            {"mode": "single", "reconcile": {"enabled": True, "targets": ["s3://pictrs"]}},
+            "reconcile.enabled (the CronJob) needs Kafka (mode distributed)",
         ),
         (
             {"validateApi": {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}},
@@ -92,6 +136,7 @@ def test_schema_is_a_valid_draft7_schema() -> None:
 def test_schema_accepts_the_default_and_the_full_values() -> None:
     assert schema_errors(default_values()) == []
     assert schema_errors(merge(default_values(), load_yaml(VALUES_ALL))) == []
+    assert schema_errors(merge(default_values(), load_yaml(VALUES_SINGLE))) == []
 
 
 BAD_VALUES = [
@@ -133,6 +178,44 @@ BAD_VALUES = [
     ),
     pytest.param({"reconcile": {"schedule": "every hour"}}, "/reconcile/schedule", id="bad-cron"),
     pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="pull-policy"),
+    # config.* is generated from the settings model: closed at every level.
+    pytest.param({"config": {"enforce": {"dryrun": True}}}, "/config/enforce", id="enforce-dryrun"),
+    pytest.param(
+        {"config": {"enforce": {"guard": {"max_per_minute": 5}}}},
+        "/config/enforce/guard",
+        id="nested-typo",
+    ),
+    pytest.param(
+        {"config": {"classify": {"max_batch": 0}}}, "/config/classify/max_batch", id="minimum"
+    ),
+    pytest.param(
+        {"config": {"storage": {"backend": "kafka"}}},
+        "/config/storage/backend",
+        id="backend-owned-by-mode",
+    ),
+    pytest.param(
+        {"config": {"api": {"replica_id": "a"}}}, "/config/api/replica_id", id="shared-replica-id"
+    ),
+    pytest.param(
+        {"config": {"enforce": {"admin_token": "x"}}},
+        "/config/enforce/admin_token",
+        id="admin-token-in-configmap",
+    ),
+    pytest.param(
+        {"secrets": {"api": {"clients": [{"id": "lemmy", "cidr": ["10.0.0.0/8"]}]}}},
+        "/secrets/api/clients/0",
+        id="client-typo",
+    ),
+    pytest.param(
+        {"secrets": {"notifyChannels": [{"type": "matrix", "homeserver": "https://m.example"}]}},
+        "/secrets/notifyChannels/0",
+        id="channel-missing-keys",
+    ),
+    pytest.param({"mode": "both"}, "/mode", id="mode"),
+    pytest.param(
+        {"classify": {"image": {"tagSuffix": "-cuda"}}}, "/classify/image", id="tagSuffix-renamed"
+    ),
+    pytest.param({"single": {"image": {"flavour": "rocm"}}}, "/single/image/flavour", id="flavour"),
 ]
 
 

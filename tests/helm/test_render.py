@@ -6,7 +6,6 @@ helm-sdkpy cannot render without a cluster.
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,11 @@ import yaml
 
 from pictguard.settings import load_settings
 from tests.helm.chart import (
+    BROKERS,
     VALUES_ALL,
+    VALUES_SINGLE,
+    containers,
+    env_of,
     find,
     helm,
     helm_binary,
@@ -23,13 +26,13 @@ from tests.helm.chart import (
     merge,
     pod_specs,
     render,
+    secret_env,
 )
 
 pytestmark = pytest.mark.skipif(
     helm_binary() is None, reason="no helm binary (set HELM_BIN or put helm on PATH)"
 )
 
-BROKERS = {"config": {"kafka": {"bootstrap_servers": "kafka.kafka:9092"}}}
 WORKLOADS = {
     "Deployment/pg-pictguard-validate-api",
     "Deployment/pg-pictguard-ingest",
@@ -43,20 +46,21 @@ def full_values() -> dict[str, Any]:
     return load_yaml(VALUES_ALL)
 
 
-def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    return [*spec.get("initContainers", []), *spec["containers"]]
-
-
-def env_of(container: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
-
-
-@pytest.mark.parametrize("values", [BROKERS, full_values()], ids=["defaults", "every-option"])
+@pytest.mark.parametrize(
+    ("values", "workloads"),
+    [
+        (BROKERS, WORKLOADS),
+        (full_values(), WORKLOADS),
+        ({"mode": "single"}, {"Deployment/pg-pictguard-server"}),
+        (load_yaml(VALUES_SINGLE), {"Deployment/pg-pictguard-server"}),
+    ],
+    ids=["defaults", "every-option", "single", "single-every-option"],
+)
 def test_every_pod_runs_non_root_read_only_without_capabilities(
-    tmp_path: Path, values: dict[str, Any]
+    tmp_path: Path, values: dict[str, Any], workloads: set[str]
 ) -> None:
     specs = pod_specs(render(values, tmp_path))
-    assert specs.keys() >= WORKLOADS
+    assert specs.keys() >= workloads
     for name, spec in specs.items():
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
@@ -135,16 +139,17 @@ def test_rendered_config_is_accepted_by_pictguard(
     manifests = render(full_values(), tmp_path)
     config = tmp_path / "config.yaml"
     config.write_text(find(manifests, "ConfigMap", "pg-pictguard")["data"]["config.yaml"])
-    secret = find(manifests, "Secret", "pg-pictguard")
-    for key, value in secret["data"].items():
-        monkeypatch.setenv(key, base64.b64decode(value).decode())
+    for key, value in secret_env(manifests, "pg-pictguard-enforce").items():
+        monkeypatch.setenv(key, value)
 
     settings = load_settings(config)
 
     assert settings.kafka.bootstrap_servers == "my-cluster-kafka-bootstrap.kafka:9093"
     assert settings.kafka.sasl_password == "example-password"
     assert str(settings.kafka.ssl_cafile) == "/etc/pictguard-kafka-tls/ca.crt"
-    assert settings.s3.secret_access_key == "example-secret"
+    assert settings.s3.secret_access_key == "example-write-secret"
+    assert [c.type for c in settings.enforce.notify.channels] == ["matrix", "email"]
+    assert settings.storage.backend == "kafka"
     assert settings.api.port == 8080
     assert settings.metrics.port == 9100
     assert str(settings.storage.state_dir) == "/var/lib/pictguard"
@@ -199,7 +204,7 @@ def test_autoscalers_own_the_replica_counts(tmp_path: Path) -> None:
     assert trigger["metadata"]["tls"] == "enable"
     auth = find(manifests, "TriggerAuthentication", trigger["authenticationRef"]["name"])
     refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
-    assert refs["password"] == ("pg-pictguard", "PICTGUARD_KAFKA__SASL_PASSWORD")
+    assert refs["password"] == ("pg-pictguard-classify", "PICTGUARD_KAFKA__SASL_PASSWORD")
 
 
 def test_changing_the_config_rolls_the_pods(tmp_path: Path) -> None:

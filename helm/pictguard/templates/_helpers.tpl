@@ -74,15 +74,70 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-The Secret whose keys become environment variables in every pod.
+"true" when the roles run as separate Deployments over Kafka (mode: distributed), else "".
 */}}
-{{- define "pictguard.secretName" -}}
-{{- default (include "pictguard.fullname" .) .Values.secrets.existingSecret }}
+{{- define "pictguard.distributed" -}}
+{{- if ne (.Values.mode | default "distributed") "single" }}true{{ end -}}
+{{- end }}
+
+{{/*
+Which set of secrets a component's pods get. Call with the component name.
+*/}}
+{{- define "pictguard.secretRole" -}}
+{{- $roles := dict "validate-api" "api" "ingest" "ingest" "classify" "classify" "enforce" "enforce" "topics" "topics" "backfill" "jobs" "reconcile" "jobs" "server" "server" -}}
+{{- required (printf "no secret role for component %s" .) (get $roles .) -}}
+{{- end }}
+
+{{/*
+The secret roles this release runs, as a list (fromJsonArray).
+*/}}
+{{- define "pictguard.secretRoles" -}}
+{{- $v := .Values -}}
+{{- $roles := list -}}
+{{- if include "pictguard.distributed" . -}}
+{{- if $v.validateApi.enabled }}{{ $roles = append $roles "api" }}{{ end -}}
+{{- if $v.ingest.enabled }}{{ $roles = append $roles "ingest" }}{{ end -}}
+{{- if $v.classify.enabled }}{{ $roles = append $roles "classify" }}{{ end -}}
+{{- if $v.enforce.enabled }}{{ $roles = append $roles "enforce" }}{{ end -}}
+{{- if $v.topics.enabled }}{{ $roles = append $roles "topics" }}{{ end -}}
+{{- if or $v.backfill.enabled $v.reconcile.enabled }}{{ $roles = append $roles "jobs" }}{{ end -}}
+{{- else -}}
+{{- $roles = list "server" -}}
+{{- end -}}
+{{- toJson $roles -}}
+{{- end }}
+
+{{/*
+The existing Secret (managed by the admin) a secret role uses, or "".
+Call with (dict "root" $ "role" "classify").
+*/}}
+{{- define "pictguard.existingSecretOf" -}}
+{{- $s := .root.Values.secrets -}}
+{{- $key := .role -}}
+{{- if eq $key "topics" }}{{ $key = "jobs" }}{{ end -}}
+{{- get ($s.existingSecrets | default dict) $key | default $s.existingSecret | default "" -}}
+{{- end }}
+
+{{/*
+Name of the Secret whose keys become environment variables in a secret role's pods.
+Call with (dict "root" $ "role" "classify").
+*/}}
+{{- define "pictguard.roleSecretName" -}}
+{{- $existing := include "pictguard.existingSecretOf" . -}}
+{{- if $existing -}}
+{{- $existing -}}
+{{- else if eq .role "api" -}}
+{{- include "pictguard.componentName" (dict "root" .root "component" "validate-api") -}}
+{{- else if eq .role "topics" -}}
+{{- include "pictguard.componentName" (dict "root" .root "component" "topics") }}-hook
+{{- else -}}
+{{- include "pictguard.componentName" (dict "root" .root "component" .role) -}}
+{{- end -}}
 {{- end }}
 
 {{/*
 Image reference. Call with (dict "root" $ "override" .Values.classify.image); the override
-may set repository, tag, tagSuffix and digest.
+may set repository, tag, digest and flavour (cuda appends "-cuda" to the default tag).
 */}}
 {{- define "pictguard.image" -}}
 {{- $img := .root.Values.image -}}
@@ -93,9 +148,83 @@ may set repository, tag, tagSuffix and digest.
 {{- if $digest -}}
 {{- printf "%s@%s" $repo $digest -}}
 {{- else -}}
-{{- $tag := $o.tag | default (printf "%s%s" ($img.tag | default .root.Chart.AppVersion) ($o.tagSuffix | default "")) -}}
+{{- $suffix := ternary "-cuda" "" (eq ($o.flavour | default "cpu") "cuda") -}}
+{{- $tag := $o.tag | default (printf "%s%s" ($img.tag | default .root.Chart.AppVersion) $suffix) -}}
 {{- printf "%s:%s" $repo $tag -}}
 {{- end -}}
+{{- end }}
+
+{{/*
+The classifiers pictguard will load: config.classify.classifiers, or the settings' default
+(tests/helm checks that this default matches classify.settings.ClassifySettings).
+*/}}
+{{- define "pictguard.classifiers" -}}
+{{- $c := (.Values.config.classify | default dict).classifiers | default (list "hashlist" "nudenet" "clip") -}}
+{{- toJson $c -}}
+{{- end }}
+
+{{/*
+"true" when the CLIP weights must be fetched before the pod starts: clip is configured, the
+image has open_clip (flavour cuda) and the download is on. Call with
+(dict "root" $ "image" <image override with flavour> "cache" <modelCache values>).
+*/}}
+{{- define "pictguard.needsModelDownload" -}}
+{{- $clip := has "clip" (include "pictguard.classifiers" .root | fromJsonArray) -}}
+{{- if and .cache.download $clip (eq (.image.flavour | default "cpu") "cuda") }}true{{ end -}}
+{{- end }}
+
+{{/*
+"true" when clip is configured but the image cannot run it (flavour cpu).
+*/}}
+{{- define "pictguard.clipWithoutOpenClip" -}}
+{{- $clip := has "clip" (include "pictguard.classifiers" .root | fromJsonArray) -}}
+{{- if and $clip (ne (.image.flavour | default "cpu") "cuda") }}true{{ end -}}
+{{- end }}
+
+{{/*
+The model-cache volume of a classifying pod. Call with (dict "root" $ "claim" <default PVC
+name> "cache" <modelCache values>).
+*/}}
+{{- define "pictguard.modelCacheVolume" -}}
+{{- $cache := .cache -}}
+{{- $volume := dict "name" "model-cache" -}}
+{{- if $cache.persistence.enabled -}}
+{{- $_ := set $volume "persistentVolumeClaim" (dict "claimName" ($cache.persistence.existingClaim | default .claim)) -}}
+{{- else -}}
+{{- $emptyDir := dict -}}
+{{- with $cache.sizeLimit }}{{ $_ := set $emptyDir "sizeLimit" . }}{{ end -}}
+{{- $_ := set $volume "emptyDir" $emptyDir -}}
+{{- end -}}
+{{- toJson $volume -}}
+{{- end }}
+
+{{/*
+A PersistentVolumeClaim. Call with (dict "root" $ "component" c "name" n "persistence" p
+"keep" <true: survive uninstall>).
+*/}}
+{{- define "pictguard.pvc" -}}
+{{- $p := .persistence -}}
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {{ .name }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "pictguard.componentLabels" . | nindent 4 }}
+  {{- if .keep }}
+  annotations:
+    # The audit trail and the guard's state outlive an uninstall.
+    helm.sh/resource-policy: keep
+  {{- end }}
+spec:
+  accessModes:
+    {{- toYaml $p.accessModes | nindent 4 }}
+  {{- with $p.storageClass }}
+  storageClassName: {{ if eq . "-" }}""{{ else }}{{ . }}{{ end }}
+  {{- end }}
+  resources:
+    requests:
+      storage: {{ $p.size }}
 {{- end }}
 
 {{/*
@@ -120,16 +249,21 @@ Kafka topic and consumer-group names, as pictguard derives them from config.kafk
 {{- end }}
 
 {{/*
-config.yaml: the values' `config` plus what the chart decides (ports, state dir, TLS files).
+config.yaml: the values' `config` plus what the chart decides (ports, state dir, storage
+backend, TLS files). Single mode has no Kafka section at all.
 */}}
 {{- define "pictguard.configYaml" -}}
 {{- $cfg := deepCopy (.Values.config | default dict) -}}
+{{- $distributed := include "pictguard.distributed" . -}}
 {{- $forced := dict
   "api" (dict "port" (int .Values.ports.api))
   "ingest" (dict "webhook" (dict "enabled" true "port" (int .Values.ports.webhook)))
   "metrics" (dict "port" (int .Values.ports.metrics))
-  "storage" (dict "state_dir" "/var/lib/pictguard")
+  "storage" (dict "state_dir" "/var/lib/pictguard" "backend" (ternary "kafka" "sqlite" (eq $distributed "true")))
 -}}
+{{- if not $distributed -}}
+{{- $_ := unset $cfg "kafka" -}}
+{{- end -}}
 {{- $tls := dict -}}
 {{- if .Values.kafkaTls.caSecret -}}
 {{- $_ := set $tls "ssl_cafile" (printf "%s/ca.crt" (include "pictguard.kafkaTlsMountPath" .)) -}}
@@ -138,32 +272,91 @@ config.yaml: the values' `config` plus what the chart decides (ports, state dir,
 {{- $_ := set $tls "ssl_certfile" (printf "%s/client.crt" (include "pictguard.kafkaTlsMountPath" .)) -}}
 {{- $_ := set $tls "ssl_keyfile" (printf "%s/client.key" (include "pictguard.kafkaTlsMountPath" .)) -}}
 {{- end -}}
-{{- if $tls }}{{ $_ := set $forced "kafka" $tls }}{{ end -}}
+{{- if and $tls $distributed }}{{ $_ := set $forced "kafka" $tls }}{{ end -}}
 {{- $cfg = mergeOverwrite $cfg $forced -}}
 {{ toYaml $cfg }}
 {{- end }}
 
 {{/*
-Data of the chart-managed Secret: environment variable name -> base64 value.
+What one secret role may see, as YAML (environment variable name -> value), or "" when
+nothing. Call with (dict "root" $ "role" "classify"). Roles: api (validate-api), ingest,
+classify, enforce, topics (the hook), jobs (backfill, reconcile), server (mode single).
+validate-api and classify parse untrusted images: no S3 write keys, no notification,
+webhook or admin secrets reach them. docs/deployment.md lists the same table.
 */}}
-{{- define "pictguard.secretData" -}}
-{{- $s := .Values.secrets -}}
+{{- define "pictguard.roleSecretEnv" -}}
+{{- $s := .root.Values.secrets -}}
+{{- $role := .role -}}
 {{- $env := dict -}}
-{{- with $s.s3.accessKeyId }}{{ $_ := set $env "PICTGUARD_S3__ACCESS_KEY_ID" . }}{{ end -}}
-{{- with $s.s3.secretAccessKey }}{{ $_ := set $env "PICTGUARD_S3__SECRET_ACCESS_KEY" . }}{{ end -}}
-{{- with $s.s3.sessionToken }}{{ $_ := set $env "PICTGUARD_S3__SESSION_TOKEN" . }}{{ end -}}
-{{- with $s.kafka.saslUsername }}{{ $_ := set $env "PICTGUARD_KAFKA__SASL_USERNAME" . }}{{ end -}}
-{{- with $s.kafka.saslPassword }}{{ $_ := set $env "PICTGUARD_KAFKA__SASL_PASSWORD" . }}{{ end -}}
-{{- with $s.api.clients }}{{ $_ := set $env "PICTGUARD_API__CLIENTS" (toJson .) }}{{ end -}}
+{{- $kafkaRoles := list "api" "ingest" "classify" "enforce" "topics" "jobs" -}}
+{{- if has $role $kafkaRoles -}}
+{{- with ($s.kafka | default dict).saslUsername }}{{ $_ := set $env "PICTGUARD_KAFKA__SASL_USERNAME" . }}{{ end -}}
+{{- with ($s.kafka | default dict).saslPassword }}{{ $_ := set $env "PICTGUARD_KAFKA__SASL_PASSWORD" . }}{{ end -}}
+{{- end -}}
+{{- $s3 := dict -}}
+{{- if has $role (list "ingest" "classify" "jobs") }}{{ $s3 = $s.s3ReadOnly | default dict }}{{ end -}}
+{{- if has $role (list "enforce" "server") }}{{ $s3 = $s.s3ReadWrite | default dict }}{{ end -}}
+{{- with $s3.accessKeyId }}{{ $_ := set $env "PICTGUARD_S3__ACCESS_KEY_ID" . }}{{ end -}}
+{{- with $s3.secretAccessKey }}{{ $_ := set $env "PICTGUARD_S3__SECRET_ACCESS_KEY" . }}{{ end -}}
+{{- with $s3.sessionToken }}{{ $_ := set $env "PICTGUARD_S3__SESSION_TOKEN" . }}{{ end -}}
+{{- if has $role (list "api" "server") -}}
+{{- with ($s.api | default dict).clients }}{{ $_ := set $env "PICTGUARD_API__CLIENTS" (toJson .) }}{{ end -}}
+{{- end -}}
+{{- if eq $role "server" -}}
 {{- with $s.adminToken }}{{ $_ := set $env "PICTGUARD_ENFORCE__ADMIN_TOKEN" . }}{{ end -}}
-{{- with $s.webhooks.minioToken }}{{ $_ := set $env "PICTGUARD_INGEST__WEBHOOK__MINIO_TOKEN" . }}{{ end -}}
-{{- with $s.webhooks.cephToken }}{{ $_ := set $env "PICTGUARD_INGEST__WEBHOOK__CEPH_TOKEN" . }}{{ end -}}
-{{- with $s.webhooks.b2Secret }}{{ $_ := set $env "PICTGUARD_INGEST__WEBHOOK__B2_SECRET" . }}{{ end -}}
+{{- end -}}
+{{- if has $role (list "ingest" "server") -}}
+{{- $w := $s.webhooks | default dict -}}
+{{- with $w.minioToken }}{{ $_ := set $env "PICTGUARD_INGEST__WEBHOOK__MINIO_TOKEN" . }}{{ end -}}
+{{- with $w.cephToken }}{{ $_ := set $env "PICTGUARD_INGEST__WEBHOOK__CEPH_TOKEN" . }}{{ end -}}
+{{- with $w.b2Secret }}{{ $_ := set $env "PICTGUARD_INGEST__WEBHOOK__B2_SECRET" . }}{{ end -}}
+{{- end -}}
+{{- if has $role (list "enforce" "server") -}}
 {{- with $s.notifyChannels }}{{ $_ := set $env "PICTGUARD_ENFORCE__NOTIFY__CHANNELS" (toJson .) }}{{ end -}}
-{{- $env = merge $env ($s.env | default dict) -}}
+{{- end -}}
+{{- /* secrets.env: a PICTGUARD_<SECTION>__ key goes to the roles of that section. */ -}}
+{{- $sections := dict
+  "KAFKA" $kafkaRoles
+  "API" (list "api" "server")
+  "CLASSIFY" (list "classify" "server")
+  "ENFORCE" (list "enforce" "server")
+  "INGEST" (list "ingest" "server")
+-}}
+{{- range $key, $value := ($s.env | default dict) -}}
+{{- $section := "" -}}
+{{- if hasPrefix "PICTGUARD_" $key -}}
+{{- $section = trimPrefix "PICTGUARD_" $key | splitList "__" | first -}}
+{{- end -}}
+{{- if not (hasKey $sections $section) }}{{ $_ := set $env $key $value }}
+{{- else if has $role (get $sections $section) }}{{ $_ := set $env $key $value }}
+{{- end -}}
+{{- end -}}
+{{- if $env }}{{ toYaml $env }}{{ end -}}
+{{- end }}
+
+{{/*
+Data of a chart-managed Secret: environment variable name -> base64 value.
+Call with (dict "root" $ "role" "classify").
+*/}}
+{{- define "pictguard.roleSecretData" -}}
+{{- $env := include "pictguard.roleSecretEnv" . | fromYaml -}}
 {{- range $k := keys $env | sortAlpha }}
 {{ $k }}: {{ get $env $k | toString | b64enc | quote }}
 {{- end }}
+{{- end }}
+
+{{/*
+Non-empty when any secret value is set under secrets.* (not counting existingSecret(s)).
+*/}}
+{{- define "pictguard.anySecretValue" -}}
+{{- $s := .Values.secrets -}}
+{{- range $name := list "s3ReadOnly" "s3ReadWrite" "kafka" "webhooks" -}}
+{{- range $k, $v := (get $s $name | default dict) }}{{ if $v }}{{ $name }}.{{ $k }} {{ end }}{{ end -}}
+{{- end -}}
+{{- if ($s.api | default dict).clients }}api.clients {{ end -}}
+{{- if $s.adminToken }}adminToken {{ end -}}
+{{- if $s.notifyChannels }}notifyChannels {{ end -}}
+{{- if $s.env }}env {{ end -}}
 {{- end }}
 
 {{/*
@@ -171,9 +364,23 @@ Checks that stop `helm install` / `helm template` with a message the admin can a
 */}}
 {{- define "pictguard.validate" -}}
 {{- $v := .Values -}}
+{{- $s := $v.secrets -}}
+{{- $distributed := include "pictguard.distributed" . -}}
+{{- if $distributed -}}
 {{- $needsKafka := or $v.validateApi.enabled $v.ingest.enabled $v.classify.enabled $v.enforce.enabled $v.topics.enabled $v.backfill.enabled $v.reconcile.enabled -}}
 {{- if and $needsKafka (not ($v.config.kafka | default dict).bootstrap_servers) -}}
-{{- fail "config.kafka.bootstrap_servers is empty: set it to your Kafka brokers, e.g. --set config.kafka.bootstrap_servers=my-cluster-kafka-bootstrap.kafka:9092" -}}
+{{- fail "config.kafka.bootstrap_servers is empty: set it to your Kafka brokers, e.g. --set config.kafka.bootstrap_servers=my-cluster-kafka-bootstrap.kafka:9092 (or run without Kafka: --set mode=single)" -}}
+{{- end -}}
+{{- if $s.adminToken -}}
+{{- fail "secrets.adminToken is set, but with mode distributed the admin endpoints would sit in validate-api, which parses untrusted uploads and gets no admin secret: leave it empty and run the admin commands in the enforce pod (kubectl exec deploy/<release>-pictguard-enforce -- pictguard allow|restore|enforce resume ...)" -}}
+{{- end -}}
+{{- else -}}
+{{- if $v.backfill.enabled -}}
+{{- fail "backfill.enabled needs Kafka (mode distributed). With mode single, scan a bucket with config.ingest.reconcile (enabled: true, locations: [s3://bucket]) or kubectl exec into the pod: pictguard scan s3://bucket --dry-run" -}}
+{{- end -}}
+{{- if $v.reconcile.enabled -}}
+{{- fail "reconcile.enabled (the CronJob) needs Kafka (mode distributed). With mode single, set config.ingest.reconcile.enabled=true and its locations: the server reconciles by itself" -}}
+{{- end -}}
 {{- end -}}
 {{- if and $v.backfill.enabled (not $v.backfill.targets) -}}
 {{- fail "backfill.enabled is true but backfill.targets is empty: list the buckets, e.g. s3://pictrs" -}}
@@ -181,9 +388,43 @@ Checks that stop `helm install` / `helm template` with a message the admin can a
 {{- if and $v.reconcile.enabled (not $v.reconcile.targets) -}}
 {{- fail "reconcile.enabled is true but reconcile.targets is empty: list the buckets, e.g. s3://pictrs" -}}
 {{- end -}}
-{{- if and $v.secrets.existingSecret (include "pictguard.secretData" .) -}}
-{{- fail "secrets.existingSecret is set together with secret values under secrets.*: put those keys into the existing Secret instead" -}}
+{{- /* Secrets: one set per role. */ -}}
+{{- if $s.s3 -}}
+{{- fail "secrets.s3 was split by permission: put read-only keys (list, get) under secrets.s3ReadOnly (classify, ingest, backfill, reconcile) and read-write keys under secrets.s3ReadWrite (enforce, mode single); docs/deployment.md has the IAM policy of each" -}}
 {{- end -}}
+{{- range $key, $_ := ($s.env | default dict) -}}
+{{- if or (hasPrefix "PICTGUARD_S3__" $key) (has $key (list "AWS_ACCESS_KEY_ID" "AWS_SECRET_ACCESS_KEY" "AWS_SESSION_TOKEN")) -}}
+{{- fail (printf "secrets.env.%s: S3 credentials go under secrets.s3ReadOnly / secrets.s3ReadWrite, so that only enforce holds the keys that may delete" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- $values := include "pictguard.anySecretValue" . | trim -}}
+{{- if and $s.existingSecret $values -}}
+{{- fail (printf "secrets.existingSecret is set together with secret values under secrets.* (%s): put those keys into the existing Secret instead" $values) -}}
+{{- end -}}
+{{- range $role := include "pictguard.secretRoles" . | fromJsonArray -}}
+{{- $own := get ($s.existingSecrets | default dict) (ternary "jobs" $role (eq $role "topics")) -}}
+{{- $env := include "pictguard.roleSecretEnv" (dict "root" $ "role" $role) | fromYaml -}}
+{{- if and $own $env -}}
+{{- fail (printf "secrets.existingSecrets.%s is set, but these values under secrets.* would go to that role too: %s. Put them into Secret %q instead" (ternary "jobs" $role (eq $role "topics")) (keys $env | sortAlpha | join ", ") $own) -}}
+{{- end -}}
+{{- end -}}
+{{- /* The scan API must not be open to the internet through an ingress (or a load balancer). */ -}}
+{{- $api := ternary $v.validateApi $v.single (eq $distributed "true") -}}
+{{- $apiOn := or (not $distributed) $v.validateApi.enabled -}}
+{{- $where := ternary "validateApi" "single" (eq $distributed "true") -}}
+{{- $clients := ($s.api | default dict).clients | default list -}}
+{{- $untokened := list -}}
+{{- range $clients }}{{ if not .token }}{{ $untokened = append $untokened .id }}{{ end }}{{ end -}}
+{{- if and $apiOn $api.ingress.enabled -}}
+{{- if not ($v.config.api | default dict).trusted_proxies -}}
+{{- fail (printf "%s.ingress.enabled exposes the scan API, but config.api.trusted_proxies is empty: every request would come from the ingress controller's pod address, so a client's cidrs (e.g. 10.0.0.0/8) would admit the whole internet. Set config.api.trusted_proxies to the ingress controller's pod network (e.g. [\"10.42.0.0/16\"]) so that X-Forwarded-For names the real caller" $where) -}}
+{{- end -}}
+{{- end -}}
+{{- $exposed := or (and $apiOn $api.ingress.enabled) (and $apiOn (has $api.service.type (list "LoadBalancer" "NodePort"))) -}}
+{{- if and $exposed $untokened -}}
+{{- fail (printf "the scan API is reachable from outside the cluster (%s.ingress or a %s Service), but these API clients have no token: %s. Give each one under secrets.api.clients (pict-rs sends it as ?token=<token> in its external_validation URL)" $where $api.service.type (join ", " $untokened)) -}}
+{{- end -}}
+{{- if $distributed -}}
 {{- $as := $v.validateApi.autoscaling -}}
 {{- if and $as.enabled (gt (int $as.minReplicas) (int $as.maxReplicas)) -}}
 {{- fail "validateApi.autoscaling.minReplicas is greater than maxReplicas" -}}
@@ -191,6 +432,7 @@ Checks that stop `helm install` / `helm template` with a message the admin can a
 {{- $keda := $v.classify.keda -}}
 {{- if and $keda.enabled (gt (int $keda.minReplicaCount) (int $keda.maxReplicaCount)) -}}
 {{- fail "classify.keda.minReplicaCount is greater than maxReplicaCount" -}}
+{{- end -}}
 {{- end -}}
 {{- end }}
 
@@ -209,7 +451,8 @@ One pictguard container. Call with a dict:
              (default /tmp/.cache)
   env        extra env entries (optional)
   mounts     extra volumeMounts (optional)
-  secretName override for hook copies (optional)
+  secretName Secret of the environment (default: the component's secret role, see
+             pictguard.roleSecretName)
 */}}
 {{- define "pictguard.container" -}}
 {{- $root := .root -}}
@@ -272,7 +515,7 @@ One pictguard container. Call with a dict:
     {{- end }}
   envFrom:
     - secretRef:
-        name: {{ .secretName | default (include "pictguard.secretName" $root) }}
+        name: {{ .secretName | default (include "pictguard.roleSecretName" (dict "root" $root "role" (include "pictguard.secretRole" .component))) }}
     {{- with $v.extraEnvFrom }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -284,7 +527,7 @@ One pictguard container. Call with a dict:
       mountPath: /tmp
     - name: state
       mountPath: /var/lib/pictguard
-    {{- if or $v.kafkaTls.caSecret $v.kafkaTls.clientSecret }}
+    {{- if and (include "pictguard.distributed" $root) (or $v.kafkaTls.caSecret $v.kafkaTls.clientSecret) }}
     - name: kafka-tls
       mountPath: {{ include "pictguard.kafkaTlsMountPath" $root }}
       readOnly: true
@@ -349,7 +592,7 @@ Pod-level volumes shared by every pictguard pod. Call with a dict:
     sizeLimit: {{ . }}
     {{- end }}
   {{- end }}
-{{- if or $v.kafkaTls.caSecret $v.kafkaTls.clientSecret }}
+{{- if and (include "pictguard.distributed" .root) (or $v.kafkaTls.caSecret $v.kafkaTls.clientSecret) }}
 - name: kafka-tls
   projected:
     defaultMode: 0440
@@ -460,8 +703,9 @@ labels:
   {{- end }}
 annotations:
   checksum/config: {{ print (include "pictguard.configYaml" .root) (toYaml $v.configFiles) | sha256sum }}
-  {{- if not $v.secrets.existingSecret }}
-  checksum/secret: {{ include "pictguard.secretData" .root | sha256sum }}
+  {{- $secretCtx := dict "root" .root "role" (include "pictguard.secretRole" .component) }}
+  {{- if not (include "pictguard.existingSecretOf" $secretCtx) }}
+  checksum/secret: {{ include "pictguard.roleSecretData" $secretCtx | sha256sum }}
   {{- end }}
   {{- with $v.podAnnotations }}
   {{- toYaml . | nindent 2 }}
