@@ -50,7 +50,8 @@ from pipeline.events import (
     encode,
 )
 from pipeline.policy import ActionPolicy
-from pipeline.stage import consume, pause
+from pipeline.retry import pause
+from pipeline.stage import consume
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.table import Table
 from pipeline.storage.base import StorageError

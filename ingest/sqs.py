@@ -24,11 +24,14 @@ from ingest.settings import IngestConfig
 from ingest.sources import AwsNormalizer
 from pipeline.bus.base import Bus, BusError
 from pipeline.events import Source
+from pipeline.retry import Stopped, retrying
 from pipeline.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
-_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+# Back-off after a failed poll: 1 s, doubling up to 30 s.
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 30.0
 
 
 class SqsConfigError(SettingsError):
@@ -116,35 +119,42 @@ class SqsPoller:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop``; transient SQS or bus failures back off and retry."""
-        failures = 0
+
+        def failed(exc: BaseException, attempt: int, delay: float) -> None:
+            log.error("SQS poll of %s failed (%s); retrying in %.0fs", self.queue_url, exc, delay)
+
+        def transient(exc: BaseException) -> bool:
+            return isinstance(exc, (BusError, ClientError, BotoCoreError, OSError))
+
+        while not stop.is_set():
+            try:
+                async for attempt in retrying(
+                    transient,
+                    first_s=_RETRY_FIRST_S,
+                    max_s=_RETRY_MAX_S,
+                    stop=stop,
+                    on_retry=failed,
+                ):
+                    with attempt:
+                        await self._poll_unless_stopped(stop)
+            except Stopped:
+                return
+
+    async def _poll_unless_stopped(self, stop: asyncio.Event) -> None:
+        """One poll, abandoned when ``stop`` comes first: messages received but not handled
+        reappear after their visibility timeout."""
+        polling = asyncio.ensure_future(self.poll_once())
         stopping = asyncio.ensure_future(stop.wait())
         try:
-            while not stop.is_set():
-                polling = asyncio.ensure_future(self.poll_once())
-                await asyncio.wait({polling, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not polling.done():
-                    # A long poll in progress: received-but-unhandled messages reappear after
-                    # their visibility timeout.
-                    polling.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await polling
-                    return
-                try:
-                    polling.result()
-                    failures = 0
-                except (BusError, ClientError, BotoCoreError, OSError) as exc:
-                    delay = _BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)]
-                    failures += 1
-                    log.error(
-                        "SQS poll of %s failed (%s); retrying in %.0fs",
-                        self.queue_url,
-                        exc,
-                        delay,
-                    )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(stopping), delay)
+            await asyncio.wait({polling, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
+        if not polling.done():
+            polling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await polling
+            return
+        polling.result()
 
 
 def sqs_client_kwargs(settings: IngestConfig) -> dict[str, Any]:

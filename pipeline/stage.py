@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 from pipeline import metrics
 from pipeline.bus.base import Bus, BusUnavailable, Consumer, Message
 from pipeline.events import DeadLetter, SchemaError, _Event, decode, encode
+from pipeline.retry import Stopped, pause, retrying
 from pipeline.tracing import continued, inject_headers
 
 # Lag is sampled this often per consumer (a ListOffsets request to the broker each time).
@@ -96,20 +97,6 @@ def bus_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, BusUnavailable)
 
 
-async def pause(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep ``seconds`` unless ``stop`` comes first; True if it did.
-
-    Not ``asyncio.wait_for(stop.wait(), …)``: on Python 3.11 that can swallow a
-    cancellation arriving as the timeout fires, and a loop built on it never ends.
-    """
-    waiter = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({waiter}, timeout=seconds)
-    finally:
-        waiter.cancel()
-    return stop.is_set()
-
-
 async def _fetch(
     consumer: Consumer, group_id: str, stop: asyncio.Event, poll_ms: int, max_records: int
 ) -> list[Message]:
@@ -131,28 +118,27 @@ async def _handle(
     batch whose output was partly acknowledged is simply handled again whole. False when
     ``stop`` came first: the batch is then left uncommitted for the next consumer.
     """
-    delay = RETRY_FIRST_S
-    attempt = 0
-    while True:
-        try:
-            await handler.handle(batch)
-            return True
-        except Exception as exc:
-            if not bus_unavailable(exc):
-                raise
-            attempt += 1
-            log.warning(
-                "%s: the bus did not take the output of %d messages (attempt %d: %s); "
-                "handling them again in %.1f s",
-                group_id,
-                len(batch),
-                attempt,
-                exc,
-                delay,
-            )
-        if await pause(stop, delay):
-            return False
-        delay = min(delay * 2, RETRY_MAX_S)
+
+    def again(exc: BaseException, attempt: int, delay: float) -> None:
+        log.warning(
+            "%s: the bus did not take the output of %d messages (attempt %d: %s); "
+            "handling them again in %.1f s",
+            group_id,
+            len(batch),
+            attempt,
+            exc,
+            delay,
+        )
+
+    try:
+        async for attempt in retrying(
+            bus_unavailable, first_s=RETRY_FIRST_S, max_s=RETRY_MAX_S, stop=stop, on_retry=again
+        ):
+            with attempt:
+                await handler.handle(batch)
+    except Stopped:
+        return False
+    return True
 
 
 class Committer:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -23,6 +22,7 @@ from aiokafka.errors import (
 from aiokafka.helpers import create_ssl_context
 
 from pipeline.bus.base import Bus, BusError, BusUnavailable, Consumer, Message, Outgoing
+from pipeline.retry import retrying
 from pipeline.settings import KafkaSettings
 from pipeline.topics import REPLY_TOPIC, TOPICS, TopicSpec, spec_for
 from pipeline.tracing import producing
@@ -82,30 +82,32 @@ async def _start_when_reachable(
     Each failed attempt is logged once, saying what waits for which broker; once the time
     is up (at the first failure with the default 0) the error says what to check.
     """
-    deadline = time.monotonic() + settings.wait_for_broker_s
-    delay = _FIRST_RETRY_S
-    tries = 0
-    while True:
-        tries += 1
-        try:
-            return await attempt()
-        except (KafkaError, OSError, TimeoutError) as exc:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _unreachable(settings, exc) from exc
-            pause = min(delay, left)
-            log.warning(
-                "waiting for Kafka at %s to start the %s (attempt %d: %s); next try in %.1f s, "
-                "giving up in %.0f s (kafka.wait_for_broker_s)",
-                settings.bootstrap_servers,
-                what,
-                tries,
-                exc.__class__.__name__,
-                pause,
-                left,
-            )
-            await asyncio.sleep(pause)
-            delay = min(delay * 2, _MAX_RETRY_S)
+
+    def waiting(exc: BaseException, tries: int, pause: float) -> None:
+        log.warning(
+            "waiting for Kafka at %s to start the %s (attempt %d: %s); next try in %.1f s, "
+            "giving up after %.0f s in all (kafka.wait_for_broker_s)",
+            settings.bootstrap_servers,
+            what,
+            tries,
+            exc.__class__.__name__,
+            pause,
+            settings.wait_for_broker_s,
+        )
+
+    try:
+        async for tried in retrying(
+            lambda exc: isinstance(exc, (KafkaError, OSError, TimeoutError)),
+            first_s=_FIRST_RETRY_S,
+            max_s=_MAX_RETRY_S,
+            give_up_after_s=settings.wait_for_broker_s,
+            on_retry=waiting,
+        ):
+            with tried:
+                return await attempt()
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise _unreachable(settings, exc) from exc
+    raise AssertionError("unreachable: retrying either returns or raises")
 
 
 class KafkaBus(Bus):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -20,6 +19,7 @@ from botocore.exceptions import (
 )
 
 from pipeline.events import StoreKind
+from pipeline.retry import retrying
 from pipeline.settings import S3Settings
 from pipeline.storage.base import (
     AccessDenied,
@@ -169,21 +169,30 @@ class S3Store(ObjectStore):
 
     async def get(self, key: str, max_bytes: int, version_id: str | None = None) -> bytes:
         attempts = self.connection.settings.max_attempts
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self._get_once(key, max_bytes, version_id)
-            except _BodyBroken as exc:
-                if attempt == attempts:
-                    raise StoreUnavailable(
-                        f"S3 at {self.connection.endpoint} failed on s3://{self.location}/{key}"
-                        f" after {attempts} attempts (s3.max_attempts): {exc}"
-                    ) from None
-                log.info(
-                    "reading an object broke off, retrying",
-                    extra={"object": f"s3://{self.location}/{key}", "error": str(exc)},
-                )
-                await asyncio.sleep(_BODY_RETRY_S * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")  # the loop returns or raises
+        where = f"s3://{self.location}/{key}"
+
+        def again(exc: BaseException, attempt: int, delay: float) -> None:
+            log.info(
+                "reading an object broke off, retrying",
+                extra={"object": where, "error": str(exc)},
+            )
+
+        try:
+            async for attempt in retrying(
+                lambda exc: isinstance(exc, _BodyBroken),
+                first_s=_BODY_RETRY_S,
+                max_s=_BODY_RETRY_S * 2**attempts,
+                max_attempts=attempts,
+                on_retry=again,
+            ):
+                with attempt:
+                    return await self._get_once(key, max_bytes, version_id)
+        except _BodyBroken as exc:
+            raise StoreUnavailable(
+                f"S3 at {self.connection.endpoint} failed on {where}"
+                f" after {attempts} attempts (s3.max_attempts): {exc}"
+            ) from None
+        raise AssertionError("unreachable")  # the attempts return or raise
 
     async def _get_once(self, key: str, max_bytes: int, version_id: str | None) -> bytes:
         client = await self.connection.client()
