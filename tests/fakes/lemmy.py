@@ -806,6 +806,9 @@ class FakeLemmy(FakeServer):
             ("GET", "/admin/list_all_media", self._list_all_media),
             ("GET", "/account/list_media", self._list_media),
             ("GET", "/search", self._search),
+            ("POST", "/community", self._create_community),
+            ("POST", "/post", self._create_post),
+            ("POST", "/comment", self._create_comment),
             ("GET", "/post", self._get_post),
             ("GET", "/post/list", self._list_posts),
             ("POST", "/post/remove", self._remove_post),
@@ -1026,6 +1029,51 @@ class FakeLemmy(FakeServer):
             "communities": communities,
             "users": users,
         }
+
+    async def _create_community(self, r: _Req) -> dict[str, Any]:
+        actor = self._user(r.request)
+        name = str(r.data["name"])
+        with self._lock:
+            if any(c.name == name for c in self.communities.values()):
+                raise LemmyError("community_already_exists")
+            cid = self.add_community(
+                name, title=str(r.data["title"]), nsfw=bool(r.data.get("nsfw"))
+            )
+            self.communities[cid].moderators.append(actor.id)
+            return {
+                "community_view": self._community_view(self.communities[cid]),
+                "discussion_languages": [],
+            }
+
+    async def _create_post(self, r: _Req) -> dict[str, Any]:
+        actor = self._user(r.request)
+        with self._lock:
+            community_id = _int(r.data["community_id"]) or 0
+            if community_id not in self.communities:
+                raise LemmyError("couldnt_find_community")
+            pid = self.add_post(
+                actor.id,
+                community_id=community_id,
+                name=str(r.data["name"]),
+                url=r.data.get("url"),
+                thumbnail_url=r.data.get("custom_thumbnail"),
+                body=r.data.get("body"),
+                alt_text=r.data.get("alt_text"),
+                nsfw=bool(r.data.get("nsfw")),
+            )
+            return {"post_view": self._post_view(self.posts[pid], actor)}
+
+    async def _create_comment(self, r: _Req) -> dict[str, Any]:
+        actor = self._user(r.request)
+        with self._lock:
+            post_id = _int(r.data["post_id"]) or 0
+            if post_id not in self.posts:
+                raise LemmyError("couldnt_find_post")
+            cid = self.add_comment(actor.id, post_id, str(r.data["content"]))
+            return {
+                "comment_view": self._comment_view(self.comments[cid], actor),
+                "recipient_ids": [],
+            }
 
     async def _get_post(self, r: _Req) -> dict[str, Any]:
         viewer = self._viewer(r.request)
@@ -1431,7 +1479,7 @@ class FakeLemmy(FakeServer):
         if person is None:
             return LemmyError("incorrect_login", 401).response()
         if self.pictrs_url is None:
-            return LemmyError("pictrs_not_configured").response()  # no pict-rs behind the fake
+            return LemmyError("unknown", message="images_disabled").response()  # pictrs_config()
         headers = {
             k: v for k, v in request.headers.items() if k.lower() not in ("host", "accept-encoding")
         }

@@ -8,6 +8,7 @@ outgoing calls: it answers ``status`` to every request, or holds requests unansw
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -25,12 +26,20 @@ class Recorded:
 
 
 class RecordingEndpoint(FakeServer):
-    """Answers ``status`` to any path; ``hold=True`` keeps requests waiting until stop."""
+    """Answers ``status`` to any path (or what ``respond`` returns for the recorded request);
+    ``hold=True`` keeps requests waiting until stop."""
 
-    def __init__(self, status: int = 200, *, hold: bool = False) -> None:
+    def __init__(
+        self,
+        status: int = 200,
+        *,
+        hold: bool = False,
+        respond: Callable[[Recorded], int] | None = None,
+    ) -> None:
         super().__init__()
         self.status = status
         self.hold = hold
+        self.respond = respond
         self.requests: list[Recorded] = []
         self._release: asyncio.Event | None = None
 
@@ -41,20 +50,19 @@ class RecordingEndpoint(FakeServer):
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        recorded = Recorded(
+            request.method,
+            request.path_qs,
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+            request.headers.get("Transfer-Encoding", "").lower() == "chunked",
+        )
         with self._lock:
-            self.requests.append(
-                Recorded(
-                    request.method,
-                    request.path_qs,
-                    {k.lower(): v for k, v in request.headers.items()},
-                    body,
-                    request.headers.get("Transfer-Encoding", "").lower() == "chunked",
-                )
-            )
+            self.requests.append(recorded)
         if self.hold:
             self._release = self._release or asyncio.Event()
             await self._release.wait()
-        return web.Response(status=self.status)
+        return web.Response(status=self.respond(recorded) if self.respond else self.status)
 
     def stop(self) -> None:
         if self._release is not None and self._loop is not None:

@@ -284,7 +284,17 @@ def test_lemmy_search_finds_posts_and_comments_using_an_image(
     admin = lemmy.token_for(lemmy.add_person("admin", admin=True))
     bob = lemmy.add_person("bob")
     url = lemmy.image_url("abc.png")
-    by_url = lemmy.add_post(bob, url=url)
+    bob_token = lemmy.token_for(bob)
+    community = api(lemmy, "POST", "/community", bob_token, json={"name": "pics", "title": "Pics"})
+    community_id = community.json()["community_view"]["community"]["id"]
+    created = api(
+        lemmy,
+        "POST",
+        "/post",
+        bob_token,
+        json={"name": "p", "community_id": community_id, "url": url},
+    )
+    by_url = created.json()["post_view"]["post"]["id"]
     in_body = lemmy.add_post(bob, body=f"see ![x]({url})")
     nsfw = lemmy.add_post(bob, body=f"![x]({url})", nsfw=True)
     comment = lemmy.add_comment(bob, by_url, f"also ![y]({url})")
