@@ -23,6 +23,7 @@ from typing import Generic, TypeVar
 from opentelemetry.trace import Link, SpanContext
 
 from pipeline import metrics
+from pipeline.errors import PictguardError
 from pipeline.events import Lane
 from pipeline.tracing import ROOT, current_span_context, link_current, span
 
@@ -32,7 +33,7 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
-class BatcherClosedError(RuntimeError):
+class BatcherClosedError(PictguardError, RuntimeError):
     """An item was submitted to a batcher that is not running."""
 
 

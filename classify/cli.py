@@ -27,17 +27,15 @@ from rich.console import Console
 from rich.table import Table
 
 from classify.base import ClassifyTables
-from classify.concepts import ConceptPolicyError
 from classify.decode import DecodeError
 from classify.hashing import sha256_hex
 from classify.hashlists import FileFormat, HashLists
 from classify.registry import ClassifierError
 from classify.settings import ClassifySettings
+from pipeline.errors import PictguardError
 from pipeline.hashlists import (
     Category,
     HashEntry,
-    HashListError,
-    InvalidHashError,
     ListName,
 )
 
@@ -48,9 +46,6 @@ LoadSettings = Callable[[], ClassifySettings]
 console = Console()
 err_console = Console(stderr=True)
 
-# Errors whose message tells the admin what to fix: one line, exit status 2.
-_ADMIN_ERRORS = (HashListError, InvalidHashError, ClassifierError, ConceptPolicyError, OSError)
-
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
@@ -58,7 +53,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     except DecodeError as exc:
         err_console.print(f"[bold red]error:[/] not a usable image: {exc}", highlight=False)
         raise typer.Exit(2) from None
-    except _ADMIN_ERRORS as exc:
+    except PictguardError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:  # a file the admin named cannot be read or written
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 

@@ -16,11 +16,12 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from classify.registry import ModelOutput
+from pipeline.errors import PictguardError
 
 DRAWN = "drawn"
 
 
-class ConceptPolicyError(ValueError):
+class ConceptPolicyError(PictguardError, ValueError):
     """The concept policy file is missing or invalid; the message names the file."""
 
 

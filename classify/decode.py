@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from classify.hashing import pdq_hash
 from classify.preprocess import Preprocessor
+from pipeline.errors import PictguardError
 from pipeline.events import ErrorReason
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ _PILLOW_ERRORS: tuple[type[BaseException], ...] = (
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
 
 
-class DecodeError(Exception):
+class DecodeError(PictguardError):
     """An input cannot be turned into pixels; ``reason`` is the verdict's error reason."""
 
     def __init__(self, reason: ErrorReason, detail: str, *, sha256: str | None = None) -> None:

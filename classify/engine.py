@@ -23,6 +23,7 @@ from classify.policy import Judgement, Policy
 from classify.registry import HASHLIST, ClassifierError, Model, ModelOutput, WeightsMissingError
 from classify.registry import create as create_model
 from classify.settings import ClassifySettings
+from pipeline.errors import PictguardError
 from pipeline.events import Decision, ErrorReason, Lane
 from pipeline.tracing import span
 
@@ -35,7 +36,7 @@ _INLINE_HASH_BYTES = 1 << 20
 _INLINE_PDQ_ENTRIES = 20_000
 
 
-class EngineNotReadyError(RuntimeError):
+class EngineNotReadyError(PictguardError, RuntimeError):
     """``evaluate`` was called before ``start`` finished."""
 
 

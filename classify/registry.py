@@ -17,11 +17,12 @@ import numpy as np
 
 from classify.preprocess import Preprocessor
 from classify.settings import ClassifySettings
+from pipeline.errors import PictguardError
 
 HASHLIST = "hashlist"
 
 
-class ClassifierError(RuntimeError):
+class ClassifierError(PictguardError, RuntimeError):
     """A classifier cannot be loaded or run; the message says what to change."""
 
 

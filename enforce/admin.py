@@ -20,6 +20,7 @@ from enforce.enforcer import Enforcer
 from enforce.quarantine import META_PREFIX, original_of
 from enforce.settings import EnforceConfig
 from pipeline.bus.base import Bus
+from pipeline.errors import PictguardError
 from pipeline.events import (
     ActionOutcome,
     ActionType,
@@ -45,8 +46,11 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 _MAX_HASH_BYTES = 256 * 1024 * 1024
 
 
-class AdminError(ValueError):
+class AdminError(PictguardError, ValueError):
     """An admin request that cannot be carried out; the message says why and what to try."""
+
+    # Not a broken set-up (2): the request itself cannot be done as asked.
+    exit_code = 1
 
 
 class NotFound(AdminError):

@@ -17,11 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from enforce.admin import AdminError, AdminResult, EnforceAdmin, EnforceContext
-from pipeline.bus.base import BusError
+from enforce.admin import AdminResult, EnforceAdmin, EnforceContext
+from pipeline.errors import PictguardError
 from pipeline.events import EnforcementAction
-from pipeline.state.sqlite import StateError
-from pipeline.storage import StorageError
 
 T = TypeVar("T")
 ContextFactory = Callable[[], AbstractAsyncContextManager[EnforceContext]]
@@ -52,9 +50,9 @@ def register(app: typer.Typer, context: ContextFactory) -> None:
 
         try:
             return asyncio.run(main())
-        except (AdminError, StorageError, StateError, BusError) as exc:
+        except PictguardError as exc:
             _console().print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+            raise typer.Exit(exc.exit_code) from None
 
     def show(result: AdminResult, as_json: bool) -> None:
         if as_json:

@@ -36,13 +36,14 @@ from ingest.settings import IngestConfig
 from ingest.sources import SourceName, normalizer
 from ingest.sources.b2 import SIGNATURE_HEADER, signature_valid
 from pipeline.bus.base import Bus, BusError
+from pipeline.errors import PictguardError
 from pipeline.events import Source
 from pipeline.http import serve_app
 
 log = logging.getLogger(__name__)
 
 
-class _BodyTooLarge(Exception):
+class _BodyTooLarge(PictguardError):
     pass
 
 

@@ -29,13 +29,10 @@ from rich.progress import (
 from rich.table import Table
 
 from pictguard.settings import Settings, load_settings
-from pipeline.bus.base import BusError
-from pipeline.events import SchemaError
+from pipeline.errors import PictguardError
 from pipeline.logs import setup_logging
 from pipeline.settings import SettingsError, secret_values
 from pipeline.state.shared import SharedTables
-from pipeline.state.sqlite import StateError
-from pipeline.storage.base import StorageError
 
 if TYPE_CHECKING:
     from pictguard.runtime import Runtime
@@ -54,15 +51,6 @@ app.add_typer(topics_app, name="topics")
 
 console = Console()
 err_console = Console(stderr=True)
-
-# Errors whose message already tells the admin what to fix: one line, no traceback.
-ADMIN_ERRORS: tuple[type[BaseException], ...] = (
-    SettingsError,
-    StorageError,
-    BusError,
-    StateError,
-    SchemaError,
-)
 
 
 class EventLoop(StrEnum):
@@ -112,13 +100,13 @@ def main_options(
     _options.set(ctx.obj)
 
 
-def admin_error(exc: BaseException) -> BaseException | None:
+def admin_error(exc: BaseException) -> PictguardError | None:
     """``exc`` if its message tells the admin what to fix; for a group of concurrent
     failures (a task group), the first one, when every one of them is such an error."""
     if isinstance(exc, BaseExceptionGroup):
         found = [admin_error(e) for e in exc.exceptions]
         return found[0] if all(found) else None
-    return exc if isinstance(exc, ADMIN_ERRORS) else None
+    return exc if isinstance(exc, PictguardError) else None
 
 
 def loop_factory(choice: EventLoop) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -135,7 +123,7 @@ def loop_factory(choice: EventLoop) -> Callable[[], asyncio.AbstractEventLoop] |
 
 
 def run_async(opts: Options, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro``; known failures become one clear line and exit code 2."""
+    """Run ``coro``; pictguard's own errors become one clear line and their exit status."""
     try:
         with asyncio.Runner(loop_factory=loop_factory(opts.event_loop)) as runner:
             return runner.run(coro)
@@ -147,7 +135,7 @@ def run_async(opts: Options, coro: Coroutine[Any, Any, T]) -> T:
         known = admin_error(exc)
         if known is not None:
             err_console.print(f"[bold red]error:[/] {known}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(known.exit_code) from None
         err_console.print(
             f"[bold red]error:[/] unexpected {exc.__class__.__name__}: {exc} "
             "(run with --debug for the traceback)",

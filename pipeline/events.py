@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.errors import PictguardError
+
 SCHEMA_VERSION = 1
 
 
@@ -27,7 +29,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class SchemaError(ValueError):
+class SchemaError(PictguardError, ValueError):
     """A message on the bus is not a valid event of the expected kind or version."""
 
 

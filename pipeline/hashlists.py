@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from pipeline.errors import PictguardError
 from pipeline.events import utcnow
 from pipeline.state.table import Table
 
@@ -29,11 +30,11 @@ Category = Literal["csam", "nsfw"]
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class InvalidHashError(ValueError):
+class InvalidHashError(PictguardError, ValueError):
     """A sha256 or PDQ string is not 64 hex digits."""
 
 
-class HashListError(ValueError):
+class HashListError(PictguardError, ValueError):
     """A hash list entry or file is invalid; the message names the line and the field."""
 
 

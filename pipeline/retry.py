@@ -21,6 +21,8 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+from pipeline.errors import PictguardError
+
 
 async def pause(stop: asyncio.Event, seconds: float) -> bool:
     """Sleep ``seconds`` unless ``stop`` comes first; True if it did.
@@ -36,7 +38,7 @@ async def pause(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
-class Stopped(Exception):
+class Stopped(PictguardError):
     """The stop event was set while waiting to try again; nothing more is tried."""
 
 

@@ -33,11 +33,13 @@ from pydantic_settings import (
     SettingsError as PydanticSettingsError,
 )
 
+from pipeline.errors import PictguardError
+
 ENV_PREFIX = "PICTGUARD_"
 _config_file: ContextVar[Path | None] = ContextVar("pictguard_config_file", default=None)
 
 
-class SettingsError(ValueError):
+class SettingsError(PictguardError, ValueError):
     """Settings that cannot work; the message is meant for the admin."""
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 
 from pipeline import tracing
+from pipeline.errors import PictguardError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -40,7 +41,7 @@ _EXPORTERS = ("otlp", "console")
 EXCLUDED_URLS = "/healthz,/readyz,/metrics"
 
 
-class TelemetryError(ValueError):
+class TelemetryError(PictguardError, ValueError):
     """The ``OTEL_*`` environment asks for something this installation cannot do."""
 
 

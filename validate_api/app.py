@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipeline.errors import PictguardError
 from pipeline.metrics import SyncOutcome, metrics_endpoint, record_sync_outcome
 from pipeline.telemetry import instrument_app
 from validate_api.auth import Caller, Unauthorized, authorise
@@ -47,7 +48,7 @@ _SYNC_OUTCOME = {
 MAX_OTHER_BODY_BYTES = 1024 * 1024
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(PictguardError):
     pass
 
 

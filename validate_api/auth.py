@@ -12,12 +12,13 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 
+from pipeline.errors import PictguardError
 from validate_api.settings import ApiClient, ApiSettings, IpNetwork
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class Unauthorized(Exception):
+class Unauthorized(PictguardError):
     """401: the message says why, for the log (never sent with secrets)."""
 
 

@@ -35,6 +35,7 @@ from enforce.settings import (
     WebhookChannel,
     _Channel,
 )
+from pipeline.errors import PictguardError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ EVENT_ID_HEADER = "X-Pictguard-Event-Id"
 DISCORD_LIMIT = 2000
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(PictguardError, RuntimeError):
     """A notification could not be delivered; the message names the channel and the fix."""
 
 

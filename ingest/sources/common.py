@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote_plus
 
+from pipeline.errors import PictguardError
 from pipeline.events import ObjectRef, StoreKind
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR = "internal_error"
 
 
-class ShapeError(ValueError):
+class ShapeError(PictguardError, ValueError):
     """A payload (or one record in it) is not in any shape this source sends.
 
     ``reason`` is a short machine-readable tag for the dead-letter record; the message says

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from pipeline.errors import PictguardError
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -36,7 +38,7 @@ class Outgoing:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class BusError(RuntimeError):
+class BusError(PictguardError, RuntimeError):
     """The bus cannot be reached or refused an operation; the message says what to check."""
 
 

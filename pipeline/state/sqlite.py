@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.errors import PictguardError
 from pipeline.events import DeadLetter
 from pipeline.state.table import Table
 
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 _INLINE_BUSY_MS = 20
 
 
-class StateError(RuntimeError):
+class StateError(PictguardError, RuntimeError):
     """The state directory cannot be used (permissions, disk full, corrupt file)."""
 
 

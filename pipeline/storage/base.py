@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from pipeline.errors import PictguardError
 from pipeline.events import ObjectRef, StoreKind
 
 
-class StorageError(RuntimeError):
+class StorageError(PictguardError, RuntimeError):
     """Base of storage errors; messages say what the admin should check."""
 
 

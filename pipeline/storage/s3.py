@@ -18,6 +18,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from pipeline.errors import PictguardError
 from pipeline.events import StoreKind
 from pipeline.retry import retrying
 from pipeline.settings import S3Settings
@@ -41,7 +42,7 @@ _BODY_RETRY_S = 0.2
 log = logging.getLogger(__name__)
 
 
-class _BodyBroken(Exception):
+class _BodyBroken(PictguardError):
     """The object's body broke off (reset, timeout, short read) after its headers."""
 
 
