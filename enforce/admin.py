@@ -12,7 +12,6 @@ import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,11 +36,10 @@ from pipeline.state.sqlite import SqliteState
 from pipeline.state.table import Table
 from pipeline.storage import ObjectMissing, StorageError
 from pipeline.storage.locations import Stores
+from pipeline.timeparse import SinceError, parse_since
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _VERDICT_ID = re.compile(r"^[0-9a-f]{32}$")
-_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # Reading an object to hash it for an allow/block entry: images, not archives.
 _MAX_HASH_BYTES = 256 * 1024 * 1024
 
@@ -97,21 +95,6 @@ class AdminResult:
             "actions": [a.model_dump(mode="json", exclude_none=True) for a in self.actions],
             "entry": self.entry,
         }
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``30m``, ``2h``, ``7d``, ``1w``, or an ISO date/time (UTC if no zone is given)."""
-    now = now or datetime.now(UTC)
-    match = _DURATION.match(text.strip().lower())
-    if match:
-        return now - timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise AdminError(
-            f"--since {text!r}: use a duration such as 30m, 2h, 7d, or a date like 2024-05-01"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def object_id_of(target: str) -> str | None:
@@ -440,8 +423,12 @@ class EnforceAdmin:
         limit: int = 200,
     ) -> list[EnforcementAction]:
         """Recorded actions, newest first, filtered as asked."""
+        try:
+            moment = parse_since(since) if since else None
+        except SinceError as exc:
+            raise AdminError(str(exc)) from None
         return await self.records.actions(
-            since=parse_since(since) if since else None,
+            since=moment,
             decision=_enum(Decision, decision, "--decision"),
             action=_enum(ActionType, action, "--action"),
             outcome=_enum(ActionOutcome, outcome, "--outcome"),

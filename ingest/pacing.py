@@ -8,11 +8,9 @@ limit it to recent objects.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 
 class RateLimiter:
@@ -88,23 +86,3 @@ class Progress:
         if self.total is None or not self.counted or self.rate <= 0:
             return None
         return max(0, self.total - self.produced) / self.rate
-
-
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_since(text: str, *, now: datetime | None = None) -> datetime:
-    """``--since`` values: an ISO date or time (UTC unless it says), or an age (``7d``, ``12h``)."""
-    match = _RELATIVE.match(text)
-    if match:
-        amount, unit = float(match.group(1)), match.group(2)
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"--since {text!r}: use an ISO date or time (2024-05-01, 2024-05-01T12:00+02:00) "
-            "or an age such as 7d, 12h, 30m"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -311,8 +311,8 @@ def backfill(
 ) -> None:
     """Publish a bucket or folder listing to Kafka as scan requests (resumable)."""
     from ingest.pacing import Progress as ListingProgress
-    from ingest.pacing import parse_since
     from pictguard.processes import run_backfill
+    from pipeline.timeparse import parse_since
 
     opts, settings = load(ctx)
     options: dict[str, Any] = {

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from classify.hashlists import HashLists
-from enforce.admin import AdminError, EnforceAdmin, EnforceContext, NotFound, parse_since
+from enforce.admin import AdminError, EnforceAdmin, EnforceContext, NotFound
 from enforce.stage import EnforceStage
 from pipeline.bus.base import Message
 from pipeline.events import ActionOutcome, ActionType, Decision, Verdict, encode
@@ -190,5 +190,5 @@ async def test_admin_errors_say_what_to_do(quarantined: Any) -> None:
                 reason="r",
                 author="x",
             )
-    with pytest.raises(AdminError, match="30m, 2h, 7d"):
-        parse_since("yesterday")
+        with pytest.raises(AdminError, match="30m, 2h, 7d"):
+            await admin.audit(since="yesterday")

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from ingest.backfill import Backfill, checkpoint_name, split_location
-from ingest.pacing import Progress, RateLimiter, parse_since
+from ingest.pacing import Progress, RateLimiter
 from pictguard.settings import Settings
 from pipeline.bus.memory import MemoryBus
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores, parse_location
+from pipeline.timeparse import parse_since
 from tests.ingest.conftest import make_settings, put_objects
 from tests.servers import S3Server
 
@@ -156,13 +157,3 @@ async def test_rate_limiter_paces_without_real_waiting() -> None:
     await limiter.acquire(10)
     await limiter.acquire(5)
     assert sum(slept) - before == pytest.approx(0.5)
-
-
-def test_parse_since() -> None:
-    now = datetime(2024, 5, 8, 12, 0, tzinfo=UTC)
-    assert parse_since("7d", now=now) == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    assert parse_since("90m", now=now) == datetime(2024, 5, 8, 10, 30, tzinfo=UTC)
-    assert parse_since("2024-05-01") == datetime(2024, 5, 1, tzinfo=UTC)
-    assert parse_since("2024-05-01T12:00+02:00").utcoffset() == timedelta(hours=2)
-    with pytest.raises(ValueError, match="ISO date"):
-        parse_since("last tuesday")
