@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.kafka_roles import Roles
 from tests.servers import Broker, S3Server, start_broker, start_s3
 
 # Tests must never read an admin's real configuration.
@@ -44,3 +46,11 @@ def bucket(s3_server: S3Server) -> str:
 def topic_prefix() -> str:
     """A topic prefix of this test's own, so tests sharing the broker never see each other."""
     return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+def roles(tmp_path: Path) -> Iterator[Roles]:
+    """Role processes (``pictguard run ROLE``) that never outlive the test."""
+    r = Roles(tmp_path)
+    yield r
+    r.stop_all()

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -227,3 +228,9 @@ def running_servers() -> Iterator[tuple[Broker, S3Server]]:
     finally:
         broker.stop()
         s3.stop()
+
+
+def bucket_keys(client: Any, bucket: str) -> set[str]:
+    """Every key in ``bucket`` (a boto3 client of the test S3 server)."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {o["Key"] for page in pages for o in page.get("Contents", [])}

@@ -14,8 +14,8 @@ from pictguard.scan import run_scan
 from pipeline.events import Decision
 from pipeline.samples import image_bytes
 from tests.corpus import Corpus
-from tests.pipeline.test_scan_single import block, scan_settings
 from tests.servers import S3Server
+from tests.single_process import block, scan_settings
 
 
 async def test_allow_restores_and_later_copies_skip_the_models(

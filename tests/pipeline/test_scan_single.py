@@ -7,44 +7,12 @@ from typing import Any
 
 import pytest
 
-from classify.hashlists import HashLists
 from pictguard.scan import run_scan
-from pictguard.settings import Settings, load_settings
 from pipeline.events import Decision
 from pipeline.state.sqlite import SqliteState
-from pipeline.topics import HASHLISTS
-from tests.corpus import Corpus, make_corpus
-from tests.servers import S3Server
-
-
-def scan_settings(s3: S3Server, state_dir: Path, **enforce: Any) -> Settings:
-    return load_settings(
-        s3={
-            "endpoint_url": s3.endpoint,
-            "access_key_id": "testing",
-            "secret_access_key": "testing",
-        },
-        storage={"state_dir": str(state_dir)},
-        classify={"classifiers": ["hashlist"]},
-        enforce=enforce,
-    )
-
-
-async def block(settings: Settings, corpus: Corpus) -> None:
-    state = SqliteState(settings.storage.state_file)
-    await state.start()
-    try:
-        lists = HashLists(state.table(HASHLISTS))
-        await lists.start()
-        for key in corpus.blocked:
-            await lists.add(sha256=corpus.sha256(key), list="block", reason="test", author="t")
-    finally:
-        await state.stop()
-
-
-def keys(client: Any, bucket: str) -> set[str]:
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+from tests.corpus import make_corpus
+from tests.servers import S3Server, bucket_keys
+from tests.single_process import block, scan_settings
 
 
 async def test_bucket_scan_quarantines_blocklisted_and_reports_errors(
@@ -66,9 +34,9 @@ async def test_bucket_scan_quarantines_blocklisted_and_reports_errors(
     assert summary.decisions[Decision.FLAG_CSAM] == len(corpus.blocked)
     assert summary.decisions[Decision.ERROR] == len(corpus.corrupt) + len(corpus.non_images)
     assert summary.decisions[Decision.ALLOW] == len(corpus.clean)
-    remaining = keys(client, bucket)
+    remaining = bucket_keys(client, bucket)
     assert remaining == set(corpus.objects) - corpus.blocked  # clean and failed untouched
-    assert keys(client, f"{bucket}-q") == {f"held/{k}" for k in corpus.blocked}
+    assert bucket_keys(client, f"{bucket}-q") == {f"held/{k}" for k in corpus.blocked}
     for key in corpus.blocked:
         body = client.get_object(Bucket=f"{bucket}-q", Key=f"held/{key}")["Body"].read()
         assert body == corpus.objects[key]
@@ -86,14 +54,14 @@ async def test_delete_policy_and_dry_run(s3_server: S3Server, bucket: str, tmp_p
     await block(dry, corpus)
     summary = await run_scan(dry, f"s3://{bucket}")
     assert summary.decisions[Decision.FLAG_CSAM] == 5
-    assert keys(client, bucket) == set(corpus.objects)  # dry run touched nothing
+    assert bucket_keys(client, bucket) == set(corpus.objects)  # dry run touched nothing
     assert summary.actions == {"delete:dry_run": 5, "report:dry_run": 4}
 
     real = scan_settings(s3_server, tmp_path / "real", on_flag_csam="delete")
     await block(real, corpus)
     summary = await run_scan(real, f"s3://{bucket}")
     assert summary.actions["delete:done"] == 5
-    assert keys(client, bucket) == set(corpus.objects) - corpus.blocked
+    assert bucket_keys(client, bucket) == set(corpus.objects) - corpus.blocked
 
 
 async def test_folder_scan_quarantines_into_a_folder(tmp_path: Path, s3_server: S3Server) -> None:

@@ -14,37 +14,27 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from pipeline.samples import image_bytes
 from tests.corpus import make_corpus
-from tests.pipeline.test_kafka_pipeline import (
+from tests.kafka_roles import (
     PICTGUARD,
     Roles,
     backfill,
     block_on_kafka,
-    bucket_keys,
     outcomes,
     role_env,
     seed_bucket,
     wait_for,
 )
 from tests.reliability.audit import acted_once, destructive_outcomes, record
-from tests.servers import Broker, S3Server, free_port, start_broker, wait_until
+from tests.servers import Broker, S3Server, bucket_keys, free_port, start_broker, wait_until
 
 WAITING = re.compile(r"waiting for Kafka at (\S+) to start the (.+?) \(attempt (\d+): ")
-
-
-@pytest.fixture
-def roles(tmp_path: Path) -> Iterator[Roles]:
-    r = Roles(tmp_path)
-    yield r
-    r.stop_all()
 
 
 def logs(roles: Roles) -> dict[str, str]:

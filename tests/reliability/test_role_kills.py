@@ -14,35 +14,25 @@ import signal
 import sqlite3
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from pipeline.samples import image_bytes
 from tests.corpus import make_corpus
 from tests.faultproxy import Fault, FaultProxy
-from tests.pipeline.test_kafka_pipeline import (
+from tests.kafka_roles import (
     PICTGUARD,
     Roles,
     backfill,
-    bucket_keys,
     outcomes,
     role_env,
     seed_bucket,
     wait_for,
 )
 from tests.reliability.audit import acted_once, destructive_outcomes, record
-from tests.servers import Broker, S3Server, count_records, free_port, wait_until
-
-
-@pytest.fixture
-def roles(tmp_path: Path) -> Iterator[Roles]:
-    r = Roles(tmp_path)
-    yield r
-    r.stop_all()
+from tests.servers import Broker, S3Server, bucket_keys, count_records, free_port, wait_until
 
 
 def records_in(broker: Broker, topic: str) -> int:

@@ -22,8 +22,8 @@ from pipeline.samples import image_bytes
 from pipeline.storage import StoreUnavailable
 from tests.corpus import Corpus
 from tests.faultproxy import Fault, FaultProxy
-from tests.pipeline.test_scan_single import block
 from tests.servers import S3Server
+from tests.single_process import block
 
 ATTEMPTS = 3
 
