@@ -6,6 +6,7 @@ target and a webhook, say) is scanned once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -49,7 +50,11 @@ async def tasks(
         if not ing.watch.roots:
             log.warning("ingest.watch is on but ingest.watch.roots is empty")
         for root in ing.watch.roots:
-            loops.append(run_watch(s, ctx.bus, root, ctx.stop, dedupe=dedupe))
+            # /readyz waits until every watch is in place: files written before are only
+            # found by a scan or reconcile.
+            watching = asyncio.Event()
+            ctx.health.add(f"watch {root}", watching.is_set)
+            loops.append(run_watch(s, ctx.bus, root, ctx.stop, dedupe=dedupe, started=watching))
     if ing.reconcile.enabled:
         verdicts: VerdictLookup
         if distributed:

@@ -49,7 +49,10 @@ async def test_enabled_sources_run_together_and_stop_cleanly(
                             break
                     except httpx.TransportError:
                         await asyncio.sleep(0.05)
-            await asyncio.sleep(2.0)  # the watch is set up as its loop starts; allow for load
+            # Readiness says when the watch is in place (no sleep racing a busy machine).
+            async with asyncio.timeout(60):
+                while any(c.startswith("watch ") for c in runtime.health.not_ready()):
+                    await asyncio.sleep(0.05)
             (watched / "new.png").write_bytes(b"arrived while running")
             requests = await scan_requests(runtime.bus, configured, at_least=2)
         finally:
