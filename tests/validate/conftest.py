@@ -149,7 +149,17 @@ def kafka_stack(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Ite
         cfg = kafka_config(tmp / role, broker, prefix)
         start(stack, ["run", role], cfg, tmp, role)
     for i, port in enumerate(ports):
-        cfg = kafka_config(tmp / f"api{i}", broker, prefix, port=port, replica_id=f"replica-{i}")
+        # Correctness over Kafka is what these tests check, not latency: a deadline far above
+        # what a busy 2-core machine needs, so no answer becomes "timeout" under load.
+        cfg = kafka_config(
+            tmp / f"api{i}",
+            broker,
+            prefix,
+            port=port,
+            replica_id=f"replica-{i}",
+            deadline_s=60,
+            force_deadline=True,
+        )
         start(stack, ["run", "api"], cfg, tmp, f"api{i}")
     stack.config = kafka_config(tmp, broker, prefix)
     wait_ready(stack)
