@@ -184,15 +184,6 @@ def create_webhook_app(
     """The ASGI app; the caller owns ``bus`` (started and stopped outside the app)."""
     receiver = WebhookReceiver(settings, bus, dedupe=dedupe)
     hook = settings.ingest.webhook
-    for name, secret in (
-        ("minio_token", hook.minio_token),
-        ("ceph_token", hook.ceph_token),
-        ("b2_secret", hook.b2_secret),
-    ):
-        if secret is not None and len(secret.get_secret_value()) < 16:
-            log.warning(
-                "ingest.webhook.%s is shorter than 16 characters; use a long random one", name
-            )
     if not any((hook.minio_token, hook.ceph_token, hook.b2_secret)):
         log.warning(
             "ingest webhook has no endpoint on: set ingest.webhook.minio_token, ceph_token "
