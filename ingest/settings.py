@@ -63,10 +63,11 @@ class WebhookSettings(BaseModel):
     )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="Larger bodies get 413")
     b2_max_age_s: float = Field(
-        default=300.0,
+        default=900.0,
         gt=0,
-        description="B2 deliveries whose eventTimestamp is older than this (or this far in the "
-        "future) are refused, and an eventId seen within it is a replay",
+        description="B2 events whose eventTimestamp is further than this from now (either way) "
+        "are refused as replays, and an eventId seen within it is a repeat; the reconcile "
+        "listing catches an event B2 delivered later than this",
     )
 
 
