@@ -2,7 +2,7 @@
 
 Never log image bytes or secrets: events are logged by id, key and decision only. As a
 second line of defence every configured secret is redacted from every formatted line,
-tracebacks and the libraries' debug output (``--debug``) included.
+tracebacks and the libraries' debug output (``--debug``) included (:mod:`pipeline.redact`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from urllib.parse import quote
 
+from pipeline import redact
+from pipeline.redact import REDACTED, Redactor
 from pipeline.settings import LogSettings
 
 _RESERVED = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
@@ -80,25 +81,19 @@ class ConsoleFormatter(logging.Formatter):
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats with ``inner``, then replaces each secret (as is, URL-quoted, JSON-escaped)."""
+    """Formats with ``inner``, then redacts each secret (as is, URL-quoted, JSON-escaped),
+    those registered for the process (:mod:`pipeline.redact`) and credential-like URL
+    parameters."""
 
-    REDACTED = "[redacted]"
+    REDACTED = REDACTED
 
     def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
         super().__init__()
         self.inner = inner
-        variants = {
-            v for s in secrets if len(s) >= 4 for v in (s, quote(s, safe=""), json.dumps(s)[1:-1])
-        }
-        # Longest first, so a secret that contains another is replaced whole.
-        self.secrets = sorted(variants, key=len, reverse=True)
+        self.redact = Redactor(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        line = self.inner.format(record)
-        for secret in self.secrets:
-            if secret in line:
-                line = line.replace(secret, self.REDACTED)
-        return line
+        return redact.configured(self.redact(self.inner.format(record)))
 
 
 def setup_logging(
