@@ -200,6 +200,12 @@ class EnforceSettings(_Section):
         description="Bearer token of the admin endpoints (at least 16 characters); unset "
         "disables them",
     )
+    admin_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Distributed mode: how long an API replica waits for the enforce role to "
+        "run an admin request (a block hashes the image first) before answering 503",
+    )
 
     @field_validator("quarantine")
     @classmethod
