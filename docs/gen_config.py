@@ -425,13 +425,7 @@ def main() -> None:
     validate_example(EXAMPLE_SINGLE)
     validate_example(EXAMPLE_KAFKA)
     out = [INTRO]
-    # The order of the contents line above, whatever order the classes declare them in.
-    order = ["kafka", "s3", "storage", "classify", "enforce", "ingest", "api", "metrics", "log"]
-    fields = sorted(
-        Settings.model_fields.items(),
-        key=lambda item: order.index(item[0]) if item[0] in order else len(order),
-    )
-    for name, info in fields:
+    for name, info in Settings.model_fields.items():
         model = _model_of(info.annotation)
         assert model is not None, name
         render_section(model, name, out, 2)
