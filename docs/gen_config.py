@@ -395,7 +395,11 @@ a value wins:
   `PICTGUARD_INGEST__EXCLUDE_PREFIXES='["quarantine/"]'`. A value that is not valid JSON
   stops start-up. An environment variable replaces the whole list from the file.
 - Keep secrets (S3 keys, Kafka password, tokens, notification channels with their tokens)
-  in the environment, not in the YAML file. Secret values are never logged.
+  in the environment, not in the YAML file. Secret values are never logged nor exported
+  in traces. Tokens that open something (`api.clients[].token`, `enforce.admin_token`, the
+  `ingest.webhook` tokens, a webhook channel's `secret`) must be at least 16 characters
+  (generate them with `openssl rand -hex 32`); an empty one means unset, so what it guards
+  stays off. See [SECURITY.md](SECURITY.md).
 - A value that cannot work (a wrong type, a number out of range, `api.deadline_s` ≥ 10
   without `api.force_deadline`) stops start-up with one line naming the setting and its
   environment variable.
@@ -436,10 +440,10 @@ def main() -> None:
         "PICTGUARD_S3__ACCESS_KEY_ID=pictguard\n"
         "PICTGUARD_S3__SECRET_ACCESS_KEY=...\n"
         "PICTGUARD_KAFKA__SASL_PASSWORD=...\n"
-        'PICTGUARD_API__CLIENTS=\'[{"id": "lemmy", "token": "long-random", '
+        'PICTGUARD_API__CLIENTS=\'[{"id": "lemmy", "token": "<openssl rand -hex 32>", '
         '"cidrs": ["172.16.0.0/12"]}]\'\n'
-        "PICTGUARD_INGEST__WEBHOOK__MINIO_TOKEN=...\n"
-        "PICTGUARD_ENFORCE__ADMIN_TOKEN=...\n"
+        "PICTGUARD_INGEST__WEBHOOK__MINIO_TOKEN=<openssl rand -hex 32>\n"
+        "PICTGUARD_ENFORCE__ADMIN_TOKEN=<openssl rand -hex 32>\n"
         'PICTGUARD_ENFORCE__NOTIFY__CHANNELS=\'[{"type": "matrix", '
         '"homeserver": "https://matrix.example.org", "room_id": "!abcdef:example.org", '
         '"access_token": "syt_..."}]\'\n'

@@ -109,23 +109,35 @@ def object_id_of(target: str) -> str | None:
 class EnforceAdmin:
     """The admin flows over one :class:`EnforceContext`. Use as an async context manager."""
 
-    def __init__(self, ctx: EnforceContext, *, dry_run: bool = False) -> None:
+    def __init__(
+        self, ctx: EnforceContext, *, dry_run: bool = False, enforcer: Enforcer | None = None
+    ) -> None:
         config = ctx.settings.enforce
         if dry_run and not config.dry_run:
             config = config.model_copy(update={"dry_run": True})
         self.ctx = ctx
         self.config = config
         self.dry_run = config.dry_run
-        self.enforcer = Enforcer(ctx.bus, ctx.settings, ctx.stores, ctx.state, config=config)
+        # ``enforcer``: the running enforce stage's, started and stopped by its owner, so an
+        # admin action meets the same guard, audit and notifier as the verdicts (a dry run
+        # gets one of its own: its config differs).
+        self._owned = enforcer is None or enforcer.config is not config
+        self.enforcer = (
+            Enforcer(ctx.bus, ctx.settings, ctx.stores, ctx.state, config=config)
+            if self._owned or enforcer is None
+            else enforcer
+        )
         self.records = self.enforcer.records
         self.hashlists = HashListStore(ctx.hashlists or ctx.state.table("hashlists"))
 
     async def __aenter__(self) -> EnforceAdmin:
-        await self.enforcer.start()
+        if self._owned:
+            await self.enforcer.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.enforcer.stop()
+        if self._owned:
+            await self.enforcer.stop()
 
     # -- guard -------------------------------------------------------------------------
 

@@ -3,6 +3,11 @@
 The token is ``enforce.admin_token``, separate from any token that scan clients use. With
 no token configured every endpoint answers 503, so the admin surface is off by default.
 
+Where the work happens is the backend's choice: in this process (``pictguard serve``, where
+the API and enforce share one state), or, in distributed mode, in the enforce role, reached
+over the bus (:mod:`enforce.admin_bus`), so that there is one guard, one set of held
+actions and one audit trail, enforce's.
+
 A target that is a file path must be media pictguard knows (a folder it watches, or an
 object it has a verdict for): the CLI on the host may name any file, but over HTTP the
 admin token must not become a way to read or move arbitrary files of the API's host.
@@ -11,9 +16,9 @@ admin token must not become a way to read or move arbitrary files of the API's h
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+import json
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,9 +26,8 @@ from pydantic import BaseModel, Field, SecretStr
 
 from enforce.admin import AdminError, EnforceAdmin, NotFound, object_id_of
 from enforce.cli import ContextFactory
+from pipeline.events import AdminOperation
 from pipeline.storage import StorageError
-
-T = TypeVar("T")
 
 
 class ResumeRequest(BaseModel):
@@ -49,19 +53,91 @@ class BlockRequest(TargetRequest):
     category: Literal["csam", "nsfw"] = "csam"
 
 
+class AdminUnavailable(AdminError):
+    """The enforce role did not answer an admin request (distributed mode): 503."""
+
+
+class AdminBackend(Protocol):
+    """Runs one admin operation and returns its JSON result; raises :class:`NotFound`,
+    :class:`AdminError`, :class:`AdminUnavailable` or ``StorageError``."""
+
+    async def __call__(
+        self, operation: AdminOperation, arguments: dict[str, Any], dry_run: bool
+    ) -> Any: ...
+
+
+async def perform(admin: EnforceAdmin, operation: str, arguments: dict[str, Any]) -> Any:
+    """Run ``operation`` with ``arguments`` (the endpoints' bodies) on ``admin``.
+
+    The one dispatch for both ways an admin request reaches enforce: in this process
+    (:func:`local_backend`) and over the bus (:mod:`enforce.admin_bus`). Returns plain JSON.
+    """
+    a = arguments
+    target = a.get("target")
+    if isinstance(target, str):
+        await _known_media(admin, target)
+    result: Any
+    if operation == "status":
+        result = await admin.status()
+    elif operation == "resume":
+        done = await admin.resume(discard=bool(a.get("discard")), reason=str(a.get("reason", "")))
+        result = done.as_json()
+    elif operation == "allow":
+        done = await admin.allow(str(target), reason=a["reason"], author=a["author"])
+        result = done.as_json()
+    elif operation == "block":
+        done = await admin.block(
+            str(target), reason=a["reason"], author=a["author"], category=a["category"]
+        )
+        result = done.as_json()
+    elif operation == "restore":
+        result = (await admin.restore(str(target), reason=str(a.get("reason", "")))).as_json()
+    elif operation == "audit":
+        actions = await admin.audit(
+            since=a.get("since"),
+            decision=a.get("decision"),
+            action=a.get("action"),
+            outcome=a.get("outcome"),
+            limit=int(a.get("limit", 200)),
+        )
+        result = [x.model_dump(mode="json", exclude_none=True) for x in actions]
+    else:
+        raise AdminError(f"unknown admin operation {operation!r}")
+    # Plain JSON whichever way it travels (datetimes and paths as strings).
+    return json.loads(json.dumps(result, default=str))
+
+
+def local_backend(context: ContextFactory) -> AdminBackend:
+    """Admin operations on the enforce state this process opened (single process, CLI)."""
+
+    async def call(operation: AdminOperation, arguments: dict[str, Any], dry_run: bool) -> Any:
+        async with context() as ctx, EnforceAdmin(ctx, dry_run=dry_run) as admin:
+            return await perform(admin, operation, arguments)
+
+    return call
+
+
 def admin_router(
-    context: ContextFactory,
+    context: ContextFactory | None,
     *,
     token: str | SecretStr | None,
     prefix: str = "/admin",
+    backend: AdminBackend | None = None,
 ) -> APIRouter:
     """The admin endpoints, for the API to ``include_router``.
 
     ``context`` opens what one request needs (wrap a running process's objects with
-    :func:`enforce.admin.static_context`); ``token`` is the admin bearer token.
+    :func:`enforce.admin.static_context`); ``backend`` instead sends each request elsewhere
+    (distributed mode: to the enforce role over the bus, :class:`enforce.admin_bus.AdminClient`);
+    ``token`` is the admin bearer token.
     """
     secret = token.get_secret_value() if isinstance(token, SecretStr) else token
     bearer = HTTPBearer(auto_error=False)
+    if backend is None:
+        if context is None:
+            raise ValueError("admin_router needs a context or a backend")
+        backend = local_backend(context)
+    call = backend
 
     # A default, not Annotated[...]: string annotations cannot see this local ``bearer``.
     def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -80,16 +156,13 @@ def admin_router(
 
     router = APIRouter(prefix=prefix, tags=["admin"], dependencies=[Depends(authorised)])
 
-    async def run(
-        dry_run: bool, work: Callable[[EnforceAdmin], Awaitable[T]], target: str | None = None
-    ) -> T:
+    async def run(operation: AdminOperation, arguments: dict[str, Any], dry_run: bool) -> Any:
         try:
-            async with context() as ctx, EnforceAdmin(ctx, dry_run=dry_run) as admin:
-                if target is not None:
-                    await _known_media(admin, target)
-                return await work(admin)
+            return await call(operation, arguments, dry_run)
         except NotFound as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+        except AdminUnavailable as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
         except AdminError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
         except StorageError as exc:
@@ -98,45 +171,36 @@ def admin_router(
     @router.get("/enforce/status")
     async def enforce_status() -> dict[str, Any]:
         """Policy, guard state, held actions and quarantine warnings."""
-        return await run(False, lambda admin: admin.status())
+        result: dict[str, Any] = await run("status", {}, False)
+        return result
 
     @router.post("/enforce/resume")
     async def enforce_resume(body: ResumeRequest) -> dict[str, Any]:
         """Re-arm the guard and release (or discard) the held actions."""
-        result = await run(
-            body.dry_run, lambda admin: admin.resume(discard=body.discard, reason=body.reason)
-        )
-        return result.as_json()
+        args = {"discard": body.discard, "reason": body.reason}
+        result: dict[str, Any] = await run("resume", args, body.dry_run)
+        return result
 
     @router.post("/allow")
     async def allow(body: TargetRequest) -> dict[str, Any]:
         """Allowlist an image and restore it from quarantine."""
-        result = await run(
-            body.dry_run,
-            lambda admin: admin.allow(body.target, reason=body.reason, author=body.author),
-            body.target,
-        )
-        return result.as_json()
+        args = body.model_dump(exclude={"dry_run"})
+        result: dict[str, Any] = await run("allow", args, body.dry_run)
+        return result
 
     @router.post("/block")
     async def block(body: BlockRequest) -> dict[str, Any]:
         """Blocklist an image and act on its known copies."""
-        result = await run(
-            body.dry_run,
-            lambda admin: admin.block(
-                body.target, reason=body.reason, author=body.author, category=body.category
-            ),
-            body.target,
-        )
-        return result.as_json()
+        args = body.model_dump(exclude={"dry_run"})
+        result: dict[str, Any] = await run("block", args, body.dry_run)
+        return result
 
     @router.post("/restore")
     async def restore(body: TargetRequest) -> dict[str, Any]:
         """Restore quarantined objects named by verdict id, object, key or sha256."""
-        result = await run(
-            body.dry_run, lambda admin: admin.restore(body.target, reason=body.reason), body.target
-        )
-        return result.as_json()
+        args = body.model_dump(exclude={"dry_run", "author"})
+        result: dict[str, Any] = await run("restore", args, body.dry_run)
+        return result
 
     @router.get("/audit")
     async def audit(
@@ -147,13 +211,15 @@ def admin_router(
         limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
     ) -> list[dict[str, Any]]:
         """Recorded actions, newest first."""
-        actions = await run(
-            False,
-            lambda admin: admin.audit(
-                since=since, decision=decision, action=action, outcome=outcome, limit=limit
-            ),
-        )
-        return [a.model_dump(mode="json", exclude_none=True) for a in actions]
+        args = {
+            "since": since,
+            "decision": decision,
+            "action": action,
+            "outcome": outcome,
+            "limit": limit,
+        }
+        result: list[dict[str, Any]] = await run("audit", args, False)
+        return result
 
     return router
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from pipeline.events import ActionType, Decision
 from pipeline.policy import ActionPolicy
-from pipeline.settings import SharedConfig
+from pipeline.settings import SharedConfig, StrongSecret
 
 PolicyAction = Literal["report", "delete", "quarantine"]
 
@@ -97,8 +97,10 @@ class WebhookChannel(_Channel):
     type: Literal["webhook"] = Field("webhook", description="Which kind of channel this entry is")
     # repr=False: a webhook URL or header often carries a token; the logs redact them.
     url: str = Field(repr=False, description="The webhook URL the channel posts to")
-    secret: SecretStr | None = Field(
-        None, description="HMAC key; the receiver recomputes sha256=<hex> over the raw body"
+    secret: StrongSecret = Field(
+        None,
+        description="HMAC key (at least 16 characters); the receiver recomputes the "
+        "signature over the timestamp and the raw body",
     )
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra request headers", repr=False
@@ -193,8 +195,16 @@ class EnforceSettings(_Section):
     concurrency: int = Field(16, gt=0, description="Actions performed at once")
     guard: GuardSettings = Field(default_factory=GuardSettings)  # type: ignore[arg-type]
     notify: NotifySettings = Field(default_factory=NotifySettings)  # type: ignore[arg-type]
-    admin_token: SecretStr | None = Field(
-        None, description="Bearer token of the admin endpoints; unset disables them"
+    admin_token: StrongSecret = Field(
+        None,
+        description="Bearer token of the admin endpoints (at least 16 characters); unset "
+        "disables them",
+    )
+    admin_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Distributed mode: how long an API replica waits for the enforce role to "
+        "run an admin request (a block hashes the image first) before answering 503",
     )
 
     @field_validator("quarantine")

@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from pipeline.settings import SharedConfig
+from pipeline.settings import SharedConfig, StrongSecret
 
 Preset = Literal["none", "pictrs", "mastodon", "misskey"]
 
@@ -37,6 +37,8 @@ class WebhookSettings(BaseModel):
 
     An endpoint answers only once its secret is set: ``/hooks/minio`` needs
     ``minio_token``, ``/hooks/ceph`` needs ``ceph_token``, ``/hooks/b2`` needs ``b2_secret``.
+    An empty value means unset (the endpoint stays off); one shorter than 16 characters
+    stops start-up.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -49,17 +51,24 @@ class WebhookSettings(BaseModel):
         le=65535,
         description="Port of `/hooks/minio`, `/hooks/ceph`, `/hooks/b2`",
     )
-    minio_token: SecretStr | None = Field(
+    minio_token: StrongSecret = Field(
         default=None,
         description="MinIO notify_webhook auth_token; sent as Authorization: Bearer <token>",
     )
-    ceph_token: SecretStr | None = Field(
+    ceph_token: StrongSecret = Field(
         default=None, description="Token Ceph sends as ?token=... in its push-endpoint URL"
     )
-    b2_secret: SecretStr | None = Field(
+    b2_secret: StrongSecret = Field(
         default=None, description="B2 event notification rule signing secret (HMAC-SHA256)"
     )
     max_body_bytes: int = Field(default=1024 * 1024, gt=0, description="Larger bodies get 413")
+    b2_max_age_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="B2 events whose eventTimestamp is further than this from now (either way) "
+        "are refused as replays, and an eventId seen within it is a repeat; the reconcile "
+        "listing catches an event B2 delivered later than this",
+    )
 
 
 class SqsSettings(BaseModel):

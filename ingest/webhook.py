@@ -8,7 +8,10 @@ Routes (each answers only once its secret is configured, otherwise 404):
 - ``POST /hooks/ceph?token=<token>``: a Ceph topic's ``push-endpoint``; Ceph cannot add
   headers, so the token rides in the URL (a Bearer header is accepted too).
 - ``POST /hooks/b2``: a B2 event notification rule; the body's HMAC-SHA256 under the rule's
-  signing secret arrives in ``X-Bz-Event-Notification-Signature: v1=<hex>``.
+  signing secret arrives in ``X-Bz-Event-Notification-Signature: v1=<hex>``. That signature
+  has no time in it, so events whose ``eventTimestamp`` is further than
+  ``ingest.webhook.b2_max_age_s`` from now are dropped (403 when nothing else is left), and
+  an ``eventId`` seen within that window is counted as a repeat and not scanned again.
 - ``GET /healthz``.
 
 Answers: missing credentials 401, wrong ones 403, a body over the size cap 413, a body that
@@ -22,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import SecretStr
@@ -34,7 +39,7 @@ from ingest.dedupe import DedupeWindow
 from ingest.intake import Intake, Payload
 from ingest.settings import IngestConfig
 from ingest.sources import SourceName, normalizer
-from ingest.sources.b2 import SIGNATURE_HEADER, signature_valid
+from ingest.sources.b2 import SIGNATURE_HEADER, ReplayGuard, signature_valid
 from pipeline.bus.base import Bus, BusError
 from pipeline.errors import PictguardError
 from pipeline.events import Source
@@ -81,10 +86,18 @@ class WebhookReceiver:
     """The handlers behind the routes; one :class:`Intake` per source, one dedupe window."""
 
     def __init__(
-        self, settings: IngestConfig, bus: Bus, *, dedupe: DedupeWindow | None = None
+        self,
+        settings: IngestConfig,
+        bus: Bus,
+        *,
+        dedupe: DedupeWindow | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.hook = settings.ingest.webhook
+        self.replays = ReplayGuard(
+            self.hook.b2_max_age_s, settings.ingest.dedupe_max_entries, clock=clock
+        )
         window = dedupe or DedupeWindow(
             settings.ingest.dedupe_window_s, settings.ingest.dedupe_max_entries
         )
@@ -148,7 +161,29 @@ class WebhookReceiver:
             return _error(413, f"body larger than {self.hook.max_body_bytes} bytes")
         if not signature_valid(secret.get_secret_value(), body, signature):
             return _error(403, "signature does not match the body under ingest.webhook.b2_secret")
-        return await self._submit(request, "b2", body)
+        screened = self.replays.screen(body)
+        if screened is None:  # not an events list: the normalizer dead-letters it
+            return await self._submit(request, "b2", body)
+        if screened.stale:
+            log.warning(
+                "webhook b2: %d event(s) with an eventTimestamp more than %g s from now dropped "
+                "(a replayed delivery, or this host's clock is off)",
+                screened.stale,
+                self.hook.b2_max_age_s,
+            )
+        counts = {"repeats": screened.replayed, "stale": screened.stale}
+        if screened.kept == 0:
+            if screened.replayed == 0:
+                return _error(
+                    403,
+                    f"eventTimestamp more than {self.hook.b2_max_age_s:g} s from now: a replay, "
+                    "or a clock far off (ingest.webhook.b2_max_age_s)",
+                )
+            return JSONResponse(_answer(**counts))
+        response = await self._submit(request, "b2", screened.body, counts)
+        if response.status_code >= 500:
+            self.replays.forget(screened.ids)  # B2 will deliver it again: not a replay
+        return response
 
     async def _receive(self, request: Request, source: SourceName) -> Response:
         try:
@@ -157,7 +192,13 @@ class WebhookReceiver:
             return _error(413, f"body larger than {self.hook.max_body_bytes} bytes")
         return await self._submit(request, source, body)
 
-    async def _submit(self, request: Request, source: SourceName, body: bytes) -> Response:
+    async def _submit(
+        self,
+        request: Request,
+        source: SourceName,
+        body: bytes,
+        counts: dict[str, int] | None = None,
+    ) -> Response:
         payload = Payload(body=body, origin=f"webhook:{request.url.path}")
         try:
             (outcome,) = await self.intakes[source].submit([payload])
@@ -166,33 +207,42 @@ class WebhookReceiver:
             return _error(503, "scan requests not acknowledged; retry later")
         if outcome.rejected:
             return _error(400, outcome.error or "not a notification")
-        answer: dict[str, Any] = {
-            "accepted": outcome.produced,
-            "repeats": outcome.repeats,
-            "filtered": outcome.filtered,
-            "ignored": outcome.ignored,
-            "removed": outcome.removals,
-        }
+        extra = dict(counts or {})
+        answer = _answer(
+            accepted=outcome.produced,
+            repeats=outcome.repeats + extra.pop("repeats", 0),
+            filtered=outcome.filtered,
+            ignored=outcome.ignored,
+            removed=outcome.removals,
+            **extra,
+        )
         if outcome.error is not None:
             answer["dead_lettered"] = outcome.error
         return JSONResponse(answer)
 
 
+def _answer(**counts: int) -> dict[str, Any]:
+    """A 200's body: what became of the delivery's events, every count present."""
+    answer: dict[str, Any] = dict.fromkeys(
+        ("accepted", "repeats", "filtered", "ignored", "removed"), 0
+    )
+    answer.update(counts)
+    return answer
+
+
 def create_webhook_app(
-    settings: IngestConfig, bus: Bus, *, dedupe: DedupeWindow | None = None
+    settings: IngestConfig,
+    bus: Bus,
+    *,
+    dedupe: DedupeWindow | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> Starlette:
-    """The ASGI app; the caller owns ``bus`` (started and stopped outside the app)."""
-    receiver = WebhookReceiver(settings, bus, dedupe=dedupe)
+    """The ASGI app; the caller owns ``bus`` (started and stopped outside the app).
+
+    ``clock`` (tests) is what B2 event timestamps are compared with.
+    """
+    receiver = WebhookReceiver(settings, bus, dedupe=dedupe, clock=clock)
     hook = settings.ingest.webhook
-    for name, secret in (
-        ("minio_token", hook.minio_token),
-        ("ceph_token", hook.ceph_token),
-        ("b2_secret", hook.b2_secret),
-    ):
-        if secret is not None and len(secret.get_secret_value()) < 16:
-            log.warning(
-                "ingest.webhook.%s is shorter than 16 characters; use a long random one", name
-            )
     if not any((hook.minio_token, hook.ceph_token, hook.b2_secret)):
         log.warning(
             "ingest webhook has no endpoint on: set ingest.webhook.minio_token, ceph_token "

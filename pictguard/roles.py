@@ -46,7 +46,12 @@ async def enforce_loops(runtime: Runtime, on_outcome: Any = None) -> Loops:
     from enforce import role
 
     await runtime.start_tables()
-    return await role.tasks(runtime, on_outcome)
+    return await role.tasks(
+        runtime,
+        on_outcome,
+        hashlists=runtime.tables.hashlists,
+        media_roots=runtime.settings.ingest.watch.roots,
+    )
 
 
 async def ingest_loops(runtime: Runtime) -> Loops:
@@ -55,12 +60,29 @@ async def ingest_loops(runtime: Runtime) -> Loops:
     return await role.tasks(runtime, runtime.settings.enforce.action_policy())
 
 
-def admin_endpoints(runtime: Runtime) -> APIRouter | None:
-    """Enforce's admin endpoints over this process's state (None without an admin token)."""
+async def admin_endpoints(runtime: Runtime) -> APIRouter | None:
+    """Enforce's admin endpoints: over this process's state when enforce runs here
+    (``serve``); in distributed mode sent to the enforce role over the bus, so its guard,
+    held actions and audit are the only ones."""
     from enforce.admin import EnforceContext, static_context
     from enforce.admin_api import admin_router
+    from pipeline.context import Mode
 
     s = runtime.settings
+    if runtime.mode is Mode.DISTRIBUTED and s.enforce.admin_token is not None:
+        from enforce.admin_bus import AdminClient
+        from pipeline.topics import ADMIN_REPLIES, ADMIN_REQUESTS
+
+        client = AdminClient(
+            runtime.bus,
+            s.topic(ADMIN_REQUESTS),
+            s.topic(ADMIN_REPLIES + s.api.replica_id),
+            s.group(f"api-admin-{s.api.replica_id}"),
+            timeout_s=s.enforce.admin_timeout_s,
+        )
+        await client.start()
+        runtime.cleanups.push_async_callback(client.stop)
+        return admin_router(None, token=s.enforce.admin_token, backend=client)
     context = EnforceContext(
         s,
         runtime.stores,
@@ -92,7 +114,7 @@ async def build_api(runtime: Runtime, engine: ClassifyEngine | None = None) -> F
         fast = FastPath(lists, VerdictCache(runtime.tables.verdict_cache))
     else:
         fast = FastPath(engine)
-    return await build_app(runtime, fast, admin_router=admin_endpoints(runtime))
+    return await build_app(runtime, fast, admin_router=await admin_endpoints(runtime))
 
 
 async def api_loops(

@@ -21,6 +21,8 @@ from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
 from pipeline.context import Mode
 from pipeline.metrics import Health, start_metrics_server
+from pipeline.redact import register as register_secrets
+from pipeline.settings import secret_values
 from pipeline.state.shared import SharedTables
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.table import Table
@@ -95,6 +97,8 @@ async def open_runtime(
     the default service name) and is flushed last, after everything else closed.
     """
     async with _LoggingExitStack() as stack:
+        # Whatever writes logs or spans in this process redacts these secrets.
+        register_secrets(secret_values(settings))
         tracing = setup_tracing(service)
         if tracing is not None:
             # Flushing spans may block on the network: off the event loop.

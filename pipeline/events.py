@@ -222,7 +222,46 @@ class DeadLetter(_Event):
         return self.source_key or f"{self.source_topic}:{self.partition}:{self.offset}"
 
 
-Event = ScanRequest | Verdict | EnforcementAction | DeadLetter
+AdminOperation = Literal["status", "resume", "allow", "block", "restore", "audit"]
+
+
+class AdminRequest(_Event):
+    """An admin operation the API asks the enforce role to run (distributed mode).
+
+    The API replica waits for the :class:`AdminReply` on ``reply_to`` until ``deadline``;
+    enforce skips a request whose deadline has passed (nobody waits for it any more).
+    """
+
+    kind: ClassVar[str] = "admin_request"
+    type: Literal["admin_request"] = "admin_request"
+    request_id: str = Field(default_factory=new_id)
+    operation: AdminOperation
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    dry_run: bool = False
+    reply_to: str
+    deadline: datetime
+
+    @property
+    def key(self) -> str:
+        return self.request_id
+
+
+class AdminReply(_Event):
+    """What enforce answers to an :class:`AdminRequest`: a result, or an error and its kind."""
+
+    kind: ClassVar[str] = "admin_reply"
+    type: Literal["admin_reply"] = "admin_reply"
+    request_id: str
+    error: Literal["not_found", "invalid", "storage", "internal"] | None = None
+    message: str = ""
+    result: Any = None
+
+    @property
+    def key(self) -> str:
+        return self.request_id
+
+
+Event = ScanRequest | Verdict | EnforcementAction | DeadLetter | AdminRequest | AdminReply
 E = TypeVar("E", bound=_Event)
 
 

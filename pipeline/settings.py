@@ -12,17 +12,20 @@ from __future__ import annotations
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,6 +44,38 @@ _config_file: ContextVar[Path | None] = ContextVar("pictguard_config_file", defa
 
 class SettingsError(PictguardError, ValueError):
     """Settings that cannot work; the message is meant for the admin."""
+
+
+# Tokens that open an endpoint (scan clients, the admin API, bucket webhooks) and keys that
+# sign what pictguard sends: anything shorter is guessable or a placeholder left in place.
+MIN_SECRET_LENGTH = 16
+_SHORT_SECRET = "short_secret"  # noqa: S105 — an error type, not a secret
+
+
+def _blank_is_unset(value: Any) -> Any:
+    """An empty value (``PICTGUARD_…=""``, ``token: ""``) means the secret is not set."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+def _long_enough(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+        raise PydanticCustomError(
+            _SHORT_SECRET,
+            "shorter than {minimum} characters; generate one with `openssl rand -hex 32`",
+            {"minimum": MIN_SECRET_LENGTH},
+        )
+    return value
+
+
+#: A secret that opens or signs something: empty means unset (the endpoint stays off),
+#: and one shorter than :data:`MIN_SECRET_LENGTH` stops start-up, naming the setting.
+StrongSecret = Annotated[
+    SecretStr | None, BeforeValidator(_blank_is_unset), AfterValidator(_long_enough)
+]
 
 
 class SecurityProtocol(StrEnum):
@@ -289,6 +324,9 @@ def _collect_secrets(value: Any, hidden: bool, found: set[str]) -> None:
         found.add(value)
 
 
+_SECRET_WORDS = ("token", "secret", "password", "key")
+
+
 def _describe(error: dict[str, Any]) -> str:
     loc = [str(p) for p in error["loc"]]
     env = ENV_PREFIX + "__".join(p.upper() for p in loc if not p.isdigit())
@@ -299,7 +337,13 @@ def _describe(error: dict[str, Any]) -> str:
     if expected:
         msg = f"allowed values are {expected}"
     value = error.get("input")
-    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    # A secret's value never goes into the message (it would reach the log and the shell).
+    hidden = (
+        isinstance(value, (dict, SecretStr))
+        or error["type"] == _SHORT_SECRET
+        or bool(loc and any(word in loc[-1] for word in _SECRET_WORDS))
+    )
+    shown = "" if hidden else f" = {value!r}"
     if error["type"] == "extra_forbidden":
         return f"unknown setting {dotted} ({env}); check the spelling against the README"
     return f"invalid setting {dotted} ({env}){shown}: {msg}"

@@ -10,6 +10,8 @@ Configured from the standard ``OTEL_*`` environment, so the admin's collector se
 - ``OTEL_SERVICE_NAME`` overrides the role's default name (``pictguard-<role>``).
 
 While off nothing of the SDK is imported or created, and the S3 client is not wrapped.
+Every exporter is wrapped so that spans leave with the configured secrets and any
+credential in a URL redacted (:mod:`pipeline.redact_spans`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
-from pipeline import tracing
+from pipeline import redact, tracing
 from pipeline.errors import PictguardError
 
 if TYPE_CHECKING:
@@ -176,15 +178,22 @@ def setup_tracing(
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
         from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
+        from pipeline.redact_spans import RedactingSpanExporter
+
         if exporter is not None:
             provider = TracerProvider(resource=_resource(service_name, env), sampler=ALWAYS_ON)
-            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            provider.add_span_processor(
+                SimpleSpanProcessor(RedactingSpanExporter(exporter, redact.configured))
+            )
         else:
             assert config is not None
             # Sampler from OTEL_TRACES_SAMPLER(_ARG); batching from OTEL_BSP_*.
             provider = TracerProvider(resource=_resource(service_name, env))
             for name in config.exporters:
-                provider.add_span_processor(BatchSpanProcessor(_exporter(name, config.protocol)))
+                inner = _exporter(name, config.protocol)
+                provider.add_span_processor(
+                    BatchSpanProcessor(RedactingSpanExporter(inner, redact.configured))
+                )
     except TelemetryError as exc:
         log.error("tracing stays off: %s", exc)
         return None

@@ -15,6 +15,10 @@ DEAD_LETTER = "dead-letter"
 # Per-replica reply topics of the validate API: ``replies.<replica id>``.
 REPLIES = "replies."
 OBJECT_VERDICTS = "object-verdicts"
+# Admin operations (allow, block, restore, resume…) from the API replicas to enforce, and
+# enforce's answers on a topic per replica: ``admin-replies.<replica id>``.
+ADMIN_REQUESTS = "admin-requests"
+ADMIN_REPLIES = "admin-replies."
 
 
 # The largest sync scan request (a 40 MiB upload, base64 in JSON, plus its envelope).
@@ -79,6 +83,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(DEAD_LETTER),
     # Latest verdict per object id, kept by ingest for reconciliation (distributed mode).
     TopicSpec(OBJECT_VERDICTS, compacted=True),
+    # Worthless once the API stopped waiting (a minute): kept briefly.
+    TopicSpec(ADMIN_REQUESTS, configs={"retention.ms": str(3600 * 1000)}),
 )
 
 TABLE_TOPICS = tuple(t.name for t in TOPICS if t.compacted)
@@ -89,6 +95,6 @@ REPLY_TOPIC = TopicSpec(REPLIES, configs=short_lived_configs(REPLY_SEGMENT_BYTES
 
 def spec_for(short_name: str) -> TopicSpec | None:
     """The spec of a short topic name (reply topics share one)."""
-    if short_name.startswith(REPLIES):
+    if short_name.startswith((REPLIES, ADMIN_REPLIES)):
         return REPLY_TOPIC
     return next((t for t in TOPICS if t.name == short_name), None)

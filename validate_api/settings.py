@@ -12,9 +12,9 @@ import socket
 import uuid
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.settings import SharedConfig
+from pipeline.settings import SharedConfig, StrongSecret
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -35,7 +35,9 @@ class ApiClient(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1, description="The id in /api/v1/scan/<id>; IPADDR means by IP")
-    token: SecretStr | None = Field(None, description="Also required when set (?token= or Bearer)")
+    token: StrongSecret = Field(
+        None, description="Also required when set (?token= or Bearer); at least 16 characters"
+    )
     cidrs: list[IpNetwork] = Field(default_factory=list, description="Allowed caller networks")
 
     @field_validator("cidrs", mode="before")
@@ -47,6 +49,12 @@ class ApiClient(BaseModel):
     def _ipaddr_needs_cidrs(self) -> ApiClient:
         if self.id == "IPADDR" and not self.cidrs:
             raise ValueError("the IPADDR client authorises by caller IP and needs cidrs")
+        if self.token is None and not self.cidrs:
+            # An id alone is in every URL pict-rs is given: it must not open the API to all.
+            raise ValueError(
+                f"client {self.id!r} has neither a token nor cidrs, so anyone who knows the id "
+                "could call it: give it cidrs (the networks it calls from) or a token"
+            )
         return self
 
 

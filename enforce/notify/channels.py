@@ -14,6 +14,7 @@ import json
 import logging
 import smtplib
 import ssl
+import time
 from email.message import EmailMessage
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -26,7 +27,14 @@ from tenacity import (
     wait_exponential,
 )
 
-from enforce.notify.message import render_subject, render_text
+from enforce.notify.message import (
+    discord_text,
+    matrix_html,
+    matrix_plain,
+    render_subject,
+    render_text,
+    slack_text,
+)
 from enforce.settings import (
     DiscordChannel,
     EmailChannel,
@@ -40,7 +48,10 @@ from pipeline.errors import PictguardError
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Pictguard-Signature"
+TIMESTAMP_HEADER = "X-Pictguard-Timestamp"
 EVENT_ID_HEADER = "X-Pictguard-Event-Id"
+# How far a receiver should let a signed delivery's timestamp be from its own clock.
+SIGNATURE_TOLERANCE_S = 300
 DISCORD_LIMIT = 2000
 
 
@@ -64,14 +75,37 @@ class Sender(Protocol):
     async def close(self) -> None: ...
 
 
-def sign(secret: bytes, body: bytes) -> str:
-    """The ``X-Pictguard-Signature`` value: ``sha256=`` + hex HMAC-SHA256 of the raw body."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def sign(secret: bytes, body: bytes, timestamp: int) -> str:
+    """The ``X-Pictguard-Signature`` value: ``v1=`` + hex HMAC-SHA256 of ``<timestamp>.<body>``.
+
+    ``timestamp`` (Unix seconds) travels in ``X-Pictguard-Timestamp``; signing it with the
+    body lets a receiver refuse a captured delivery replayed later (Stripe's scheme).
+    """
+    signed = str(timestamp).encode() + b"." + body
+    return "v1=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
 
 
-def verify(secret: bytes, body: bytes, header: str) -> bool:
-    """Check a signature header in constant time (for receivers written in Python)."""
-    return hmac.compare_digest(sign(secret, body), header)
+def verify(
+    secret: bytes,
+    body: bytes,
+    signature: str,
+    timestamp: str,
+    *,
+    tolerance_s: float = SIGNATURE_TOLERANCE_S,
+    now: float | None = None,
+) -> bool:
+    """Check a delivery's signature and freshness in constant time (for Python receivers).
+
+    False when the signature does not match, or when ``timestamp`` lies more than
+    ``tolerance_s`` from ``now`` (a replay, or a clock far off). A receiver that also keeps
+    the ``X-Pictguard-Event-Id`` values it saw within the tolerance refuses exact replays.
+    """
+    if not timestamp.isdigit():
+        return False
+    moment = int(timestamp)
+    if abs((time.time() if now is None else now) - moment) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, body, moment).encode(), signature.encode())
 
 
 async def deliver(sender: Sender, payload: dict[str, Any], event_id: str) -> None:
@@ -122,7 +156,7 @@ def _host(url: str) -> str:
 
 
 class WebhookSender(_HttpSender):
-    """POST the JSON payload, signed when a secret is set."""
+    """POST the JSON payload, signed with a timestamp when a secret is set."""
 
     channel: WebhookChannel
 
@@ -134,7 +168,12 @@ class WebhookSender(_HttpSender):
             **self.channel.headers,
         }
         if self.channel.secret is not None:
-            headers[SIGNATURE_HEADER] = sign(self.channel.secret.get_secret_value().encode(), body)
+            # Each attempt is signed afresh: a retry after a long back-off stays fresh.
+            moment = int(time.time())
+            headers[TIMESTAMP_HEADER] = str(moment)
+            headers[SIGNATURE_HEADER] = sign(
+                self.channel.secret.get_secret_value().encode(), body, moment
+            )
         await self._request("POST", self.channel.url, "webhook", content=body, headers=headers)
 
 
@@ -155,7 +194,15 @@ class MatrixSender(_HttpSender):
             f"/send/m.room.message/{txn}"
         )
         text = render_text(payload)
-        content = {"msgtype": "m.text", "body": text}
+        content = {
+            "msgtype": "m.text",
+            "body": matrix_plain(text),
+            "format": "org.matrix.custom.html",
+            "formatted_body": matrix_html(text),
+            # Intentional mentions (Matrix 1.7): an empty set turns off the legacy rules
+            # that ping a room for "@room" or a person for their name anywhere in the text.
+            "m.mentions": {},
+        }
         headers = {"Authorization": f"Bearer {c.access_token.get_secret_value()}"}
         await self._request("PUT", url, "matrix", json=content, headers=headers)
 
@@ -166,7 +213,13 @@ class SlackSender(_HttpSender):
     channel: SlackChannel
 
     async def send(self, payload: dict[str, Any], event_id: str) -> None:
-        await self._request("POST", self.channel.url, "slack", json={"text": render_text(payload)})
+        body = {
+            "text": slack_text(render_text(payload)),
+            # No previews: a URL in an object key must not make Slack fetch it.
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
+        await self._request("POST", self.channel.url, "slack", json=body)
 
 
 class DiscordSender(_HttpSender):
@@ -175,7 +228,7 @@ class DiscordSender(_HttpSender):
     channel: DiscordChannel
 
     async def send(self, payload: dict[str, Any], event_id: str) -> None:
-        text = render_text(payload)
+        text = discord_text(render_text(payload))
         if len(text) > DISCORD_LIMIT:
             text = text[: DISCORD_LIMIT - 1] + "…"
         await self._request(
@@ -199,6 +252,7 @@ class EmailSender:
     async def send(self, payload: dict[str, Any], event_id: str) -> None:
         c = self.channel
         message = EmailMessage()
+        # render_subject keeps CR/LF out: a key cannot add a header (Bcc:) to the message.
         message["Subject"] = f"{c.subject_prefix} {render_subject(payload)}".strip()
         message["From"] = c.sender
         message["To"] = ", ".join(c.recipients)

@@ -2,6 +2,11 @@
 
 Payloads carry bucket, key, decision, scores, action and verdict id — never image bytes,
 and a link only when the admin set ``include_links`` and a ``link_template``.
+
+Object keys are chosen by whoever uploads, so the text forms never trust them: every value
+is put on one line (:func:`pipeline.logs.printable`), and each chat channel escapes the text
+for its own markup (:func:`slack_text`, :func:`discord_text`, :func:`matrix_html`) so a key
+can neither mention anyone nor draw a link.
 """
 
 from __future__ import annotations
@@ -9,10 +14,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from html import escape as html_escape
 from typing import Any
+from urllib.parse import quote
 
 from enforce.settings import NotifySettings, Severity
 from pipeline.events import ActionOutcome, Decision, EnforcementAction, utcnow
+from pipeline.logs import printable
 
 DIGEST_ITEMS = 20
 
@@ -63,10 +71,11 @@ def action_notice(action: EnforcementAction, settings: NotifySettings) -> Notice
         "time": action.created_at.isoformat(),
     }
     if settings.include_links and settings.link_template and obj is not None:
+        # Quoted: a key must not end the URL early or add a query of its own.
         payload["link"] = settings.link_template.format(
-            bucket=obj.bucket,
-            key=obj.key,
-            object=obj.id,
+            bucket=quote(obj.bucket, safe=""),
+            key=quote(obj.key, safe="/"),
+            object=quote(obj.id, safe="/:"),
             verdict_id=action.verdict_id,
             quarantine=action.quarantine.id if action.quarantine else "",
         )
@@ -116,7 +125,11 @@ def _scores(scores: Mapping[str, float]) -> str:
 
 
 def render_line(payload: Mapping[str, Any]) -> str:
-    """One line about one action or alert."""
+    """One line about one action or alert (control characters in values escaped)."""
+    return printable(_line(payload))
+
+
+def _line(payload: Mapping[str, Any]) -> str:
     if payload["event"] != "action":
         return str(payload.get("summary", payload["event"]))
     where = payload.get("object") or "inline upload (not stored)"
@@ -132,7 +145,11 @@ def render_line(payload: Mapping[str, Any]) -> str:
 
 
 def render_subject(payload: Mapping[str, Any]) -> str:
-    """A one-line subject for email."""
+    """A one-line subject for email (never a CR or LF: no header can be added through it)."""
+    return printable(_subject(payload))
+
+
+def _subject(payload: Mapping[str, Any]) -> str:
     severity = str(payload["severity"]).upper()
     if payload["event"] == "digest":
         return f"{severity}: {payload['count']} enforcement events on {payload['instance']}"
@@ -142,12 +159,12 @@ def render_subject(payload: Mapping[str, Any]) -> str:
 
 
 def render_text(payload: Mapping[str, Any]) -> str:
-    """Plain text for chat rooms and email bodies."""
-    head = f"[{str(payload['severity']).upper()}] pictguard {payload['instance']}: "
+    """Plain text for chat rooms and email bodies: one line per item, values on one line."""
+    head = printable(f"[{str(payload['severity']).upper()}] pictguard {payload['instance']}: ")
     if payload["event"] != "digest":
         text = head + render_line(payload)
         if payload.get("next_step"):
-            text += f"\nNext step: {payload['next_step']}"
+            text += "\nNext step: " + printable(str(payload["next_step"]))
         return text
     lines = [head + f"{payload['count']} enforcement events"]
     lines += [f"  {count} × {what}" for what, count in payload["counts"].items()]
@@ -156,3 +173,36 @@ def render_text(payload: Mapping[str, Any]) -> str:
     lines += [f"  - {render_line(item)}" for item in items]
     lines.append("Full list: pictguard audit --since 1h")
     return "\n".join(lines)
+
+
+# Mentions: a zero-width space after "@" keeps @everyone, @here, @channel, @room and
+# @user from being read as one by any client, whatever the channel's own settings.
+_MENTION = "@\u200b"
+
+
+def slack_text(text: str) -> str:
+    """``text`` for Slack/Mattermost/Rocket.Chat mrkdwn: ``&<>`` escaped as Slack asks, so
+    ``<!channel>`` or ``<https://…|label>`` in a key stays text, and no @-mention."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return escaped.replace("@", _MENTION)
+
+
+# Everything Discord's markdown gives a meaning to, links ([label](url)) and mentions
+# (<@id>, <#id>) included.
+_DISCORD_MARKUP = str.maketrans({c: "\\" + c for c in "\\*_~`|>[]()<#-"})
+
+
+def discord_text(text: str) -> str:
+    """``text`` for a Discord message: markdown escaped with backslashes, no @-mention (the
+    sender also sets ``allowed_mentions`` to none)."""
+    return text.translate(_DISCORD_MARKUP).replace("@", _MENTION)
+
+
+def matrix_html(text: str) -> str:
+    """``text`` as the HTML ``formatted_body`` of a Matrix message: escaped, lines kept."""
+    return html_escape(text, quote=True).replace("\n", "<br>")
+
+
+def matrix_plain(text: str) -> str:
+    """The plain ``body`` of a Matrix message: no @room or @user mention."""
+    return text.replace("@", _MENTION)

@@ -54,7 +54,7 @@ async def test_flood_trips_the_guard_and_resume_releases(
                     {
                         "type": "webhook",
                         "url": rx.url,
-                        "secret": "k",
+                        "secret": "guard-test-secret-0123456789",
                         "digest_interval_s": 3600,
                         "retry_initial_s": 0,
                     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,6 +23,7 @@ from pipeline.state.sqlite import SqliteState
 from tests.enforce.receivers import http_receiver, smtp_receiver
 
 FAST = {"retry_initial_s": 0, "retry_max_s": 0, "digest_interval_s": 0}
+SECRET = "s3cret-0123456789abcdef"
 
 
 def action(
@@ -53,16 +55,38 @@ async def notify_all(settings: NotifySettings, *actions: EnforcementAction, **kw
 async def test_webhook_is_signed_and_carries_no_image_or_link() -> None:
     with http_receiver() as rx:
         settings = NotifySettings.model_validate(
-            {"channels": [{"type": "webhook", "url": rx.url + "/hook", "secret": "s3cret", **FAST}]}
+            {"channels": [{"type": "webhook", "url": rx.url + "/hook", "secret": SECRET, **FAST}]}
         )
+        before = time.time()
         await notify_all(settings, action())
     [request] = rx.requests
     assert request.method == "POST" and request.path == "/hook"
     signature = request.headers["x-pictguard-signature"]
-    expected = "sha256=" + hmac.new(b"s3cret", request.body, hashlib.sha256).hexdigest()
-    assert signature == expected
-    assert verify(b"s3cret", request.body, signature)
-    assert not verify(b"other", request.body, signature)
+    stamp = request.headers["x-pictguard-timestamp"]
+    assert before - 1 <= int(stamp) <= time.time()
+    # The README's verification code: HMAC-SHA256 over "<timestamp>.<raw body>".
+    signed = stamp.encode() + b"." + request.body
+    assert signature == "v1=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert verify(SECRET.encode(), request.body, signature, stamp)
+    assert not verify(b"another-secret-0123456789", request.body, signature, stamp)
+
+
+async def test_a_replayed_webhook_delivery_fails_verification() -> None:
+    """The timestamp is signed: a captured delivery is stale later, and cannot be re-dated."""
+    with http_receiver() as rx:
+        settings = NotifySettings.model_validate(
+            {"channels": [{"type": "webhook", "url": rx.url, "secret": SECRET, **FAST}]}
+        )
+        await notify_all(settings, action())
+    [request] = rx.requests
+    signature = request.headers["x-pictguard-signature"]
+    stamp = int(request.headers["x-pictguard-timestamp"])
+    body = request.body
+    assert verify(SECRET.encode(), body, signature, str(stamp), now=stamp + 299)
+    assert not verify(SECRET.encode(), body, signature, str(stamp), now=stamp + 301)  # stale
+    later = stamp + 3600
+    assert not verify(SECRET.encode(), body, signature, str(later), now=later)  # re-dated
+    assert not verify(SECRET.encode(), body, signature, "", now=stamp)
     payload = request.json()
     assert payload["bucket"] == "media" and payload["key"] == "aa/bb/cc.jpg"
     assert payload["decision"] == "flag_csam" and payload["action"] == "quarantine"
@@ -76,7 +100,7 @@ async def test_webhook_is_signed_and_carries_no_image_or_link() -> None:
 async def test_webhook_retries_with_backoff_until_delivered() -> None:
     with http_receiver(statuses=[500, 503]) as rx:
         settings = NotifySettings.model_validate(
-            {"channels": [{"type": "webhook", "url": rx.url, "secret": "k", **FAST}]}
+            {"channels": [{"type": "webhook", "url": rx.url, "secret": SECRET, **FAST}]}
         )
         await notify_all(settings, action())
     assert [r.headers["x-test-status"] for r in rx.requests] == ["500", "503", "200"]
@@ -150,10 +174,10 @@ async def test_slack_and_discord_formats() -> None:
         )
         await notify_all(settings, action(key="@everyone/x.jpg"))
     [s] = slack.requests
-    assert set(s.json()) == {"text"}
+    assert set(s.json()) == {"text", "unfurl_links", "unfurl_media"}
     assert "flag_csam → quarantine" in s.json()["text"]
     [d] = discord.requests
-    assert "@everyone/x.jpg" in d.json()["content"]
+    assert "@\u200beveryone/x.jpg" in d.json()["content"]  # shown, but not a mention
     assert d.json()["allowed_mentions"] == {"parse": []}
 
 

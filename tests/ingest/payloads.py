@@ -8,6 +8,7 @@ does.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 from urllib.parse import quote_plus
@@ -274,13 +275,15 @@ def b2_event(
     version_id: str | None = None,
     event_type: str = "b2:ObjectCreated:Upload",
     event_id: str | None = None,
+    timestamp_ms: int | None = None,
 ) -> dict[str, Any]:
     return {
         "accountId": "e85c6a500333",
         "bucketId": "aea8c5bc362ef55b8f5b0713",
         "bucketName": bucket,
         "eventId": event_id or uuid.uuid4().hex,
-        "eventTimestamp": 1714564800123,
+        # Now by default: the receiver refuses events outside ingest.webhook.b2_max_age_s.
+        "eventTimestamp": int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
         "eventType": event_type,
         "eventVersion": 1,
         "matchedRuleName": "pictguard",
@@ -301,7 +304,7 @@ def b2_test_body() -> bytes:
             "bucketId": "aea8c5bc362ef55b8f5b0713",
             "bucketName": "pictures",
             "eventId": uuid.uuid4().hex,
-            "eventTimestamp": 1714564800123,
+            "eventTimestamp": int(time.time() * 1000),
             "eventType": "b2:TestEvent",
             "eventVersion": 1,
             "matchedRuleName": "pictguard",

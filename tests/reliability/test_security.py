@@ -358,23 +358,25 @@ def test_token_comparisons_are_constant_time(monkeypatch: pytest.MonkeyPatch) ->
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
-    settings = ApiSettings.model_validate({"clients": [{"id": "c", "token": "sekrit-token"}]})
+    settings = ApiSettings.model_validate(
+        {"clients": [{"id": "c", "token": "sekrit-token-0123456789"}]}
+    )
     with pytest.raises(Exception, match="token"):
         authorise(settings, "c", token="guess", peer="10.0.0.1", forwarded_for=None)
-    assert any(b"sekrit-token" in pair for pair in compared)
+    assert any(b"sekrit-token-0123456789" in pair for pair in compared)
 
     compared.clear()
     app = FastAPI()
-    app.include_router(admin_router(lambda: None, token="admin-sekrit"))  # type: ignore[arg-type]
+    app.include_router(admin_router(lambda: None, token="admin-sekrit-0123456789"))  # type: ignore[arg-type]
     response = TestClient(app).get("/admin/audit", headers=bearer("guess"))
     assert response.status_code == 401
-    assert any(b"admin-sekrit" in pair for pair in compared)
+    assert any(b"admin-sekrit-0123456789" in pair for pair in compared)
 
     compared.clear()
     from pydantic import SecretStr
 
-    assert not webhook_same("guess", SecretStr("hook-sekrit"))
-    assert any(b"hook-sekrit" in pair for pair in compared)
+    assert not webhook_same("guess", SecretStr("hook-sekrit-0123456789"))
+    assert any(b"hook-sekrit-0123456789" in pair for pair in compared)
 
 
 def test_secrets_never_reach_the_logs(guarded: Guarded) -> None:
@@ -438,7 +440,7 @@ def test_log_redaction_covers_every_spelling_of_a_secret(fmt: str) -> None:
     from pipeline.logs import ConsoleFormatter, JsonFormatter, RedactingFormatter
     from pipeline.settings import secret_values
 
-    secret = 'p@ss/w"rd+1'
+    secret = 'p@ss/w"rd+1-0123456789'
     settings = load_settings(
         api={"clients": [{"id": "c", "token": secret}]},
         enforce={"notify": {"channels": [{"type": "slack", "url": "https://hooks/T/B/xyz123"}]}},
@@ -448,7 +450,11 @@ def test_log_redaction_covers_every_spelling_of_a_secret(fmt: str) -> None:
     inner = JsonFormatter() if fmt == "json" else ConsoleFormatter()
     formatter = RedactingFormatter(inner, found)
     record = logging.makeLogRecord(
-        {"msg": "got %s and %s", "args": (secret, "token=p%40ss%2Fw%22rd%2B1"), "levelno": 20}
+        {
+            "msg": "got %s and %s",
+            "args": (secret, "token=p%40ss%2Fw%22rd%2B1-0123456789"),
+            "levelno": 20,
+        }
     )
     record.__dict__["url"] = "https://hooks/T/B/xyz123"
     line = formatter.format(record)

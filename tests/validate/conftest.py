@@ -53,7 +53,7 @@ def base_config(tmp: Path, **api: Any) -> dict[str, Any]:
             "clients": [
                 {"id": CLIENT, "cidrs": ["127.0.0.0/8", "::1/128"]},
                 {"id": "elsewhere", "cidrs": ["10.0.0.0/8"]},
-                {"id": "script", "token": "s3cret-token"},
+                {"id": "script", "token": "s3cret-token-0123456789"},
             ],
             **api,
         },

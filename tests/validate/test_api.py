@@ -118,7 +118,10 @@ async def test_check_endpoint_returns_the_full_verdict(stack: Stack) -> None:
             f"{stack.url}/api/v1/check",
             params={"client_id": "script"},
             content=data,
-            headers={"Authorization": "Bearer s3cret-token", "Content-Type": "image/jpeg"},
+            headers={
+                "Authorization": "Bearer s3cret-token-0123456789",
+                "Content-Type": "image/jpeg",
+            },
         )
     assert response.status_code == 200
     verdict = response.json()

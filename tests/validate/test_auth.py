@@ -13,7 +13,7 @@ def settings(**kw: object) -> ApiSettings:
     base: dict[str, object] = {
         "clients": [
             {"id": "private", "cidrs": ["10.0.0.0/8", "172.16.0.0/12", "fd00::/8"]},
-            {"id": "script", "token": "t0ken"},
+            {"id": "script", "token": "t0ken-0123456789ab"},
             {"id": "IPADDR", "cidrs": ["192.168.1.0/24", "2001:db8::/32"]},
         ],
         "trusted_proxies": ["127.0.0.1/32"],
@@ -49,8 +49,8 @@ def test_unknown_client_and_tokens() -> None:
     with pytest.raises(Unauthorized, match="token"):
         authorise(s, "script", token=None, peer="8.8.8.8", forwarded_for=None)
     with pytest.raises(Unauthorized, match="token"):
-        authorise(s, "script", token="t0ken-", peer="8.8.8.8", forwarded_for=None)
-    assert authorise(s, "script", token="t0ken", peer="8.8.8.8", forwarded_for=None)
+        authorise(s, "script", token="t0ken-0123456789ab-", peer="8.8.8.8", forwarded_for=None)
+    assert authorise(s, "script", token="t0ken-0123456789ab", peer="8.8.8.8", forwarded_for=None)
 
 
 def test_ipaddr_mode_authorises_by_caller_ip() -> None:
