@@ -15,7 +15,6 @@ admin token must not become a way to read or move arbitrary files of the API's h
 
 from __future__ import annotations
 
-import hmac
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -28,6 +27,7 @@ from enforce.admin import AdminError, EnforceAdmin, NotFound, object_id_of
 from enforce.cli import ContextFactory
 from pipeline.events import AdminOperation
 from pipeline.storage import StorageError
+from pipeline.tokens import secret_matches
 
 
 class ResumeRequest(BaseModel):
@@ -147,7 +147,7 @@ def admin_router(
                 "admin API disabled: set PICTGUARD_ENFORCE__ADMIN_TOKEN to enable it",
             )
         given = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(given.encode(), secret.encode()):
+        if not secret_matches(given, secret):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing or wrong admin token",

@@ -23,13 +23,11 @@ bus did not acknowledge, so the store retries.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,6 +42,7 @@ from pipeline.bus.base import Bus, BusError
 from pipeline.errors import PictguardError
 from pipeline.events import Source
 from pipeline.http import serve_app
+from pipeline.tokens import bearer_token, secret_matches
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +63,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _same(given: str, secret: SecretStr) -> bool:
-    return hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -126,12 +113,12 @@ class WebhookReceiver:
             return _error(404, "MinIO webhook is off: set ingest.webhook.minio_token")
         if request.method == "HEAD":
             return Response(status_code=200)
-        token = _bearer(request)
+        token = bearer_token(request.headers.get("authorization"))
         if token is None:
             return _error(
                 401, "Authorization: Bearer <token> required", **{"WWW-Authenticate": "Bearer"}
             )
-        if not _same(token, secret):
+        if not secret_matches(token, secret):
             return _error(403, "wrong token")
         return await self._receive(request, "minio")
 
@@ -141,10 +128,10 @@ class WebhookReceiver:
             return _error(404, "Ceph push endpoint is off: set ingest.webhook.ceph_token")
         token = request.query_params.get("token")
         if token is None:
-            token = _bearer(request)
+            token = bearer_token(request.headers.get("authorization"))
         if token is None:
             return _error(401, "token required: add ?token=<ceph_token> to the push-endpoint")
-        if not _same(token, secret):
+        if not secret_matches(token, secret):
             return _error(403, "wrong token")
         return await self._receive(request, "ceph")
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pipeline.errors import PictguardError
 from pipeline.metrics import SyncOutcome, metrics_endpoint, record_sync_outcome
 from pipeline.telemetry import instrument_app
+from pipeline.tokens import bearer_token
 from validate_api.auth import Caller, Unauthorized, authorise
 from validate_api.service import Outcome, Validator
 from validate_api.settings import ApiSettings
@@ -186,11 +187,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         )
         return outcome
 
-    def bearer(authorization: str | None) -> str | None:
-        if authorization and authorization.lower().startswith("bearer "):
-            return authorization[7:].strip()
-        return None
-
     @app.post(
         "/api/v1/scan/{client_id}",
         summary="pict-rs external validation",
@@ -205,7 +201,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         token: Annotated[str | None, Query(description="Client token, if configured")] = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Any:
-        result = await run(request, client_id, token or bearer(authorization))
+        result = await run(request, client_id, token or bearer_token(authorization))
         if isinstance(result, JSONResponse):
             return result
         return JSONResponse(result.body(), status_code=_status(result))
@@ -223,7 +219,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         token: Annotated[str | None, Query()] = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Any:
-        result = await run(request, client_id, token or bearer(authorization))
+        result = await run(request, client_id, token or bearer_token(authorization))
         if isinstance(result, JSONResponse):
             return result
         return JSONResponse(result.body(), status_code=200)

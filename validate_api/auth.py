@@ -8,11 +8,11 @@ matched ``100.x`` for ``10`` and left out ``172.31``).
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from dataclasses import dataclass
 
 from pipeline.errors import PictguardError
+from pipeline.tokens import secret_matches
 from validate_api.settings import ApiClient, ApiSettings, IpNetwork
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -20,10 +20,6 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 class Unauthorized(PictguardError):
     """401: the message says why, for the log (never sent with secrets)."""
-
-
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def _in(ip: IpAddress, networks: list[IpNetwork]) -> bool:
@@ -69,11 +65,11 @@ def authorise(
     client: ApiClient | None = None
     # Compare against every id so the time taken does not reveal which ids exist.
     for candidate in settings.clients:
-        if _same(candidate.id, client_id):
+        if secret_matches(client_id, candidate.id):
             client = candidate
     if client is None:
         raise Unauthorized("unknown client id")
-    if client.token is not None and not _same(client.token.get_secret_value(), token or ""):
+    if client.token is not None and not secret_matches(token, client.token):
         raise Unauthorized(f"client {client.id}: missing or wrong token")
     if client.cidrs and not _in(ip, client.cidrs):
         raise Unauthorized(f"client {client.id}: caller {ip} outside its networks")
