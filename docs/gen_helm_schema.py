@@ -74,6 +74,10 @@ SECRET_HOMES: dict[str, str] = {
     "ingest.webhook.b2_secret": "secrets.webhooks.b2Secret",
     "ingest.sqs.secret_access_key": "secrets.env.PICTGUARD_INGEST__SQS__SECRET_ACCESS_KEY",
     "ingest.sqs.session_token": "secrets.env.PICTGUARD_INGEST__SQS__SESSION_TOKEN",
+    "enforce.platform.pictrs.api_key": "secrets.env.PICTGUARD_ENFORCE__PLATFORM__PICTRS__API_KEY",
+    "enforce.platform.lemmy.password": "secrets.env.PICTGUARD_ENFORCE__PLATFORM__LEMMY__PASSWORD",
+    "enforce.platform.lemmy.jwt": "secrets.env.PICTGUARD_ENFORCE__PLATFORM__LEMMY__JWT",
+    "enforce.platform.mastodon.token": "secrets.env.PICTGUARD_ENFORCE__PLATFORM__MASTODON__TOKEN",
 }
 NOT_SECRET_BUT_WITH_ONE = {"kafka.sasl_username", "s3.access_key_id"}
 

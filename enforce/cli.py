@@ -71,7 +71,8 @@ def register(app: typer.Typer, context: ContextFactory) -> None:
             str | None, typer.Option(help="flag_csam, flag_nsfw, error or allow")
         ] = None,
         action: Annotated[
-            str | None, typer.Option(help="report, delete, quarantine or restore")
+            str | None,
+            typer.Option(help="report, delete, quarantine, restore, purge, reimport or moderate"),
         ] = None,
         outcome: Annotated[
             str | None,

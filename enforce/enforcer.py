@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from enforce.guard import Guard, Trip
 from enforce.notify import Notifier, action_notice, alert_notice
+from enforce.platform.flow import PlatformFlow
 from enforce.quarantine import Quarantine, QuarantineSpec
 from enforce.records import HeldAction, Records
 from enforce.settings import EnforceConfig, EnforceSettings
@@ -73,6 +74,7 @@ class Enforcer:
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
         config: EnforceSettings | None = None,
+        platform: PlatformFlow | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -91,6 +93,10 @@ class Enforcer:
         )
         self.notifier = notifier or Notifier(self.config.notify, state.table("enforce_notified"))
         self.actions_topic = settings.topic(ACTIONS)
+        # pict-rs/Lemmy/Mastodon follow-ups of each action (None: none configured).
+        self.platform = platform or PlatformFlow.build(
+            self.config.platform, state, stores, self.records
+        )
         self.quarantine_warnings: list[str] = []
         self._started = False
 
@@ -102,6 +108,8 @@ class Enforcer:
         await self.guard.start()
         metrics.watch_guard(lambda: self.guard.trip is not None)
         await self.notifier.start()
+        if self.platform is not None:
+            await self.platform.start()
         self._started = True
         self.quarantine_warnings = await self.quarantine.check()
         for warning in self.quarantine_warnings:
@@ -115,6 +123,8 @@ class Enforcer:
         """Send pending notifications and close the channels."""
         if self._started:
             await self.notifier.stop()
+            if self.platform is not None:
+                await self.platform.stop()
             self._started = False
 
     # -- the verdict path --------------------------------------------------------------
@@ -273,7 +283,14 @@ class Enforcer:
         )
 
     async def _finish(self, verdict: Verdict, action: EnforcementAction) -> None:
-        """Publish (and await the ack), record, notify, call back — in that order."""
+        """Publish (and await the ack), record, notify, follow up on the platform, call back."""
+        await self._publish(verdict, action)
+        if self.platform is not None:
+            await self.platform.after(verdict, action, lambda a: self._publish(verdict, a))
+        self._callback(verdict, action)
+
+    async def _publish(self, verdict: Verdict, action: EnforcementAction) -> None:
+        """Publish (and await the ack), record, notify — in that order."""
         await self.bus.produce(
             self.actions_topic, encode(action), key=action.key.encode(), headers=inject_headers()
         )
@@ -293,7 +310,6 @@ class Enforcer:
                 "outcome": action.outcome.value,
             },
         )
-        self._callback(verdict, action)
 
     def _callback(self, verdict: Verdict, action: EnforcementAction | None) -> None:
         if self.on_outcome is None:

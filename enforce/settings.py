@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from enforce.platform.settings import PlatformSettings
 from pipeline.events import ActionType, Decision
 from pipeline.policy import ActionPolicy
 from pipeline.settings import SharedConfig, StrongSecret
@@ -195,6 +196,7 @@ class EnforceSettings(_Section):
     concurrency: int = Field(16, gt=0, description="Actions performed at once")
     guard: GuardSettings = Field(default_factory=GuardSettings)  # type: ignore[arg-type]
     notify: NotifySettings = Field(default_factory=NotifySettings)  # type: ignore[arg-type]
+    platform: PlatformSettings = Field(default_factory=PlatformSettings)  # type: ignore[arg-type]
     admin_token: StrongSecret = Field(
         None,
         description="Bearer token of the admin endpoints (at least 16 characters); unset "

@@ -76,6 +76,12 @@ class ActionType(StrEnum):
     DELETE = "delete"
     QUARANTINE = "quarantine"
     RESTORE = "restore"
+    # Follow-ups on the platform that serves the object (enforce/platform): a pict-rs
+    # purge of the image's hash, its re-import on restore, and moderation on Lemmy or
+    # Mastodon (reports, removals, bans, account actions, and undoing them on restore).
+    PURGE = "purge"
+    REIMPORT = "reimport"
+    MODERATE = "moderate"
 
 
 class ActionOutcome(StrEnum):
@@ -198,6 +204,11 @@ class EnforcementAction(_Event):
     quarantine: ObjectRef | None = None
     sha256: str | None = None
     scores: dict[str, float] = Field(default_factory=dict)
+    # For purge/reimport/moderate: what the step touched on the platform (``system``,
+    # ``phase``, per-step ids such as the pict-rs hash and aliases, Lemmy post/comment/
+    # person/report ids, Mastodon account/status/report ids) and ``links`` to the
+    # platform's own moderation pages. Never image bytes or image URLs.
+    platform: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:

@@ -70,6 +70,9 @@ def action_notice(action: EnforcementAction, settings: NotifySettings) -> Notice
         "quarantine": action.quarantine.id if action.quarantine else None,
         "time": action.created_at.isoformat(),
     }
+    if action.platform is not None:
+        # Ids on pict-rs/Lemmy/Mastodon and links to their moderation pages (never the image).
+        payload["platform"] = action.platform
     if settings.include_links and settings.link_template and obj is not None:
         # Quoted: a key must not end the URL early or add a query of its own.
         payload["link"] = settings.link_template.format(
@@ -82,6 +85,8 @@ def action_notice(action: EnforcementAction, settings: NotifySettings) -> Notice
     # One message per verdict and step: a replayed verdict stays silent, while a held
     # action's release or a later restore is news.
     step = "held" if action.outcome is ActionOutcome.HELD else "final"
+    if action.platform is not None:
+        step = f"{action.platform.get('system')}:{action.platform.get('phase')}"
     key = f"verdict:{action.verdict_id}:{action.action.value}:{step}"
     return Notice(key, severity_of(action), payload)
 
@@ -141,6 +146,9 @@ def _line(payload: Mapping[str, Any]) -> str:
         text += f" — {payload['detail']}"
     if payload.get("link"):
         text += f" {payload['link']}"
+    links = (payload.get("platform") or {}).get("links") or []
+    if links:
+        text += " " + " ".join(links)
     return text
 
 
