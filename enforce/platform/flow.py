@@ -243,8 +243,13 @@ class PlatformFlow:
             return
         destructive = action.action in DESTRUCTIVE
         if self.pictrs is not None and self._relative(ref, self.pictrs_locations) is not None:
+            lemmy_steps = self.lemmy is not None and bool(
+                self.settings.lemmy.steps(verdict.decision)
+            )
+            if not (destructive and self.settings.pictrs.purge) and not lemmy_steps:
+                return  # nothing to purge, nothing to look up for (e.g. an error verdict)
             aliases = await self._pictrs_follow(verdict, action, sha, destructive, emit)
-            if self.lemmy is not None:
+            if lemmy_steps:
                 await self._lemmy_follow(verdict, action, sha, aliases, destructive, emit)
             return
         if self.mastodon is not None:
@@ -388,9 +393,12 @@ class PlatformFlow:
         usage = Usage()
         try:
             uploader = await self.uploads.uploader(aliases)
+        except PlatformError as exc:
+            run.fail("looking up the uploader", exc)
+        try:
             usage = await self.lemmy.usage(aliases, settings.search_pages)
         except PlatformError as exc:
-            run.fail("looking up the uploader and posts", exc)
+            run.fail("looking up the posts and comments", exc)
         if uploader is not None:
             _, person = uploader
             run.info["uploader"] = {"person_id": person.person_id, "name": person.name}

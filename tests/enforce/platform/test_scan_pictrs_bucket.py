@@ -81,7 +81,7 @@ def test_scan_of_an_old_pictrs_bucket_purges_and_reports_with_the_uploader(
 
     added = pictguard(["hashes", "add", "--block", "--reason", "known bad", str(known_bad)], env)
     assert added.returncode == 0, added.stderr
-    scan = pictguard(["scan", f"s3://{bucket}", "--json"], env)
+    scan = pictguard(["--debug", "scan", f"s3://{bucket}", "--json"], env)
     assert scan.returncode == 0, scan.stderr
     audit = pictguard(["audit", "--json"], env)
     assert audit.returncode == 0, audit.stderr
