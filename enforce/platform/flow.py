@@ -66,6 +66,12 @@ _MAX_REIMPORT_BYTES = 512 * 1024 * 1024
 _FOLLOWED = (ActionType.REPORT, ActionType.DELETE, ActionType.QUARANTINE)
 
 
+def mastodon_content(sha: str, key: str) -> str | None:
+    """What Mastodon steps are recorded under: the file's sha256 and its record."""
+    media = parse_media_key(key)
+    return None if media is None else f"{sha}:{media.table}:{media.record_id}"
+
+
 def model_only(verdict: Verdict) -> bool:
     """Whether only models spoke: no hash list (sha256 or PDQ) matched."""
     return not verdict.matched
@@ -509,6 +515,9 @@ class PlatformFlow:
         media = parse_media_key(key)
         if media is None or media.table not in ("media_attachments", "accounts"):
             return  # emoji, preview cards, site uploads: nobody's post to report
+        # The same bytes may be several attachments (one per status), and one attachment
+        # several files (its styles): steps are per file content *and* record.
+        sha = mastodon_content(sha, key) or sha
         marker = f"followup:mastodon:{action.action.value}"
         if await self.steps.active(marker, sha) is not None:
             return
@@ -577,10 +586,15 @@ class PlatformFlow:
         report_id: str | None = None
         if "report" in wanted:
             target = f"mastodon:report:{table}:{record_id}"
-            done = await self.steps.active(target, sha)
+            done = await self.steps.active(target, sha) or await self.steps.holder(target)
             if done is not None:
+                # This file, or another style of the same attachment, was reported.
                 report_id = done.data.get("report_id")
                 run.did("report", "already_done", target=f"account {account_id}")
+                if done.content != sha:
+                    await self.steps.record(
+                        target, sha, "mastodon", "report", verdict.verdict_id, done.data
+                    )
             else:
                 category = "legal" if verdict.decision is Decision.FLAG_CSAM else "other"
                 try:
@@ -646,6 +660,9 @@ class PlatformFlow:
         sha = (action.sha256 or verdict.sha256 or "").lower()
         if not sha:
             return
+        if self.mastodon is not None:
+            key = self._relative(ref, self.mastodon_locations)
+            sha = (mastodon_content(sha, key) if key else None) or sha
         rows = await self.steps.of_content(sha)
         by_system: dict[str, list[Step]] = {}
         for row in rows:
@@ -762,15 +779,15 @@ class PlatformFlow:
             await self.steps.undo(row.target, row.content)
             account_id = str(row.data.get("account_id", ""))
             try:
+                if await self.steps.held_elsewhere(row.target, row.content):
+                    run.did(f"undo {row.step}", "kept", target=f"account {account_id}")
+                    continue
                 if row.step == "report":
                     report_id = str(row.data.get("report_id", ""))
                     if report_id:
                         await self.mastodon.resolve_report(report_id)
                         run.did("resolve report", target=f"report {report_id}")
                         run.link(f"{site}/admin/reports/{report_id}")
-                    continue
-                if await self.steps.held_elsewhere(row.target, row.content):
-                    run.did(f"undo {row.step}", "kept", target=f"account {account_id}")
                     continue
                 await self.mastodon.undo_action(account_id, row.step)
                 run.did(f"undo {row.step}", target=f"account {account_id}")

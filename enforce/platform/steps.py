@@ -61,6 +61,15 @@ class Steps:
         )
         return None if row is None else _step(row)
 
+    async def holder(self, target: str) -> Step | None:
+        """Any image's active row for ``target`` (the oldest)."""
+        row = await self.state.fetchone(
+            "SELECT target, content, system, step, verdict_id, data FROM enforce_platform_steps "
+            "WHERE target = ? AND undone_at IS NULL ORDER BY created_at LIMIT 1",
+            (target,),
+        )
+        return None if row is None else _step(row)
+
     async def held_elsewhere(self, target: str, content: str) -> bool:
         """Whether another image keeps ``target`` acted on."""
         row = await self.state.fetchone(

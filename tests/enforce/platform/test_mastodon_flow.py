@@ -243,3 +243,40 @@ async def test_cached_remote_media_reports_the_remote_account(
     assert (
         moderate.platform is not None and moderate.platform["account"] == "visitor@remote.example"
     )
+
+
+async def test_two_styles_of_one_attachment_make_one_report_kept_until_both_are_restored(
+    enforcer: Callable[..., Any],
+    env: Callable[..., Any],
+    state: SqliteState,
+    instance: Instance,
+    tmp_path: Path,
+) -> None:
+    mastodon = instance.mastodon
+    small_key = mastodon.media_storage_key(instance.media_id, "small")
+    small = photo_jpeg(64, 400, 300)
+    (instance.root / small_key).parent.mkdir(parents=True)
+    (instance.root / small_key).write_bytes(small)
+    config = mastodon_config(instance, on_flag_csam=["report", "silence"])
+    quarantine = str(tmp_path / "quarantine")
+    enf, tap = await enforcer(tootctl=tootctl_of(mastodon), quarantine=quarantine, platform=config)
+
+    original = await enf.enforce(flagged(file_ref(instance.root, instance.key), instance.data))
+    await enf.enforce(flagged(file_ref(instance.root, small_key), small))
+
+    assert len(mastodon.reports) == 1 and len(mastodon.strikes) == 1
+    assert mastodon.account_state(instance.account_id)["silenced"]
+    first, second = moderation(await tap.take())
+    assert {s["outcome"] for s in second.platform["steps"]} == {"already_done"}  # type: ignore[index]
+
+    settings, bus, stores, tap2 = await env(quarantine=quarantine, platform=config)
+    async with EnforceAdmin(EnforceContext(settings, stores, state, bus)) as admin:
+        assert original is not None
+        await admin.restore(original.verdict_id, reason="only the original")
+
+    # The small style is still quarantined: its report and the silence stay.
+    (report,) = mastodon.reports.values()
+    assert report.action_taken_at is not None  # resolved by the silence itself, as Mastodon does
+    assert mastodon.account_state(instance.account_id)["silenced"]
+    (undo,) = moderation(await tap2.take())
+    assert {s["outcome"] for s in undo.platform["steps"]} == {"kept"}  # type: ignore[index]
