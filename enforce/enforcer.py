@@ -95,7 +95,7 @@ class Enforcer:
         self.actions_topic = settings.topic(ACTIONS)
         # pict-rs/Lemmy/Mastodon follow-ups of each action (None: none configured).
         self.platform = platform or PlatformFlow.build(
-            self.config.platform, state, stores, self.records
+            self.config.platform, state, stores, self.records, self.config.action_policy()
         )
         self.quarantine_warnings: list[str] = []
         self._started = False

@@ -54,7 +54,7 @@ from pipeline.events import (
     StoreKind,
     Verdict,
 )
-from pipeline.policy import DESTRUCTIVE
+from pipeline.policy import DESTRUCTIVE, ActionPolicy
 from pipeline.state.sqlite import SqliteState, StateError
 from pipeline.storage import ObjectMissing, StorageError
 from pipeline.storage.locations import Location, Stores, parse_location
@@ -148,11 +148,13 @@ class PlatformFlow:
         stores: Stores,
         records: Records,
         *,
+        policy: ActionPolicy | None = None,
         tootctl: Runner | None = None,
     ) -> None:
         self.settings = settings
         self.stores = stores
         self.records = records
+        self.policy = policy
         self.steps = Steps(state)
         self.pictrs_locations = [parse_location(x) for x in settings.pictrs.locations]
         self.mastodon_locations = [parse_location(x) for x in settings.mastodon.locations]
@@ -176,10 +178,15 @@ class PlatformFlow:
 
     @classmethod
     def build(
-        cls, settings: PlatformSettings, state: SqliteState, stores: Stores, records: Records
+        cls,
+        settings: PlatformSettings,
+        state: SqliteState,
+        stores: Stores,
+        records: Records,
+        policy: ActionPolicy,
     ) -> PlatformFlow | None:
         """The flow for these settings, or None when no platform is configured."""
-        return cls(settings, state, stores, records) if settings.enabled else None
+        return cls(settings, state, stores, records, policy=policy) if settings.enabled else None
 
     async def start(self) -> None:
         """Create the state tables (records must have started the state store)."""
@@ -239,6 +246,14 @@ class PlatformFlow:
                 await self._undo(verdict, action, ref, emit)
             return
         if action.action not in _FOLLOWED or not await self._carried_out(verdict, action):
+            return
+        if (
+            action.action is ActionType.REPORT
+            and self.policy is not None
+            and self.policy.action_for(verdict.decision) is not ActionType.REPORT
+        ):
+            # Not the policy's report: a held action an admin discarded (or allowed), or an
+            # object inside the quarantine location. Nothing to tell the platform.
             return
         sha = (verdict.sha256 or action.sha256 or "").lower()
         if not sha:

@@ -44,7 +44,12 @@ async def enforcer(
         flow = None
         if tootctl is not None:  # as `tootctl media lookup` on the Mastodon host would answer
             flow = PlatformFlow(
-                settings.enforce.platform, state, stores, Records(state), tootctl=tootctl
+                settings.enforce.platform,
+                state,
+                stores,
+                Records(state),
+                policy=settings.enforce.action_policy(),
+                tootctl=tootctl,
             )
         made = Enforcer(bus, settings, stores, state, platform=flow)
         await made.start()

@@ -378,3 +378,40 @@ async def test_what_pict_rs_deleted_after_a_rejection_is_left_alone(
     assert enf.platform is not None and enf.platform.index is not None
     assert enf.platform.index.hashes_read == 0  # not a single call to pict-rs
     assert not world.lemmy.reports
+
+
+async def test_allowing_a_held_image_tells_the_platform_nothing(
+    enforcer: Callable[..., Any],
+    env: Callable[..., Any],
+    state: SqliteState,
+    pictrs: FakePictrs,
+    world: LemmyWorld,
+    bucket: str,
+    quarantine_bucket: str,
+) -> None:
+    first = seed_image(pictrs, photo_jpeg(81, 400, 300))
+    second = seed_image(pictrs, photo_jpeg(82, 400, 300))
+    world.uses(first)
+    world.uses(second)
+    lemmy = world.lemmy
+    config = platform_config(pictrs, f"s3://{bucket}", lemmy)
+    enforce = {
+        "quarantine": f"s3://{quarantine_bucket}/",
+        "guard": {"max_destructive_per_minute": 1},
+        "platform": config,
+    }
+    enf, _ = await enforcer(**enforce)
+    await enf.enforce(flagged(s3_ref(bucket, first.identifier), first.data))
+    held = await enf.enforce(flagged(s3_ref(bucket, second.identifier), second.data))
+    assert held is not None and held.outcome is ActionOutcome.HELD
+    reports_before = len(lemmy.reports)
+
+    settings, bus, stores, tap = await env(**enforce)
+    async with EnforceAdmin(EnforceContext(settings, stores, state, bus)) as admin:
+        await admin.allow(second.sha256, reason="a cat", author="alice")
+
+    events = by_action(await tap.take())
+    assert [a.outcome for a in events[ActionType.REPORT]] == [ActionOutcome.DONE]  # discarded
+    assert set(events) == {ActionType.REPORT}
+    assert len(lemmy.reports) == reports_before
+    assert set(second.aliases) <= set(pictrs.aliases())

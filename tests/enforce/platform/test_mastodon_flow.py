@@ -267,6 +267,7 @@ async def test_two_styles_of_one_attachment_make_one_report_kept_until_both_are_
     assert len(mastodon.reports) == 1 and len(mastodon.strikes) == 1
     assert mastodon.account_state(instance.account_id)["silenced"]
     first, second = moderation(await tap.take())
+    assert {s["outcome"] for s in first.platform["steps"]} == {"done"}  # type: ignore[index]
     assert {s["outcome"] for s in second.platform["steps"]} == {"already_done"}  # type: ignore[index]
 
     settings, bus, stores, tap2 = await env(quarantine=quarantine, platform=config)
