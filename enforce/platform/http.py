@@ -3,8 +3,8 @@
 Errors become :class:`PlatformError` with a message an admin can act on: the system, the
 call, the status and the platform's own error code, never a secret (tokens travel in
 headers, which are never put into messages). A call is tried again only when it cannot
-have been carried out: the connection failed before the request went out, or the platform
-answered 502/503/504 (a proxy in front of it, or it is starting).
+have been carried out twice: the connection failed before the request went out, or a read
+(GET) was answered 502/503/504 (a proxy in front of it, or it is starting).
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ class JsonApi:
                         files=files,
                         headers=headers,
                     )
-                    if response.status_code in _RETRY_STATUS:
+                    # A gateway's 502/503/504 may come after the platform acted: only reads
+                    # are sent again on them.
+                    if method == "GET" and response.status_code in _RETRY_STATUS:
                         raise _Transient(response)
                     return response
         except _Transient as exc:

@@ -167,17 +167,21 @@ class MastodonClient:
 
     async def find_account(self, username: str, domain: str | None) -> str | None:
         """The id of ``username`` (local, or at ``domain``), through the admin API."""
-        params = {"username": username, "limit": 200}
+        params: dict[str, object] = {"username": username, "limit": 200}
         params.update({"remote": "true", "by_domain": domain} if domain else {"local": "true"})
-        response = await self.api.send("GET", "/api/v1/admin/accounts", params=params)
-        if response.status_code != 200:
-            raise self._fail(f"finding account {username}", response, "admin:read:accounts")
-        for account in json_of(response, SYSTEM, "admin accounts"):
-            if (
-                str(account.get("username", "")).lower() == username.lower()
-                and (account.get("domain") or None) == domain
-            ):
-                return str(account["id"])
+        # The v1 list shows active accounts unless asked: a suspended one needs its own query.
+        for status in ({}, {"suspended": "true"}):
+            response = await self.api.send(
+                "GET", "/api/v1/admin/accounts", params={**params, **status}
+            )
+            if response.status_code != 200:
+                raise self._fail(f"finding account {username}", response, "admin:read:accounts")
+            for account in json_of(response, SYSTEM, "admin accounts"):
+                if (
+                    str(account.get("username", "")).lower() == username.lower()
+                    and (account.get("domain") or None) == domain
+                ):
+                    return str(account["id"])
         return None
 
     async def report(

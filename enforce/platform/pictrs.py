@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 SYSTEM = "pict-rs"
 _CHECKPOINT = "platform.pictrs.index"
 _MARGIN_NS = 60 * 1_000_000_000
+_FIRST_PAGE = 20
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS platform_pictrs_hashes (
         hex TEXT PRIMARY KEY, sha256 TEXT NOT NULL, aliases TEXT NOT NULL, created_ns INTEGER
@@ -315,7 +316,10 @@ class PictrsIndex:
         slug: str | None = None
         first: HashEntry | None = None
         while True:
-            page = await self.client.hashes(limit=self.page_size, slug=slug)
+            # Usually nothing or little is new: a short first page makes a miss cheap.
+            short = slug is None and not fresh_index
+            limit = min(self.page_size, _FIRST_PAGE) if short else self.page_size
+            page = await self.client.hashes(limit=limit, slug=slug)
             new: list[HashEntry] = []
             reached = False
             for entry in page.hashes:

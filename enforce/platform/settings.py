@@ -76,7 +76,7 @@ class PictrsSettings(_Section):
         "(POST /internal/import) and remove the restored copy pict-rs no longer knows",
     )
     page_size: int = Field(
-        200, ge=1, le=10_000, description="Hashes per /internal/hashes page (sha256 index)"
+        500, ge=1, le=10_000, description="Hashes per /internal/hashes page (sha256 index)"
     )
     timeout_s: float = Field(30.0, gt=0, description="Per request to pict-rs")
 

@@ -281,3 +281,33 @@ async def test_two_styles_of_one_attachment_make_one_report_kept_until_both_are_
     assert mastodon.account_state(instance.account_id)["silenced"]
     (undo,) = moderation(await tap2.take())
     assert {s["outcome"] for s in undo.platform["steps"]} == {"kept"}  # type: ignore[index]
+
+
+async def test_a_second_image_of_a_suspended_account_is_still_reported(
+    enforcer: Callable[..., Any], instance: Instance, tmp_path: Path
+) -> None:
+    mastodon = instance.mastodon
+    other = mastodon.add_status(instance.account_id, media=["feedfacefeedface.png"])
+    (media,) = [m.id for m in mastodon.media.values() if str(m.status_id) == other]
+    key = mastodon.media_storage_key(media)
+    data = photo_jpeg(65, 320, 240)
+    (instance.root / key).parent.mkdir(parents=True)
+    (instance.root / key).write_bytes(data)
+    enf, tap = await enforcer(
+        tootctl=tootctl_of(mastodon),
+        quarantine=str(tmp_path / "quarantine"),
+        platform=mastodon_config(instance, on_flag_csam=["report", "suspend"]),
+    )
+
+    await enf.enforce(flagged(file_ref(instance.root, instance.key), instance.data))
+    await enf.enforce(flagged(file_ref(instance.root, key), data))
+
+    assert len(mastodon.reports) == 2 and len(mastodon.strikes) == 1
+    second = mastodon.reports[2]
+    assert [str(i) for i in second.status_ids] == [other]
+    _, later = moderation(await tap.take())
+    assert later.outcome is ActionOutcome.DONE
+    assert ("suspend", "already_done") in {
+        (s["step"], s["outcome"])
+        for s in later.platform["steps"]  # type: ignore[index]
+    }
