@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from pipeline.errors import PictguardError
 from pipeline.retry import retrying
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,11 @@ log = logging.getLogger(__name__)
 _RETRY_STATUS = (502, 503, 504)
 
 
-class PlatformError(Exception):
+class PlatformError(PictguardError):
     """A call to pict-rs, Lemmy or Mastodon failed; the message says which and why."""
+
+    # The platform, not the configuration, failed (most of the time): retry later.
+    exit_code = 1
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
         super().__init__(message)
@@ -32,7 +36,9 @@ class PlatformError(Exception):
         self.code = code
 
 
-class _Transient(Exception):
+class _Transient(PictguardError):
+    """A gateway error on a read, tried again (never leaves this module)."""
+
     def __init__(self, response: httpx.Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
