@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.events import Findings
+from typing import Protocol
+
+from pipeline.events import Findings, Lane
 from pipeline.state.shared import SharedTables
 
 
@@ -12,3 +14,20 @@ class Assessment(Findings):
 
 # State the engine reads and writes: hash lists and the verdict cache.
 ClassifyTables = SharedTables
+
+
+class Evaluator(Protocol):
+    """What the classify stage asks for an assessment: the engine in this process, or the
+    remote workers (``classify.remote``)."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def policy_version(self) -> str: ...
+
+    async def evaluate(
+        self, data: bytes, *, content_type: str | None = None, lane: Lane = Lane.BULK
+    ) -> Assessment:
+        """The assessment of one image; bad input gives ``Decision.ERROR``, never raises."""
+        ...

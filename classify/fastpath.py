@@ -6,7 +6,7 @@ from classify.base import Assessment
 from classify.cache import VerdictCache
 from classify.engine import ClassifyEngine
 from classify.hashing import sha256_hex
-from pipeline.events import Decision, Verdict
+from pipeline.events import Decision, Findings
 
 
 class FastPath:
@@ -27,7 +27,7 @@ class FastPath:
     def ready(self) -> bool:
         return self.engine.ready
 
-    def learn(self, verdict: Verdict) -> None:
+    def learn(self, verdict: Findings) -> None:
         if verdict.decision is not Decision.ERROR and verdict.model_version and not verdict.matched:
             self._versions = (verdict.model_version, verdict.policy_version)
 

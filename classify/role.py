@@ -6,16 +6,19 @@ from collections.abc import Coroutine
 from typing import Any
 
 from classify.engine import ClassifyEngine
-from classify.settings import ClassifyConfig
+from classify.settings import ClassifyConfig, ClassifySettings
 from classify.stage import ClassifyStage
 from pipeline.context import RoleContext
 from pipeline.stage import consume
 from pipeline.topics import SCAN_BULK, SCAN_SYNC
 
 
-async def start_engine(ctx: RoleContext[ClassifyConfig]) -> ClassifyEngine:
-    """Load the models and hash lists; ``/readyz`` waits for them."""
-    engine = ClassifyEngine(ctx.settings.classify, ctx.tables)
+async def start_engine(
+    ctx: RoleContext[ClassifyConfig], settings: ClassifySettings | None = None
+) -> ClassifyEngine:
+    """Load the models and hash lists (per ``settings``, default the ``classify`` section);
+    ``/readyz`` waits for them."""
+    engine = ClassifyEngine(settings or ctx.settings.classify, ctx.tables)
     ctx.health.add("models", lambda: engine.ready)
     await engine.start()
     ctx.cleanups.push_async_callback(engine.stop)

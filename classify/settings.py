@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import NoDecode
 
+from classify.remote.settings import RemoteSettings, WorkerSettings
 from pipeline.settings import SharedConfig
 
 
@@ -195,6 +196,8 @@ class ClassifySettings(BaseModel):
     clip: ClipSettings = Field(default_factory=ClipSettings)  # type: ignore[arg-type]
     nudenet: NudenetSettings = Field(default_factory=NudenetSettings)  # type: ignore[arg-type]
     policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
+    remote: RemoteSettings = Field(default_factory=RemoteSettings)  # type: ignore[arg-type]
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
 
 
 class ClassifyConfig(SharedConfig, Protocol):

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from classify.base import Assessment
-from classify.engine import ClassifyEngine
+from classify.base import Assessment, Evaluator
 from classify.settings import ClassifyConfig
 from pipeline import metrics
 from pipeline.bus.base import Bus, BusError, Message, Outgoing
@@ -47,7 +46,13 @@ class ClassifyStage:
     """Consumes ``scan-requests.*``; produces ``verdicts`` (and replies for sync requests)."""
 
     def __init__(
-        self, bus: Bus, settings: ClassifyConfig, stores: Stores, engine: ClassifyEngine
+        self,
+        bus: Bus,
+        settings: ClassifyConfig,
+        stores: Stores,
+        engine: Evaluator,
+        *,
+        concurrency: Mapping[Lane, int] | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
@@ -55,10 +60,12 @@ class ClassifyStage:
         self.engine = engine
         # Each lane has its own slots: bulk scans waiting on slow object GETs must never
         # hold an upload (the sync lane) out of the engine.
-        self._slots = {
-            Lane.BULK: asyncio.Semaphore(settings.classify.concurrency),
-            Lane.SYNC: asyncio.Semaphore(settings.classify.sync_concurrency),
+        slots = {
+            Lane.BULK: settings.classify.concurrency,
+            Lane.SYNC: settings.classify.sync_concurrency,
+            **(concurrency or {}),
         }
+        self._slots = {lane: asyncio.Semaphore(n) for lane, n in slots.items()}
         self._verdicts = settings.topic(VERDICTS)
         self._dead_letter = settings.topic(DEAD_LETTER)
 
@@ -112,9 +119,7 @@ class ClassifyStage:
                     assessment = failure
                 else:
                     assert data is not None
-                    assessment = await self.engine.evaluate(
-                        data, content_type=request.content_type, lane=request.lane
-                    )
+                    assessment = await self.assess(request, data)
                 assessment.timings_ms.setdefault("fetch", round(fetch_ms, 3))
                 verdict = Verdict(
                     request_id=request.request_id,
@@ -127,6 +132,12 @@ class ClassifyStage:
                 if verdict.reason is not None:
                     current.set_attribute("pictguard.error", verdict.reason.value)
                 return verdict, inject_headers()
+
+    async def assess(self, request: ScanRequest, data: bytes) -> Assessment:
+        """The assessment of ``request``'s bytes (a subclass may ask remote workers)."""
+        return await self.engine.evaluate(
+            data, content_type=request.content_type, lane=request.lane
+        )
 
     async def _fetch(self, request: ScanRequest) -> tuple[bytes | None, Assessment | None]:
         """The request's bytes, or the error assessment explaining why there are none."""

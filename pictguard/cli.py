@@ -272,15 +272,32 @@ def print_summary(summary: Any, settings: Settings, *, as_json: bool) -> None:
 def run_role_cmd(
     ctx: typer.Context,
     role: Annotated[str, typer.Argument(help="ingest, classify, enforce or api")],
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote",
+            help="classify only: pull scan requests from this instance's API over HTTPS "
+            "(a remote worker: no Kafka, no storage access; token in "
+            "PICTGUARD_CLASSIFY__WORKER__TOKEN); default: classify.worker.url",
+        ),
+    ] = None,
 ) -> None:
     """Run one role as its own process on Kafka (distributed mode) until SIGTERM."""
-    from pictguard.processes import run_role
+    from pictguard.processes import run_remote_worker, run_role
     from pictguard.roles import ROLES
 
     if role not in ROLES:
         err_console.print(f"[bold red]error:[/] unknown role {role!r}: choose {', '.join(ROLES)}")
         raise typer.Exit(2)
+    if remote is not None and role != "classify":
+        err_console.print("[bold red]error:[/] --remote is for `pictguard run classify` only")
+        raise typer.Exit(2)
     opts, settings = load(ctx)
+    if role == "classify":
+        remote = remote or settings.classify.worker.url
+    if remote is not None:
+        run_async(opts, run_remote_worker(settings, remote))
+        return
     run_async(opts, run_role(settings, role))
 
 

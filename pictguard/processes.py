@@ -45,12 +45,16 @@ async def run_serve(settings: Settings, started: asyncio.Event | None = None) ->
     """Every role in this process on the in-process bus: API, classify, enforce, ingest."""
     from classify.role import start_engine
 
+    remote = settings.classify.remote
+    # Models only on remote workers: this process checks hash lists and the cache.
+    only_remote = remote.enabled and not remote.local
     async with open_runtime(settings, mode=Mode.SINGLE) as rt:
         stop_on_signals(rt.stop)
         await rt.start_tables()
-        engine = await start_engine(rt)
+        lists_only = settings.classify.model_copy(update={"classifiers": ["hashlist"]})
+        engine = await start_engine(rt, lists_only if only_remote else None)
         loops = (
-            await classify_loops(rt, engine)
+            ([] if only_remote else await classify_loops(rt, engine))
             + await enforce_loops(rt)
             + [sink_loop(settings, rt.bus, rt.state, rt.stop)]
             + await ingest_loops(rt)
@@ -61,6 +65,30 @@ async def run_serve(settings: Settings, started: asyncio.Event | None = None) ->
         finally:
             rt.stop.set()
             await rt.aclose()
+
+
+async def run_remote_worker(settings: Settings, url: str) -> None:
+    """``pictguard run classify --remote URL``: classify for an instance over HTTPS, with no
+    broker or storage of its own; ``/metrics`` and ``/readyz`` on ``metrics.port``."""
+    from classify.remote.role import run_worker
+    from classify.remote.worker import check_url
+    from pipeline.metrics import Health, start_metrics_server
+    from pipeline.telemetry import setup_tracing
+
+    check_url(url)  # before any model loads: a refused URL is a one-line error at once
+    stop = asyncio.Event()
+    stop_on_signals(stop)
+    tracing = setup_tracing("pictguard-classify-remote")
+    health = Health()
+    server = await start_metrics_server(settings.metrics, health)
+    try:
+        await run_worker(settings.classify, url, stop, health)
+    finally:
+        if server is not None:
+            await server.close()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)
+    log.info("remote classify worker stopped")
 
 
 async def run_backfill(

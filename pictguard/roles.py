@@ -9,7 +9,7 @@ endpoints and action policy to the API and ingest).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
 
     from classify.engine import ClassifyEngine
+    from classify.fastpath import FastPath
+    from classify.remote.role import RemoteServer
 
 Loops = list[Coroutine[Any, Any, None]]
 
@@ -94,12 +96,12 @@ async def admin_endpoints(runtime: Runtime) -> APIRouter | None:
     return admin_router(static_context(context), token=s.enforce.admin_token)
 
 
-async def build_api(runtime: Runtime, engine: ClassifyEngine | None = None) -> FastAPI:
-    """The API app; ``engine`` is the classify engine when classify runs in this process."""
+async def fast_path(runtime: Runtime, engine: ClassifyEngine | None = None) -> FastPath:
+    """Hash lists and the verdict cache without a model run, for the API (and the remote
+    workers' server); ``engine`` is the classify engine when one runs in this process."""
     from classify.cache import VerdictCache
     from classify.engine import ClassifyEngine
     from classify.fastpath import FastPath
-    from validate_api.role import build_app
 
     s = runtime.settings
     await runtime.start_tables()
@@ -111,10 +113,41 @@ async def build_api(runtime: Runtime, engine: ClassifyEngine | None = None) -> F
         lists = ClassifyEngine(only_lists, runtime.tables)
         await lists.start()
         runtime.cleanups.push_async_callback(lists.stop)
-        fast = FastPath(lists, VerdictCache(runtime.tables.verdict_cache))
-    else:
-        fast = FastPath(engine)
-    return await build_app(runtime, fast, admin_router=await admin_endpoints(runtime))
+        return FastPath(lists, VerdictCache(runtime.tables.verdict_cache))
+    if not engine.models:
+        # Models only on remote workers: their verdicts are cached under their versions.
+        return FastPath(engine, VerdictCache(runtime.tables.verdict_cache))
+    return FastPath(engine)
+
+
+async def build_api(
+    runtime: Runtime,
+    engine: ClassifyEngine | None = None,
+    *,
+    fast: FastPath | None = None,
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The API app; ``engine`` is the classify engine when classify runs in this process."""
+    from validate_api.role import build_app
+
+    if fast is None:
+        fast = await fast_path(runtime, engine)
+    return await build_app(runtime, fast, admin_router=await admin_endpoints(runtime), routers=routers)
+
+
+async def remote_server(
+    runtime: Runtime, fast: FastPath, *, local_classifier: bool
+) -> RemoteServer:
+    """The remote workers' server side (``classify.remote``) over this process's bus."""
+    from classify.remote.role import server
+
+    await runtime.start_tables()
+    return await server(
+        runtime,
+        fast,
+        local_classifier=local_classifier,
+        admin_token=runtime.settings.enforce.admin_token,
+    )
 
 
 async def api_loops(
@@ -122,12 +155,24 @@ async def api_loops(
     engine: ClassifyEngine | None = None,
     started: asyncio.Event | None = None,
 ) -> Loops:
-    """The API's server loop; ``started`` is set once it listens."""
+    """The API's server loop (and, with ``classify.remote.enabled``, the loops that lease
+    scan requests to remote workers); ``started`` is set once it listens."""
     from validate_api.role import serve_http
 
-    app = await build_api(runtime, engine)
-    s = runtime.settings.api
-    return [serve_http(app, s.host, s.port, runtime.stop, started)]
+    s = runtime.settings
+    fast = await fast_path(runtime, engine)
+    loops: Loops = []
+    routers: list[APIRouter] = []
+    if s.classify.remote.enabled:
+        remote = await remote_server(
+            runtime,
+            fast,
+            local_classifier=bool(engine is not None and engine.models) or s.classify.remote.local,
+        )
+        loops += remote.loops
+        routers.append(remote.router)
+    app = await build_api(runtime, engine, fast=fast, routers=routers)
+    return [serve_http(app, s.api.host, s.api.port, runtime.stop, started), *loops]
 
 
 ROLES: dict[str, Role] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from classify.settings import ClassifySettings
 from enforce.settings import EnforceSettings
@@ -26,6 +26,21 @@ class Settings(PipelineSettings):
     enforce: EnforceSettings = Field(default_factory=EnforceSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _worker_tokens_are_their_own(self) -> Settings:
+        # A worker token opens the worker API only: it must not also be a scan client's
+        # or the admin's token, or it would open their endpoints too.
+        others = {c.token.get_secret_value() for c in self.api.clients if c.token is not None}
+        if self.enforce.admin_token is not None:
+            others.add(self.enforce.admin_token.get_secret_value())
+        for worker in self.classify.remote.workers:
+            if worker.token.get_secret_value() in others:
+                raise ValueError(
+                    f"classify.remote.workers {worker.id}: its token is also an api.clients or "
+                    "enforce.admin_token token; give each worker a token of its own"
+                )
+        return self
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:

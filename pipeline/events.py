@@ -170,6 +170,8 @@ class Findings(BaseModel):
     policy_version: str = ""
     cached: bool = False
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    # Set when a remote worker classified the image (``classify.remote``): which one.
+    worker: str | None = None
 
 
 class Verdict(_Event, Findings):

@@ -193,6 +193,64 @@ class Metrics:
             buckets=SYNC_BUCKETS,
             registry=r,
         )
+        self.remote_leases = Counter(
+            "pictguard_remote_leases",
+            "Scan requests leased to remote workers, by worker id and lane",
+            ["worker", "lane"],
+            registry=r,
+        )
+        self.remote_results = Counter(
+            "pictguard_remote_results",
+            "Results remote workers sent, by worker id and outcome (accepted; refused as "
+            "expired, not_leased or mismatch)",
+            ["worker", "outcome"],
+            registry=r,
+        )
+        self.remote_expired = Counter(
+            "pictguard_remote_lease_expiries",
+            "Leases that ran out unanswered (the request went back to the queue)",
+            ["worker"],
+            registry=r,
+        )
+        self.remote_lease_seconds = Histogram(
+            "pictguard_remote_lease_seconds",
+            "From a lease to its accepted result, per worker",
+            ["worker"],
+            buckets=SYNC_BUCKETS,
+            registry=r,
+        )
+        self.remote_refused = Counter(
+            "pictguard_remote_refused_calls",
+            "Worker API calls refused, by reason (bad_token, revoked, rate_limited, "
+            "wrong_protocol, too_large)",
+            ["reason"],
+            registry=r,
+        )
+        self.remote_connected = Gauge(
+            "pictguard_remote_worker_connected",
+            "1 while the remote worker was heard from within classify.remote.stale_s, else 0",
+            ["worker"],
+            registry=r,
+        )
+        self.remote_leased_now = Gauge(
+            "pictguard_remote_worker_leases",
+            "Leases a remote worker holds now",
+            ["worker"],
+            registry=r,
+        )
+        self.remote_queued = Gauge(
+            "pictguard_remote_queued",
+            "Scan requests waiting for a remote worker, by lane",
+            ["lane"],
+            registry=r,
+        )
+        self.remote_client_results = Counter(
+            "pictguard_remote_client_results",
+            "Results this remote worker sent, by how the server took them (accepted, "
+            "refused, lost: the server could not be reached before the lease ran out)",
+            ["outcome"],
+            registry=r,
+        )
         # Known label values start at 0, so rate() and alerts see a series from the start.
         for outcome in SyncOutcome:
             self.sync_validations.labels(outcome.value)
@@ -332,6 +390,54 @@ def record_sync_outcome(outcome: SyncOutcome | str, seconds: float | None = None
     m.sync_validations.labels(value).inc()
     if seconds is not None:
         m.sync_seconds.labels(value).observe(max(0.0, seconds))
+
+
+def record_remote_lease(worker: str, lane: str, count: int = 1) -> None:
+    """``count`` scan requests were leased to remote worker ``worker``."""
+    if count:
+        metrics().remote_leases.labels(worker, lane).inc(count)
+
+
+def record_remote_result(worker: str, outcome: str, seconds: float | None = None) -> None:
+    """Remote worker ``worker`` sent a result; ``seconds`` from lease to accepted result."""
+    m = metrics()
+    m.remote_results.labels(worker, outcome).inc()
+    if seconds is not None:
+        m.remote_lease_seconds.labels(worker).observe(max(0.0, seconds))
+
+
+def record_remote_expiry(worker: str) -> None:
+    """A lease of ``worker`` ran out unanswered."""
+    metrics().remote_expired.labels(worker).inc()
+
+
+def record_remote_refused(reason: str) -> None:
+    """A worker API call was refused (never labelled with the token, only the reason)."""
+    metrics().remote_refused.labels(reason).inc()
+
+
+def record_remote_client_result(outcome: str, count: int = 1) -> None:
+    """This remote worker's results, by how the server took them."""
+    if count:
+        metrics().remote_client_results.labels(outcome).inc(count)
+
+
+def watch_remote_workers(
+    workers: Mapping[str, tuple[Callable[[], bool], Callable[[], int]]],
+    queued: Mapping[str, Callable[[], int]],
+) -> None:
+    """Read each worker's connected state and lease count, and the queue per lane, from the
+    dispatcher at every scrape."""
+    m = metrics()
+    for worker, (connected, leases) in workers.items():
+        m.remote_connected.labels(worker).set_function(_as_float(connected))
+        m.remote_leased_now.labels(worker).set_function(_as_float(leases))
+    for lane, count in queued.items():
+        m.remote_queued.labels(lane).set_function(_as_float(count))
+
+
+def _as_float(read: Callable[[], bool] | Callable[[], int]) -> Callable[[], float]:
+    return lambda: float(read())
 
 
 def set_consumer_lag(group: str, lags: Mapping[tuple[str, int], int]) -> None:

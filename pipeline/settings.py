@@ -344,6 +344,8 @@ def _describe(error: dict[str, Any]) -> str:
         or bool(loc and any(word in loc[-1] for word in _SECRET_WORDS))
     )
     shown = "" if hidden else f" = {value!r}"
+    if not loc:  # a check across sections: its message names the settings itself
+        return msg.removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"unknown setting {dotted} ({env}); check the spelling against the README"
     return f"invalid setting {dotted} ({env}){shown}: {msg}"

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from pipeline import metrics
@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 E = TypeVar("E", bound=_Event)
 
 
+class Abandoned(Exception):
+    """A handler gave up its batch at a stop (its work can no longer finish, e.g. remote
+    workers' leases): the batch is left uncommitted for the group's next consumer."""
+
+
 class BatchHandler(Protocol):
     async def handle(self, batch: Sequence[Message]) -> None: ...
 
@@ -55,6 +60,7 @@ async def consume(
     lag_interval_s: float = LAG_INTERVAL_S,
     max_inflight: int = 1,
     low_latency: bool = False,
+    gate: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Run ``handler`` over ``topics`` as a member of ``group_id`` until ``stop`` is set.
 
@@ -65,6 +71,10 @@ async def consume(
 
     The consumer's lag per partition goes to the ``pictguard_consumer_lag`` gauge every
     ``lag_interval_s`` and once more when the loop ends.
+
+    ``gate``, when given, is awaited before every fetch: a handler that can only pass work
+    on (remote workers) takes messages off the bus only while someone wants them, and
+    leaves them to the group's other members meanwhile.
     """
     consumer = bus.consumer(topics, group_id, low_latency=low_latency)
     await consumer.start()
@@ -74,20 +84,35 @@ async def consume(
     try:
         if max_inflight <= 1:
             while not stop.is_set():
-                batch = await _fetch(consumer, group_id, stop, poll_ms, max_records)
+                batch = await _fetch(consumer, group_id, stop, poll_ms, max_records, gate)
                 if not batch:
                     continue
                 if not await _handle(handler, batch, group_id, stop):
                     break  # stopped while the bus was down: leave the batch uncommitted
                 await consumer.commit(batch)
         else:
-            await _pipelined(consumer, handler, group_id, stop, max_records, poll_ms, max_inflight)
+            await _pipelined(
+                consumer, handler, group_id, stop, max_records, poll_ms, max_inflight, gate
+            )
     finally:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
         await _sample_lag(consumer, group_id, _FINAL_LAG_TIMEOUT_S)
         await consumer.stop()
+
+
+async def _passed(gate: Callable[[], Awaitable[None]], stop: asyncio.Event) -> bool:
+    """Wait for ``gate`` unless ``stop`` comes first; True if the gate opened."""
+    opened = asyncio.ensure_future(gate())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({opened, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (opened, stopped):
+            waiter.cancel()
+        await asyncio.gather(opened, stopped, return_exceptions=True)
+    return opened.done() and not opened.cancelled() and opened.exception() is None
 
 
 def bus_unavailable(exc: BaseException) -> bool:
@@ -98,9 +123,16 @@ def bus_unavailable(exc: BaseException) -> bool:
 
 
 async def _fetch(
-    consumer: Consumer, group_id: str, stop: asyncio.Event, poll_ms: int, max_records: int
+    consumer: Consumer,
+    group_id: str,
+    stop: asyncio.Event,
+    poll_ms: int,
+    max_records: int,
+    gate: Callable[[], Awaitable[None]] | None = None,
 ) -> list[Message]:
     """The next batch; an unreachable broker is waited out (empty batches meanwhile)."""
+    if gate is not None and not await _passed(gate, stop):
+        return []
     try:
         return await consumer.getmany(poll_ms, max_records)
     except BusUnavailable as exc:
@@ -136,7 +168,7 @@ async def _handle(
         ):
             with attempt:
                 await handler.handle(batch)
-    except Stopped:
+    except (Stopped, Abandoned):
         return False
     return True
 
@@ -180,6 +212,7 @@ async def _pipelined(
     max_records: int,
     poll_ms: int,
     max_inflight: int,
+    gate: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     inflight: deque[tuple[Sequence[Message], asyncio.Task[bool]]] = deque()
     fetch: asyncio.Task[list[Message]] | None = None
@@ -187,7 +220,9 @@ async def _pipelined(
     try:
         while not (stop.is_set() and not inflight):
             if fetch is None and len(inflight) < max_inflight and not stop.is_set():
-                fetch = asyncio.create_task(_fetch(consumer, group_id, stop, poll_ms, max_records))
+                fetch = asyncio.create_task(
+                    _fetch(consumer, group_id, stop, poll_ms, max_records, gate)
+                )
             waiting: set[asyncio.Future[Any]] = {inflight[0][1]} if inflight else set()
             if fetch is not None:
                 waiting.add(fetch)

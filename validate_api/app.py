@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -99,6 +99,10 @@ class ApiContext:
     validator: Validator
     ready: Callable[[], bool]
     admin_router: APIRouter | None = None
+    # More endpoints the composition root mounts (the remote workers' API).
+    routers: Sequence[APIRouter] = ()
+    # Why the process is not ready beyond the API itself (the role's health checks).
+    not_ready: Callable[[], list[str]] = list
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -230,12 +234,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/readyz", summary="Bus, reply routing and models are ready", responses={503: {}})
     async def readyz() -> Any:
-        if ctx.ready():
+        failing = ctx.not_ready()
+        if ctx.ready() and not failing:
             return {"status": "ready"}
-        return _error(503, "not ready")
+        return _error(503, "; ".join(["not ready", *failing]))
 
     if ctx.admin_router is not None:
         app.include_router(ctx.admin_router)
+    for router in ctx.routers:
+        app.include_router(router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.add_middleware(CapOtherBodies)
     instrument_app(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from fastapi import APIRouter, FastAPI
 
@@ -32,7 +33,11 @@ def check_record_size(settings: ApiConfig) -> None:
 
 
 async def build_app(
-    ctx: RoleContext[ApiConfig], fast: FastLookup, *, admin_router: APIRouter | None = None
+    ctx: RoleContext[ApiConfig],
+    fast: FastLookup,
+    *,
+    admin_router: APIRouter | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The API app: the fast path first, else the sync lane and this replica's replies."""
     s = ctx.settings
@@ -56,6 +61,8 @@ async def build_app(
             validator,
             ready=lambda: router.ready.is_set() and fast.ready,
             admin_router=admin_router,
+            routers=routers,
+            not_ready=ctx.health.not_ready,
         )
     )
 
