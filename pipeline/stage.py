@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from pipeline import metrics
 from pipeline.bus.base import Bus, BusUnavailable, Consumer, Message
+from pipeline.errors import PictguardError
 from pipeline.events import DeadLetter, SchemaError, _Event, decode, encode
 from pipeline.retry import Stopped, pause, retrying
 from pipeline.tracing import continued, inject_headers
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 E = TypeVar("E", bound=_Event)
 
 
-class Abandoned(Exception):
+class Abandoned(PictguardError):
     """A handler gave up its batch at a stop (its work can no longer finish, e.g. remote
     workers' leases): the batch is left uncommitted for the group's next consumer."""
 

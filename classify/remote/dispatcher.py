@@ -27,6 +27,7 @@ import filetype
 from classify.base import Assessment
 from classify.remote.settings import RemoteSettings, WorkerAccount, WorkerProtocol
 from pipeline import metrics
+from pipeline.errors import PictguardError
 from pipeline.events import Decision, ErrorReason, Findings, Lane, utcnow
 from pipeline.retry import pause
 from pipeline.stage import Abandoned
@@ -58,7 +59,7 @@ class Refused(StrEnum):
     MISMATCH = "mismatch"  # the findings are about other bytes (sha256 differs)
 
 
-class Unauthorized(Exception):
+class Unauthorized(PictguardError):
     """A worker API call without a valid token; ``reason`` is for metrics, never the token."""
 
     def __init__(self, reason: str, message: str) -> None:

@@ -40,6 +40,7 @@ from classify.remote.protocol import (
 )
 from classify.remote.settings import RemoteSettings, WorkerProtocol
 from pipeline import metrics
+from pipeline.errors import PictguardError
 from pipeline.events import Lane
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
-class _Refusal(Exception):
+class _Refusal(PictguardError):
     def __init__(self, response: Response) -> None:
         self.response = response
 

@@ -71,9 +71,11 @@ class RemoteSettings(BaseModel):
     )
     local: bool = Field(
         False,
-        description="`pictguard serve` also classifies with its own models (classify.classifiers) "
-        "next to the remote workers; false: the server only checks hash lists and the verdict "
-        "cache, and every model verdict comes from a worker",
+        description="pictguard's own models classify as well: `pictguard serve` runs "
+        "classify.classifiers in this process next to the workers (distributed: set it when "
+        "`pictguard run classify` replicas share the scan requests); /readyz then does not "
+        "wait for a worker. false: the server only checks hash lists and the verdict cache, "
+        "and every model verdict comes from a worker",
     )
     workers: list[WorkerAccount] = Field(
         default_factory=list, description="The workers allowed in, each with its own token"

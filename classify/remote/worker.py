@@ -36,9 +36,10 @@ from classify.remote.protocol import (
     ResultsCall,
 )
 from pipeline import metrics
+from pipeline.errors import PictguardError
 from pipeline.events import Decision, ErrorReason, Findings, Lane
-from pipeline.settings import SettingsError
 from pipeline.retry import pause
+from pipeline.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class WorkerRefused(SettingsError):
     """The server refused this worker's token (unknown, revoked or another protocol's)."""
 
 
-class _Retry(Exception):
+class _Retry(PictguardError):
     def __init__(self, why: str, delay: float | None = None) -> None:
         super().__init__(why)
         self.delay = delay
@@ -287,5 +288,5 @@ class RemoteWorker:
             self._problem = None
 
 
-class _Gone(Exception):
+class _Gone(PictguardError):
     """The lease of a download is unknown or has run out."""
