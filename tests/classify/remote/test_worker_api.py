@@ -13,7 +13,7 @@ import pytest
 
 from classify.engine import ClassifyEngine
 from classify.remote.protocol import LEASE_PATH, POP_PATH
-from classify.remote.worker import RemoteWorker
+from classify.remote.worker import RemoteWorker, WorkerRefused
 from pictguard.settings import Settings
 from pipeline.events import Decision, Lane
 from pipeline.state.memory import MemoryTable
@@ -261,3 +261,12 @@ async def test_without_a_worker_requests_stay_on_the_bus_and_readyz_says_why(
     assert before.status_code == 503
     assert "no remote worker connected and no local classifier runs" in before.json()["message"]
     assert after.status_code == 200
+
+
+async def test_a_worker_whose_token_is_refused_stops_with_one_clear_error(tmp_path: Path) -> None:
+    async with instance(tmp_path) as inst:
+        engine = await colour_engine()
+        stranger = RemoteWorker(inst.url, "not-a-worker-token-0123456789", engine, max_batch=2)
+        with pytest.raises(WorkerRefused, match="refused this worker's token"):
+            await asyncio.wait_for(stranger.run(asyncio.Event()), 30)
+        await engine.stop()
