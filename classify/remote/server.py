@@ -102,6 +102,28 @@ async def _parse(request: Request, model: type[M], cap: int) -> M:
         raise _Refusal(_json(422, f"invalid {model.__name__}: {where}: {first['msg']}")) from None
 
 
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a JSON body the endpoint reads itself (capped before it is parsed)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }
+
+
 def worker_router(
     dispatcher: Dispatcher,
     settings: RemoteSettings,
@@ -160,6 +182,7 @@ def worker_router(
         "classify.remote.long_poll_s) for one. Answer each within `expires_in_s`.",
         response_model=Leased,
         responses={401: {}, 413: {}, 422: {}, 429: {}},
+        openapi_extra=_json_body(LeaseCall),
     )
     async def lease(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
@@ -211,6 +234,7 @@ def worker_router(
         "the others are listed as refused with the reason.",
         response_model=Answered,
         responses={401: {}, 413: {}, 422: {}, 429: {}},
+        openapi_extra=_json_body(ResultsCall),
     )
     async def verdicts(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
@@ -260,6 +284,7 @@ def worker_router(
         "(never leased, another worker's, or its lease ran out).",
         status_code=201,
         responses={403: {}, 404: {}, 422: {}, 429: {}},
+        openapi_extra=_json_body(FediSafetyResult),
     )
     async def pop_answer(request: Request, apikey: Annotated[str | None, Header()] = None) -> Any:
         async def work() -> Response:
