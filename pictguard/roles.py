@@ -132,7 +132,9 @@ async def build_api(
 
     if fast is None:
         fast = await fast_path(runtime, engine)
-    return await build_app(runtime, fast, admin_router=await admin_endpoints(runtime), routers=routers)
+    return await build_app(
+        runtime, fast, admin_router=await admin_endpoints(runtime), routers=routers
+    )
 
 
 async def remote_server(

@@ -35,7 +35,7 @@ class Settings(PipelineSettings):
         if self.enforce.admin_token is not None:
             others.add(self.enforce.admin_token.get_secret_value())
         for worker in self.classify.remote.workers:
-            if worker.token.get_secret_value() in others:
+            if worker.secret in others:
                 raise ValueError(
                     f"classify.remote.workers {worker.id}: its token is also an api.clients or "
                     "enforce.admin_token token; give each worker a token of its own"

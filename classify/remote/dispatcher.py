@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import secrets
 import time
@@ -31,6 +30,7 @@ from pipeline.errors import PictguardError
 from pipeline.events import Decision, ErrorReason, Findings, Lane, utcnow
 from pipeline.retry import pause
 from pipeline.stage import Abandoned
+from pipeline.tokens import secret_matches
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +148,11 @@ class Dispatcher:
     def authenticate(self, token: str | None, protocol: WorkerProtocol) -> Worker:
         """The worker ``token`` belongs to, or :class:`Unauthorized`."""
         found: Worker | None = None
-        given = (token or "").encode()
         # Compare against every token, so the time taken does not tell how close a guess was.
         for worker in self.workers.values():
-            if hmac.compare_digest(worker.account.token.get_secret_value().encode(), given):
+            if secret_matches(token, worker.account.token):
                 found = worker
-        if found is None or not token:
+        if found is None:
             raise Unauthorized("bad_token", "unknown or missing worker token")
         if found.revoked:
             raise Unauthorized("revoked", f"worker {found.id} is revoked")

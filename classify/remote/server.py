@@ -15,7 +15,6 @@ Tokens never reach a log line, span or metric: refusals are counted by reason.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import math
 from typing import Annotated, Any, TypeVar
@@ -42,6 +41,7 @@ from classify.remote.settings import RemoteSettings, WorkerProtocol
 from pipeline import metrics
 from pipeline.errors import PictguardError
 from pipeline.events import Lane
+from pipeline.tokens import secret_matches
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -320,8 +320,8 @@ def _admin_router(dispatcher: Dispatcher, token: SecretStr | str | None) -> APIR
                 status.HTTP_503_SERVICE_UNAVAILABLE,
                 "admin API disabled: set PICTGUARD_ENFORCE__ADMIN_TOKEN to enable it",
             )
-        given = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(given.encode(), secret.encode()):
+        given = credentials.credentials if credentials is not None else None
+        if not secret_matches(given, secret):
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "missing or wrong admin token",

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# Shorter tokens can be guessed or were typed by hand; a worker token opens the scan stream.
-MIN_TOKEN_CHARS = 16
+from pipeline.settings import MIN_SECRET_LENGTH, StrongSecret
 
 
 class WorkerProtocol(StrEnum):
@@ -29,8 +28,8 @@ class WorkerAccount(BaseModel):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
         description="Names the worker in logs, metrics and verdicts (letters, digits, . _ -)",
     )
-    token: SecretStr = Field(
-        description=f"The worker's secret (at least {MIN_TOKEN_CHARS} characters, e.g. "
+    token: StrongSecret = Field(
+        description=f"The worker's secret (at least {MIN_SECRET_LENGTH} characters, e.g. "
         "`openssl rand -hex 32`): `Authorization: Bearer` for pictguard workers, the `apikey` "
         "header (PICTRS_SAFETY_APIKEY) for fedi-safety workers. It opens the worker API only"
     )
@@ -45,15 +44,17 @@ class WorkerAccount(BaseModel):
         "`POST /admin/workers/<id>/revoke` does the same at run time until a restart",
     )
 
-    @field_validator("token")
-    @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < MIN_TOKEN_CHARS:
-            raise ValueError(
-                f"a worker token needs at least {MIN_TOKEN_CHARS} characters; generate one "
-                "with `openssl rand -hex 32`"
-            )
-        return value
+    @model_validator(mode="after")
+    def _has_token(self) -> WorkerAccount:
+        if self.token is None:
+            raise ValueError(f"worker {self.id} needs a token (`openssl rand -hex 32`)")
+        return self
+
+    @property
+    def secret(self) -> str:
+        """The token's value (set: checked at start-up)."""
+        assert self.token is not None
+        return self.token.get_secret_value()
 
 
 class RemoteSettings(BaseModel):
@@ -129,7 +130,7 @@ class RemoteSettings(BaseModel):
         ids = [w.id for w in self.workers]
         if len(ids) != len(set(ids)):
             raise ValueError("classify.remote.workers has duplicate ids")
-        tokens = [w.token.get_secret_value() for w in self.workers]
+        tokens = [w.secret for w in self.workers]
         if len(tokens) != len(set(tokens)):
             raise ValueError("classify.remote.workers: each worker needs a token of its own")
         if self.enabled and not self.workers:
@@ -149,7 +150,7 @@ class WorkerSettings(BaseModel):
         description="The instance's API (https://…); `--remote URL` sets it. http:// only to "
         "a loopback address",
     )
-    token: SecretStr | None = Field(
+    token: StrongSecret = Field(
         None, description="This worker's token (one of the server's classify.remote.workers)"
     )
     ca_file: str | None = Field(

@@ -37,7 +37,7 @@ def remote(*workers: dict[str, Any]) -> dict[str, Any]:
 def test_a_short_worker_token_is_refused(tmp_path: Path) -> None:
     code, out = run(tmp_path, ["serve"], remote({"id": "home", "token": "too-short"}))
     assert code == 2
-    assert "at least 16 characters" in out and "openssl rand -hex 32" in out
+    assert "shorter than 16 characters" in out and "openssl rand -hex 32" in out
     assert "too-short" not in out  # not even a refused secret is printed
     assert "Traceback" not in out
 
