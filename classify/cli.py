@@ -187,13 +187,19 @@ def make_hashes_app(open_tables: OpenTables, load_settings: LoadSettings) -> typ
         ] = None,
         allow: Annotated[
             bool | None,
-            typer.Option("--allow/--block", help="List for rows without a list column"),
+            typer.Option(
+                "--allow/--block",
+                help="List for rows without a list column (needed unless every row has one)",
+            ),
         ] = None,
         reason: Annotated[str | None, typer.Option(help="Reason for rows without one")] = None,
         author: Annotated[str | None, typer.Option(help="Author for rows without one")] = None,
         category: Annotated[str | None, typer.Option(help="Category for rows without one")] = None,
     ) -> None:
-        """Import entries (columns: list, sha256, pdq, pdq_quality, category, reason, author)."""
+        """Import entries (columns: list, sha256, pdq, pdq_quality, category, reason, author).
+
+        Say which list with --allow or --block unless every row has a list column.
+        """
         file_format = _format(fmt)
         which: ListName | None = None if allow is None else ("allow" if allow else "block")
         cat: Category | None = None

@@ -209,8 +209,9 @@ class HashLists(HashListStore):
         """Import a CSV or JSONL file; returns the number of entries stored.
 
         Columns/keys are those of :data:`CSV_COLUMNS`; ``list``, ``reason``, ``author`` and
-        ``category`` given here fill in rows that lack them. A bad row stops the import
-        with its line number before anything is written.
+        ``category`` given here fill in rows that lack them. Every row must end up with a
+        list (its own column or ``list``). A bad row stops the import with its line number
+        before anything is written.
         """
         fmt = fmt or _format_of(path)
         text = await asyncio.to_thread(path.read_text, encoding="utf-8")
@@ -271,7 +272,12 @@ def _entry_from_row(
     for key, value in defaults.items():
         if value is not None:
             data.setdefault(key, value)
-    data.setdefault("list", "block")
+    if "list" not in data:
+        # Never guess: an allowlist imported as a blocklist quarantines what it should let by.
+        raise HashListError(
+            f"{where}: the row does not say which list it is for: give --allow or --block, "
+            "or a list column (allow or block) on every row"
+        )
     try:
         return HashEntry.model_validate(data)
     except ValidationError as exc:

@@ -172,7 +172,8 @@ def create(name: str, settings: ClassifySettings) -> Model:
 def describe(name: str, settings: ClassifySettings) -> WeightsInfo:
     """Where ``name``'s weights come from and whether they are present."""
     if name == HASHLIST:
-        return WeightsInfo(HASHLIST, "hashlists table", None, True, "no weights")
+        # Built in: sha256 and PDQ against the hashlists table; nothing to download.
+        return WeightsInfo(HASHLIST, "built in (needs none)", None, True)
     try:
         _, probe = _lookup(name)
     except ClassifierError:

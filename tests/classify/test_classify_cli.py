@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import typer
+import yaml
 from typer.testing import CliRunner
 
 from classify.base import ClassifyTables
@@ -19,6 +23,7 @@ from classify.hashlists import HashLists
 from classify.settings import ClassifySettings, ClipSettings
 from pipeline.state.sqlite import SqliteState
 from tests.classify import images
+from tests.media import photo_jpeg
 
 
 @pytest.fixture
@@ -103,12 +108,49 @@ def test_export_import(cli: tuple[typer.Typer, Path], tmp_path: Path, suffix: st
     assert entries(db) == before
 
 
+def _pictguard(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pictguard.cli", "-c", str(config), *args],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_import_without_a_list_is_refused_not_blocklisted(tmp_path: Path) -> None:
+    """A reviewed-images CSV with no list column, imported without --allow/--block: nothing
+    lands on the blocklist (which would quarantine those images on the next scan)."""
+    config = tmp_path / "pictguard.yaml"
+    config.write_text(yaml.safe_dump({"storage": {"state_dir": str(tmp_path / "state")}}))
+    photos = [photo_jpeg(800 + i, 320, 240) for i in range(3)]
+    reviewed = tmp_path / "reviewed.csv"
+    reviewed.write_text(
+        "sha256,reason\n" + "".join(f"{sha256_hex(p)},looked fine\n" for p in photos)
+    )
+
+    refused = _pictguard(config, "hashes", "import", str(reviewed))
+    assert refused.returncode == 2
+    assert "--allow or --block" in refused.stderr and "reviewed.csv:2" in refused.stderr
+    out = tmp_path / "lists.jsonl"
+    assert "exported 0 entries" in _pictguard(config, "hashes", "export", str(out)).stdout
+
+    # With the list said, or with a list column on every row, it imports.
+    assert _pictguard(config, "hashes", "import", "--allow", str(reviewed)).returncode == 0
+    assert "exported 3 entries" in _pictguard(config, "hashes", "export", str(out)).stdout
+    assert {json.loads(line)["list"] for line in out.read_text().splitlines()} == {"allow"}
+
+
 def test_models_lists_sources(cli: tuple[typer.Typer, Path]) -> None:
     app, _ = cli
     result = CliRunner().invoke(app, ["models", "--json"])
     assert result.exit_code == 1  # CLIP weights are not here
     rows = {row["name"]: row for row in json.loads(result.output)}
     assert rows["hashlist"]["present"] and rows["nudenet"]["present"]
+    # The hash lists need no weights: nothing to download, nothing missing.
+    assert rows["hashlist"]["source"].startswith("built in") and not rows["hashlist"]["detail"]
+    assert "hashlist: no weights" not in CliRunner().invoke(app, ["models"]).output
     assert rows["nudenet"]["location"].endswith("320n.onnx")
     assert not rows["clip"]["present"]
     assert "PICTGUARD_CLASSIFY__CLIP__CHECKPOINT_PATH" in rows["clip"]["detail"]

@@ -109,7 +109,7 @@ async def test_import_fills_defaults_and_reports_bad_rows(
         "ops",
     )
     bad = tmp_path / "bad.csv"
-    bad.write_text("sha256,reason\n" + SHA_B + ",ok\nnot-a-hash,broken\n")
+    bad.write_text("list,sha256,reason\nblock," + SHA_B + ",ok\nblock,not-a-hash,broken\n")
     with pytest.raises(HashListError, match=r"bad.csv:3: sha256"):
         await lists.import_file(bad)
     assert await lists.get(SHA_B) is None  # nothing written from a bad file
