@@ -361,10 +361,7 @@ class EnforceAdmin:
         )
 
     async def _verdicts_with(self, sha256: str) -> list[Verdict]:
-        rows = await self.ctx.state.fetchall(
-            "SELECT body FROM verdicts WHERE sha256 = ? ORDER BY created_at DESC", (sha256,)
-        )
-        return [Verdict.model_validate_json(body) for (body,) in rows]
+        return await self.records.verdicts_with(sha256)
 
     async def _identify(self, target: str) -> tuple[str, str | None, int | None, ObjectRef | None]:
         """(sha256, pdq, pdq quality, object) of the image ``target`` names."""

@@ -76,7 +76,7 @@ def register(app: typer.Typer, context: ContextFactory) -> None:
         ] = None,
         outcome: Annotated[
             str | None,
-            typer.Option(help="done, dry_run, already_absent, duplicate, held or failed"),
+            typer.Option(help="done, dry_run, already_absent, duplicate, held, kept or failed"),
         ] = None,
         limit: Annotated[int, typer.Option(min=1, help="At most this many rows")] = 200,
         as_json: Json = False,

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from enforce.guard import Guard, Trip
+from enforce.ledger import LedgerWriter
 from enforce.notify import Notifier, action_notice, alert_notice
 from enforce.platform.flow import PlatformFlow
 from enforce.quarantine import Quarantine, QuarantineSpec
@@ -40,6 +41,8 @@ from pipeline.tracing import extract_context, inject_headers, span
 log = logging.getLogger(__name__)
 
 OutcomeCallback = Callable[[Verdict, EnforcementAction | None], None]
+# ``matched`` of the verdicts ``pictguard block`` makes: an admin's decision, not a rescan.
+ADMIN_BLOCK = "blocklist:admin"
 DESTRUCTIVE = (ActionType.DELETE, ActionType.QUARANTINE)
 NEXT_STEP = (
     "review with `pictguard audit --since 1h`, allow false positives with `pictguard allow`, "
@@ -50,6 +53,27 @@ NEXT_STEP = (
 def policy_action(settings: EnforceSettings, decision: Decision) -> ActionType | None:
     """The configured action for a decision; None for ``allow``."""
     return settings.action_policy().action_for(decision)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardReport:
+    """The guard as a run ends: the trip (None while armed) and the actions it holds."""
+
+    trip: Trip | None
+    held: int
+
+
+def evidence(verdict: Verdict) -> str | None:
+    """What made ``verdict`` flag, in a few words for the audit: the hash-list match, the
+    policy's labels, or the highest scores."""
+    if verdict.matched:
+        return f"matched {verdict.matched}"
+    if verdict.labels:
+        return "labels " + ", ".join(verdict.labels)
+    if verdict.scores:
+        top = sorted(verdict.scores.items(), key=lambda kv: kv[1], reverse=True)[:3]
+        return "scores " + ", ".join(f"{name} {score:.2f}" for name, score in top)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +99,11 @@ class Enforcer:
         clock: Callable[[], float] = time.time,
         config: EnforceSettings | None = None,
         platform: PlatformFlow | None = None,
+        ledger: LedgerWriter | None = None,
     ) -> None:
         self.bus = bus
+        # Distributed mode: the ``object-verdicts`` topic other processes read the ledger from.
+        self.ledger = ledger
         self.settings = settings
         # ``config`` overrides the enforce section, e.g. an admin command's --dry-run.
         self.config = config or settings.enforce
@@ -142,6 +169,10 @@ class Enforcer:
         parent = extract_context(headers) if headers else None
         attributes = {"pictguard.decision": verdict.decision.value}
         with span("enforce.verdict", context=parent, attributes=attributes) as current:
+            if self.ledger is not None:
+                # First the shared ledger, then the row: whoever sees the row (an admin, a
+                # test) can count on the ledger entry being acknowledged already.
+                await self.ledger.write(verdict)
             await self.records.record_verdict(verdict)
             intended = policy_action(self.config, verdict.decision)
             if intended is None:
@@ -168,6 +199,21 @@ class Enforcer:
                 "object lies in the quarantine location; left where it is",
             )
         prior = await self.records.prior_action(verdict, intended, dry_run=self.config.dry_run)
+        if prior is not None and prior.action is ActionType.QUARANTINE and ref is not None:
+            restored = await self.records.restore_of(prior)
+            if restored is not None and verdict.matched == ADMIN_BLOCK:
+                prior = None  # `pictguard block` after a restore: the admin wants it acted on
+            elif restored is not None:
+                # Not a replay: the object is back because an admin put it back. Say so,
+                # and leave it to them (allow it, or block it again to act).
+                return self._action(
+                    verdict,
+                    intended,
+                    ActionOutcome.KEPT,
+                    f"left in place: an admin restored it (action {restored.action_id}) "
+                    f"after quarantine action {prior.action_id}; its content is still "
+                    "flagged — `pictguard allow` it, or `pictguard block` it to act again",
+                )
         if prior is not None:
             return self._action(
                 verdict,
@@ -185,11 +231,10 @@ class Enforcer:
             return self._action(
                 verdict, intended, ActionOutcome.DRY_RUN, self._would(intended, ref)
             )
-        destructive = intended in DESTRUCTIVE
-        await self._observe(destructive)
-        if not destructive:
+        if intended not in DESTRUCTIVE:
+            await self._observe(False)
             return self._action(verdict, ActionType.REPORT, ActionOutcome.DONE, None)
-        allowed, trip = await self.guard.admit()
+        allowed, trip = await self.guard.judge()
         if trip is not None:
             await self._alert_trip(trip)
         if not allowed:
@@ -228,18 +273,19 @@ class Enforcer:
             if action is ActionType.DELETE:
                 existed = await self.stores.for_ref(ref).delete(ref.key)
                 outcome = ActionOutcome.DONE if existed else ActionOutcome.ALREADY_ABSENT
-                return self._action(verdict, action, outcome, note)
+                return self._action(verdict, action, outcome, _detail(note, evidence(verdict)))
             try:
                 moved = await self.quarantine.move(ref, verdict, utcnow())
             except ObjectMissing:
                 # Gone already — perhaps quarantined by a run that crashed before recording.
                 _, copy = self.quarantine.target(ref)
                 found = copy if await self.quarantine.exists(copy) else None
-                detail = "already in quarantine" if found else "object no longer exists"
+                gone = "already in quarantine" if found else "object no longer exists"
                 return self._action(
-                    verdict, action, ActionOutcome.ALREADY_ABSENT, detail, quarantine=found
+                    verdict, action, ActionOutcome.ALREADY_ABSENT, gone, quarantine=found
                 )
-            return self._action(verdict, action, ActionOutcome.DONE, note, quarantine=moved)
+            detail = _detail(note, f"moved to {moved.id}", evidence(verdict))
+            return self._action(verdict, action, ActionOutcome.DONE, detail, quarantine=moved)
         except StorageError as exc:
             log.error(
                 "enforcement action failed",
@@ -298,7 +344,8 @@ class Enforcer:
         await self.records.record_action(action)
         if action.outcome is ActionOutcome.HELD:
             await self.records.hold(action, verdict)
-        if action.outcome is not ActionOutcome.DUPLICATE:
+        if action.outcome not in (ActionOutcome.DUPLICATE, ActionOutcome.KEPT):
+            # A replay was notified the first time; a kept object is the admin's own doing.
             await self.notifier.notify(action_notice(action, self.config.notify))
         log.info(
             "enforcement action",
@@ -318,6 +365,10 @@ class Enforcer:
             self.on_outcome(verdict, action)
         except Exception:  # the observer's bug must not undo an action already taken
             log.exception("on_outcome callback failed")
+
+    async def guard_report(self) -> GuardReport:
+        """The guard's trip (None while armed) and how many actions it holds."""
+        return GuardReport(self.guard.trip, await self.records.count_open_held())
 
     async def _observe(self, destructive: bool) -> None:
         trip = await self.guard.observe(destructive)
@@ -437,3 +488,8 @@ class Enforcer:
                 )
         await self._finish(verdict, action)
         return action
+
+
+def _detail(*parts: str | None) -> str | None:
+    """The audit's detail: the parts that are there, joined."""
+    return "; ".join(p for p in parts if p) or None

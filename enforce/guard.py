@@ -1,9 +1,12 @@
 """The blast-radius guard: a broken model or a policy mistake must not wipe a bucket.
 
-Two kinds of limits, both over sliding windows:
+Three kinds of limits, over sliding windows:
 
 - the number of destructive actions (delete, quarantine) in the last minute and hour;
-- the share of recent object verdicts that would be destructive, over the last N verdicts.
+- the share of recent object verdicts that would be destructive, over the last N verdicts;
+- until that window holds enough verdicts to judge the share (a fresh install, after a
+  resume), a cap on destructive verdicts, so that a burst arriving first (hash-list hits
+  reach enforce before model verdicts) cannot act before the share is judged.
 
 When one trips, the guard stays tripped (across restarts: its state lives in SQLite) until
 an admin resumes. While tripped, every destructive action is held instead of performed.
@@ -93,13 +96,10 @@ class Guard:
             data = json.loads(raw)
             self._reset_at = float(data.get("reset_at", 0.0))
             if data.get("trip_id"):
+                # Said once by the long-running stage (EnforceStage.start) and by
+                # `pictguard enforce status`, not by every admin command that loads it.
                 self._trip = Trip(
                     data["trip_id"], data["reason"], datetime.fromisoformat(data["since"])
-                )
-                log.warning(
-                    "blast-radius guard is still tripped from before the restart; destructive "
-                    "actions stay held until `pictguard enforce resume`",
-                    extra={"reason": self._trip.reason},
                 )
         now = self.clock()
         rows = await self.state.fetchall(
@@ -115,25 +115,73 @@ class Guard:
         self._verdicts.extend(kind == _FLAGGED for (kind,) in reversed(rows))
 
     async def observe(self, destructive: bool) -> Trip | None:
-        """Count one object verdict in the ratio window; the new trip if this one trips it."""
+        """Count one object verdict in the ratio window; the new trip if this one trips it.
+
+        A destructive verdict goes through :meth:`judge` instead, which also reserves its
+        action in the same step.
+        """
         if not self.settings.enabled:
             return None
         async with self._lock:
             await self._refresh()
-            self._verdicts.append(destructive)
-            await self._log(_FLAGGED if destructive else _CLEAN)
-            if self._trip is not None:
+            return await self._observe(destructive)
+
+    async def judge(self) -> tuple[bool, Trip | None]:
+        """Count one destructive verdict and reserve its action, as one step: (allowed, the
+        new trip if this call tripped it).
+
+        One step, so that verdicts handled concurrently each see the counts of those before
+        them: the first ``max_destructive_before_ratio`` act, the next one trips.
+        """
+        if not self.settings.enabled:
+            return True, None
+        async with self._lock:
+            await self._refresh()
+            trip = await self._observe(True)
+            if trip is not None or self._trip is not None:
+                return False, trip
+            return await self._admit()
+
+    async def _observe(self, destructive: bool) -> Trip | None:
+        self._verdicts.append(destructive)
+        await self._log(_FLAGGED if destructive else _CLEAN)
+        if self._trip is not None:
+            return None
+        reason = self._ratio_exceeded(destructive)
+        return None if reason is None else await self._trip_now(reason)
+
+    def _ratio_exceeded(self, destructive: bool) -> str | None:
+        """Why the window of verdicts trips the guard now, if it does.
+
+        Before the window holds ``min_verdicts`` verdicts the ratio cannot be judged, and
+        verdicts do not arrive in a fair order (hash-list hits come before model verdicts):
+        then at most ``max_destructive_before_ratio`` of them may delete or quarantine, and
+        the guard trips as soon as the ratio would be over its limit at ``min_verdicts``
+        whatever the next verdicts are.
+        """
+        s = self.settings
+        count, flagged = len(self._verdicts), sum(self._verdicts)
+        needed = min(s.min_verdicts, s.ratio_window)
+        if count >= needed:
+            ratio = flagged / count
+            if ratio <= s.max_flagged_ratio:
                 return None
-            needed = min(self.settings.min_verdicts, self.settings.ratio_window)
-            if len(self._verdicts) < needed:
-                return None
-            ratio = sum(self._verdicts) / len(self._verdicts)
-            if ratio <= self.settings.max_flagged_ratio:
-                return None
-            return await self._trip_now(
-                f"{ratio:.0%} of the last {len(self._verdicts)} verdicts would delete or "
-                f"quarantine (limit {self.settings.max_flagged_ratio:.0%})"
+            return (
+                f"{ratio:.0%} of the last {count} verdicts would delete or "
+                f"quarantine (limit {s.max_flagged_ratio:.0%})"
             )
+        if destructive and flagged > s.max_destructive_before_ratio:
+            return (
+                f"{flagged} of the first {count} verdicts would delete or quarantine, more "
+                f"than the {s.max_destructive_before_ratio} allowed before the flagged ratio "
+                f"is judged at {needed} verdicts (enforce.guard.max_destructive_before_ratio)"
+            )
+        if flagged > s.max_flagged_ratio * needed:
+            return (
+                f"{flagged} of the first {count} verdicts would delete or quarantine: over "
+                f"{s.max_flagged_ratio:.0%} of {needed} verdicts whatever comes next"
+            )
+        return None
 
     async def admit(self) -> tuple[bool, Trip | None]:
         """Reserve one destructive action: (allowed, the new trip if this call tripped it)."""
@@ -141,27 +189,30 @@ class Guard:
             return True, None
         async with self._lock:
             await self._refresh()
-            if self._trip is not None:
-                return False, None
-            now = self.clock()
-            while self._destructive and self._destructive[0] <= now - 3600:
-                self._destructive.popleft()
-            minute = sum(1 for ts in self._destructive if ts > now - 60)
-            if minute >= self.settings.max_destructive_per_minute:
-                reason = (
-                    f"{minute} deletes/quarantines in the last minute "
-                    f"(limit {self.settings.max_destructive_per_minute} per minute)"
-                )
-                return False, await self._trip_now(reason)
-            if len(self._destructive) >= self.settings.max_destructive_per_hour:
-                reason = (
-                    f"{len(self._destructive)} deletes/quarantines in the last hour "
-                    f"(limit {self.settings.max_destructive_per_hour} per hour)"
-                )
-                return False, await self._trip_now(reason)
-            self._destructive.append(now)
-            await self._log(_DESTRUCTIVE, now)
-            return True, None
+            return await self._admit()
+
+    async def _admit(self) -> tuple[bool, Trip | None]:
+        if self._trip is not None:
+            return False, None
+        now = self.clock()
+        while self._destructive and self._destructive[0] <= now - 3600:
+            self._destructive.popleft()
+        minute = sum(1 for ts in self._destructive if ts > now - 60)
+        if minute >= self.settings.max_destructive_per_minute:
+            reason = (
+                f"{minute} deletes/quarantines in the last minute "
+                f"(limit {self.settings.max_destructive_per_minute} per minute)"
+            )
+            return False, await self._trip_now(reason)
+        if len(self._destructive) >= self.settings.max_destructive_per_hour:
+            reason = (
+                f"{len(self._destructive)} deletes/quarantines in the last hour "
+                f"(limit {self.settings.max_destructive_per_hour} per hour)"
+            )
+            return False, await self._trip_now(reason)
+        self._destructive.append(now)
+        await self._log(_DESTRUCTIVE, now)
+        return True, None
 
     async def resume(self) -> Trip | None:
         """Clear the trip and the windows; returns the trip that was cleared."""

@@ -1,13 +1,17 @@
 """What enforce keeps in the state store: verdicts, actions, held actions.
 
-The ``verdicts`` and ``actions`` tables belong to the shared schema; enforce adds its own
-``enforce_*`` tables at start-up. Every row of ``actions`` carries the full action event
-as JSON in ``body``, so the audit and the admin flows read the same thing the ``actions``
-topic carried.
+Enforce owns these tables (``verdicts``, ``actions``, ``enforce_*``): their schema is here,
+created at start-up, and no other module reads them with SQL. Every row of ``actions``
+carries the full action event as JSON in ``body``, so the audit and the admin flows read the
+same thing the ``actions`` topic carried. Other roles see the verdicts through
+:class:`pipeline.ledger.VerdictLedger`, which :class:`Records` implements in one process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -16,13 +20,28 @@ from pipeline.events import (
     ActionType,
     Decision,
     EnforcementAction,
+    ObjectRef,
     Verdict,
     encode,
     utcnow,
 )
+from pipeline.ledger import KnownVerdict
 from pipeline.state.sqlite import SqliteState
 
 _SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS verdicts (
+        verdict_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, object_id TEXT, sha256 TEXT,
+        decision TEXT NOT NULL, reason TEXT, created_at TEXT NOT NULL, body TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS verdicts_object ON verdicts (object_id)",
+    "CREATE INDEX IF NOT EXISTS verdicts_sha ON verdicts (sha256)",
+    """CREATE TABLE IF NOT EXISTS actions (
+        action_id TEXT PRIMARY KEY, verdict_id TEXT NOT NULL, object_id TEXT, sha256 TEXT,
+        decision TEXT NOT NULL, action TEXT NOT NULL, outcome TEXT NOT NULL,
+        created_at TEXT NOT NULL, body TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS actions_object ON actions (object_id)",
+    "CREATE INDEX IF NOT EXISTS actions_created ON actions (created_at)",
     "CREATE INDEX IF NOT EXISTS enforce_actions_verdict ON actions (verdict_id)",
     "CREATE INDEX IF NOT EXISTS enforce_actions_sha ON actions (sha256)",
     "CREATE INDEX IF NOT EXISTS enforce_verdicts_request ON verdicts (request_id)",
@@ -38,6 +57,8 @@ _SCHEMA = (
 # ``failed`` is not final: a later verdict may try again. ``dry_run`` is final only while
 # dry-run stays on, so switching it off enforces on the next scan.
 FINAL_OUTCOMES = (ActionOutcome.DONE, ActionOutcome.ALREADY_ABSENT, ActionOutcome.HELD)
+# Object ids per ledger query: SQLite allows a few hundred bound values per statement.
+_LOOKUP_CHUNK = 500
 
 
 def _iso(moment: datetime) -> str:
@@ -56,7 +77,10 @@ class HeldAction:
 
 
 class Records:
-    """Reads and writes enforce's rows in a :class:`SqliteState`."""
+    """Reads and writes enforce's rows in a :class:`SqliteState`.
+
+    It is also the single-process :class:`pipeline.ledger.VerdictLedger`.
+    """
 
     def __init__(self, state: SqliteState) -> None:
         self.state = state
@@ -133,7 +157,7 @@ class Records:
     async def prior_action(
         self, verdict: Verdict, action: ActionType, *, dry_run: bool
     ) -> EnforcementAction | None:
-        """The earlier final action this verdict repeats, if any.
+        """The latest earlier final action this verdict repeats, if any.
 
         A repeat is the same verdict id, or, for an object, the same decision and action on
         the same content (same sha256, or the same scan request when the content hash is
@@ -166,7 +190,7 @@ class Records:
             row = await self.state.fetchone(
                 "SELECT a.body FROM actions a LEFT JOIN verdicts v ON v.verdict_id = a.verdict_id "  # noqa: S608
                 f"WHERE a.object_id = ? AND a.decision = ? AND a.action = ? AND {final} "
-                "AND (a.sha256 = ? OR v.request_id = ?) ORDER BY a.created_at LIMIT 1",
+                "AND (a.sha256 = ? OR v.request_id = ?) ORDER BY a.created_at DESC LIMIT 1",
                 (
                     verdict.object.id,
                     verdict.decision.value,
@@ -176,6 +200,15 @@ class Records:
                     verdict.request_id,
                 ),
             )
+        return None if row is None else EnforcementAction.model_validate_json(row[0])
+
+    async def restore_of(self, action: EnforcementAction) -> EnforcementAction | None:
+        """The admin's restore that undid ``action`` (a quarantine), if there was one."""
+        row = await self.state.fetchone(
+            "SELECT body FROM actions WHERE action = 'restore' AND outcome = 'done' "
+            "AND verdict_id = ? AND object_id IS ? ORDER BY created_at DESC LIMIT 1",
+            (action.verdict_id, action.object.id if action.object else None),
+        )
         return None if row is None else EnforcementAction.model_validate_json(row[0])
 
     async def open_held(self) -> list[HeldAction]:
@@ -214,6 +247,35 @@ class Records:
             (value,),
         )
         return None if row is None else Verdict.model_validate_json(row[0])
+
+    async def verdicts_with(self, sha256: str) -> list[Verdict]:
+        """Every recorded verdict about content ``sha256``, newest first."""
+        rows = await self.state.fetchall(
+            "SELECT body FROM verdicts WHERE sha256 = ? ORDER BY created_at DESC", (sha256,)
+        )
+        return [Verdict.model_validate_json(body) for (body,) in rows]
+
+    async def known(self, refs: Sequence[ObjectRef]) -> dict[str, list[KnownVerdict]]:
+        """The ledger: every recorded verdict per object id, for those of ``refs`` that have
+        any."""
+        found: dict[str, list[KnownVerdict]] = {}
+        ids = [r.id for r in refs]
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = await self.state.fetchall(
+                "SELECT object_id, decision, reason, body FROM verdicts "  # noqa: S608 — placeholders only
+                f"WHERE object_id IN ({marks})",
+                chunk,
+            )
+            for object_id, decision, reason, body in rows:
+                etag = None
+                with contextlib.suppress(ValueError, AttributeError):
+                    etag = (json.loads(body).get("object") or {}).get("etag")
+                found.setdefault(str(object_id), []).append(
+                    KnownVerdict(etag=etag, decision=str(decision), reason=reason)
+                )
+        return found
 
     async def quarantined(
         self,

@@ -1,5 +1,6 @@
-"""The enforce role: a consume loop over ``verdicts``, and in distributed mode one over
-``admin-requests`` (the API's admin endpoints, run here with the same enforcer)."""
+"""The enforce role: a consume loop over ``verdicts``, in distributed mode one over
+``admin-requests`` (the API's admin endpoints, run here with the same enforcer), and the
+verdict ledger it keeps for other roles to query."""
 
 from __future__ import annotations
 
@@ -10,32 +11,51 @@ from typing import Any
 from enforce.admin import EnforceContext
 from enforce.admin_bus import AdminRequestHandler
 from enforce.enforcer import OutcomeCallback
+from enforce.ledger import LedgerWriter, TopicLedger
+from enforce.records import Records
 from enforce.settings import EnforceConfig
 from enforce.stage import EnforceStage
 from pipeline.context import Mode, RoleContext
+from pipeline.ledger import VerdictLedger
 from pipeline.stage import consume
 from pipeline.state.table import Table
-from pipeline.topics import ADMIN_REQUESTS, VERDICTS
+from pipeline.topics import ADMIN_REQUESTS, OBJECT_VERDICTS, VERDICTS
+
+Loops = list[Coroutine[Any, Any, None]]
 
 
-async def tasks(
+async def start_stage(
+    ctx: RoleContext[EnforceConfig], on_outcome: OutcomeCallback | None = None
+) -> EnforceStage:
+    """Start the enforcer (guard, notifications, quarantine check); stopped with ``ctx``.
+
+    ``on_outcome`` hears every verdict's final outcome (``pictguard scan`` counts them). On
+    Kafka the stage also keeps the ``object-verdicts`` ledger topic current.
+    """
+    s = ctx.settings
+    ledger = None
+    if ctx.mode is Mode.DISTRIBUTED:
+        ledger = LedgerWriter(ctx.bus, s.topic(OBJECT_VERDICTS))
+    stage = EnforceStage(ctx.bus, s, ctx.stores, ctx.state, on_outcome=on_outcome, ledger=ledger)
+    await stage.start()
+    ctx.cleanups.push_async_callback(stage.stop)
+    return stage
+
+
+def stage_loops(
     ctx: RoleContext[EnforceConfig],
-    on_outcome: OutcomeCallback | None = None,
+    stage: EnforceStage,
     *,
     hashlists: Table | None = None,
     media_roots: Sequence[Path] = (),
-) -> list[Coroutine[Any, Any, None]]:
-    """Start the enforcer (guard, notifications, quarantine check) and return its loops.
+) -> Loops:
+    """The loops of a started stage.
 
-    ``on_outcome`` hears every verdict's final outcome (``pictguard scan`` counts them).
     In distributed mode admin requests from the API are answered here too, with the same
     enforcer; ``hashlists`` is the table allow/block write to and ``media_roots`` the
     folders whose files the admin API may name (``ingest.watch.roots``).
     """
     s = ctx.settings
-    stage = EnforceStage(ctx.bus, s, ctx.stores, ctx.state, on_outcome=on_outcome)
-    await stage.start()
-    ctx.cleanups.push_async_callback(stage.stop)
     loops = [consume(ctx.bus, [s.topic(VERDICTS)], s.group("enforce"), stage, ctx.stop)]
     if ctx.mode is Mode.DISTRIBUTED:
         admin = EnforceContext(
@@ -53,3 +73,33 @@ async def tasks(
             )
         )
     return loops
+
+
+async def tasks(
+    ctx: RoleContext[EnforceConfig],
+    on_outcome: OutcomeCallback | None = None,
+    *,
+    hashlists: Table | None = None,
+    media_roots: Sequence[Path] = (),
+) -> Loops:
+    """Start the enforcer and return its loops (see :func:`start_stage`, :func:`stage_loops`)."""
+    stage = await start_stage(ctx, on_outcome)
+    return stage_loops(ctx, stage, hashlists=hashlists, media_roots=media_roots)
+
+
+async def ledger(ctx: RoleContext[EnforceConfig]) -> VerdictLedger:
+    """The verdict ledger for another role of this process (reconcile) to query.
+
+    One process: enforce's own records in the state file. Distributed: the compacted
+    ``object-verdicts`` topic enforce keeps, loaded now and followed until ``ctx`` closes.
+    """
+    if ctx.mode is Mode.DISTRIBUTED:
+        from pipeline.state.topic_table import TopicTable
+
+        table = TopicTable(ctx.bus, ctx.settings.topic(OBJECT_VERDICTS))
+        await table.start()
+        ctx.cleanups.push_async_callback(table.stop)
+        return TopicLedger(table)
+    records = Records(ctx.state)
+    await records.start()
+    return records

@@ -69,6 +69,12 @@ class GuardSettings(_Section):
     min_verdicts: int = Field(
         50, ge=1, description="The ratio is judged only once the window holds this many verdicts"
     )
+    max_destructive_before_ratio: int = Field(
+        10,
+        ge=0,
+        description="Deletes + quarantines allowed while the ratio window holds fewer than "
+        "min_verdicts verdicts (a fresh install, after a resume); one more trips the guard",
+    )
 
 
 class _Channel(_Section):

@@ -9,10 +9,12 @@ the action of the verdict before it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 
-from enforce.enforcer import Enforcer
+from enforce.enforcer import Enforcer, GuardReport
+from enforce.ledger import LedgerWriter
 from enforce.notify import Notifier
 from enforce.settings import EnforceConfig
 from pipeline.bus.base import Bus, Message
@@ -24,6 +26,8 @@ from pipeline.topics import DEAD_LETTER
 from pipeline.tracing import consuming
 
 __all__ = ["EnforceStage"]
+
+log = logging.getLogger(__name__)
 
 
 class EnforceStage:
@@ -39,18 +43,44 @@ class EnforceStage:
         on_outcome: Callable[[Verdict, EnforcementAction | None], None] | None = None,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
+        ledger: LedgerWriter | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
         self.enforcer = Enforcer(
-            bus, settings, stores, state, on_outcome=on_outcome, notifier=notifier, clock=clock
+            bus,
+            settings,
+            stores,
+            state,
+            on_outcome=on_outcome,
+            notifier=notifier,
+            clock=clock,
+            ledger=ledger,
         )
         self._dead_letter = settings.topic(DEAD_LETTER)
         self._slots = asyncio.Semaphore(settings.enforce.concurrency)
 
     async def start(self) -> None:
-        """Prepare the state tables, load the guard, start notifications, check quarantine."""
+        """Prepare the state tables, load the guard, start notifications, check quarantine.
+
+        A guard still tripped from before is said here, once per start of the role (not by
+        every admin command that loads the guard).
+        """
         await self.enforcer.start()
+        trip = self.enforcer.guard.trip
+        if trip is not None:
+            held = await self.enforcer.records.count_open_held()
+            log.warning(
+                "blast-radius guard is still tripped from before the restart (%s; %d actions "
+                "held); deletes and quarantines stay held until `pictguard enforce resume`",
+                trip.reason,
+                held,
+                extra={"reason": trip.reason, "held": held},
+            )
+
+    async def guard_report(self) -> GuardReport:
+        """The guard's trip (None while armed) and how many actions it holds now."""
+        return await self.enforcer.guard_report()
 
     async def stop(self) -> None:
         """Flush pending notification digests and close channels."""

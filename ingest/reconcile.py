@@ -9,12 +9,9 @@ is the only source for stores without notifications (Garage, SeaweedFS S3).
 S3 has no "modified since" listing, so every run lists the whole prefix; the checkpoint
 bounds what is *enqueued*, not what is listed.
 
-"Without a verdict" is asked of a :class:`VerdictLookup`:
-
-- single process: :class:`SqliteVerdicts` reads the ``verdicts`` table enforce records;
-- distributed: :class:`TableVerdicts` reads the compacted ``object-verdicts`` table, which
-  :class:`VerdictIndexer` (run by the ingest role) keeps from the ``verdicts`` topic: the
-  latest verdict's eTag, decision and reason per object id.
+"Without a verdict" is asked of the verdict ledger enforce keeps
+(:class:`pipeline.ledger.VerdictLedger`), which the composition root hands in: enforce's
+records in one process, the compacted ``object-verdicts`` topic when distributed.
 
 A verdict covers an object when it is for the same eTag (where both are known) and is
 final: ``allow``; a flag while enforcement only reports (a still-present flagged object in
@@ -25,8 +22,6 @@ error that a retry cannot fix.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,27 +31,22 @@ from typing import Protocol
 from ingest.filters import KeyFilter
 from ingest.settings import IngestConfig
 from pipeline import metrics
-from pipeline.bus.base import Bus, BusError, Message, Outgoing
+from pipeline.bus.base import Bus, BusError, Outgoing
 from pipeline.events import (
     Decision,
     ErrorReason,
     Lane,
     ObjectRef,
     ScanRequest,
-    SchemaError,
     Source,
-    Verdict,
-    decode,
     encode,
 )
+from pipeline.ledger import KnownVerdict, VerdictLedger
 from pipeline.policy import ActionPolicy
 from pipeline.retry import pause
-from pipeline.stage import consume
-from pipeline.state.sqlite import SqliteState
-from pipeline.state.table import Table
 from pipeline.storage.base import StorageError
 from pipeline.storage.locations import Location, Stores, parse_location
-from pipeline.topics import SCAN_BULK, VERDICTS
+from pipeline.topics import SCAN_BULK
 from pipeline.tracing import inject_headers, tracer
 
 log = logging.getLogger(__name__)
@@ -65,8 +55,6 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS = frozenset(
     {ErrorReason.FETCH_FAILED, ErrorReason.TIMEOUT, ErrorReason.MODEL_FAILED, ErrorReason.NOT_FOUND}
 )
-INDEX_GROUP = "ingest-verdict-index"
-_LOOKUP_CHUNK = 500
 
 
 class Checkpoints(Protocol):
@@ -75,122 +63,6 @@ class Checkpoints(Protocol):
     async def get_checkpoint(self, name: str) -> str | None: ...
 
     async def set_checkpoint(self, name: str, value: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class KnownVerdict:
-    """The part of a verdict reconcile needs."""
-
-    etag: str | None
-    decision: str
-    reason: str | None
-
-    def to_bytes(self) -> bytes:
-        return json.dumps({"e": self.etag, "d": self.decision, "r": self.reason}).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> KnownVerdict:
-        raw = json.loads(data)
-        return cls(etag=raw.get("e"), decision=str(raw["d"]), reason=raw.get("r"))
-
-    @classmethod
-    def of(cls, verdict: Verdict) -> KnownVerdict:
-        return cls(
-            etag=verdict.object.etag if verdict.object else None,
-            decision=verdict.decision.value,
-            reason=verdict.reason.value if verdict.reason else None,
-        )
-
-
-class VerdictLookup(Protocol):
-    """Which objects already have a verdict for their current version."""
-
-    async def known(self, refs: Sequence[ObjectRef]) -> dict[str, list[KnownVerdict]]:
-        """Verdicts per object id, for those of ``refs`` that have any."""
-        ...
-
-
-class SqliteVerdicts:
-    """Single-process lookup in the ``verdicts`` table of the state file."""
-
-    def __init__(self, state: SqliteState) -> None:
-        self.state = state
-
-    async def known(self, refs: Sequence[ObjectRef]) -> dict[str, list[KnownVerdict]]:
-        found: dict[str, list[KnownVerdict]] = {}
-        ids = [r.id for r in refs]
-        for start in range(0, len(ids), _LOOKUP_CHUNK):
-            chunk = ids[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = await self.state.fetchall(
-                f"SELECT object_id, decision, reason, body FROM verdicts "  # noqa: S608 — placeholders only
-                f"WHERE object_id IN ({marks})",
-                chunk,
-            )
-            for object_id, decision, reason, body in rows:
-                etag = None
-                with contextlib.suppress(ValueError, AttributeError):
-                    etag = (json.loads(body).get("object") or {}).get("etag")
-                found.setdefault(str(object_id), []).append(
-                    KnownVerdict(etag=etag, decision=str(decision), reason=reason)
-                )
-        return found
-
-
-class TableVerdicts:
-    """Lookup in a table of the latest verdict per object id (``object-verdicts``)."""
-
-    def __init__(self, table: Table) -> None:
-        self.table = table
-
-    async def known(self, refs: Sequence[ObjectRef]) -> dict[str, list[KnownVerdict]]:
-        found: dict[str, list[KnownVerdict]] = {}
-        for ref in refs:
-            value = await self.table.get(ref.id)
-            if value:
-                try:
-                    found[ref.id] = [KnownVerdict.from_bytes(value)]
-                except (ValueError, KeyError, TypeError):
-                    continue  # unreadable entry: treat as no verdict, rescanning is safe
-        return found
-
-
-class VerdictIndexer:
-    """Batch handler on ``verdicts``: keeps the latest verdict per object in ``table``."""
-
-    def __init__(self, table: Table) -> None:
-        self.table = table
-
-    async def handle(self, batch: Sequence[Message]) -> None:
-        latest: dict[str, KnownVerdict] = {}
-        for message in batch:
-            try:
-                verdict = decode(message.value, Verdict)
-            except SchemaError:
-                continue  # not ours to dead-letter: enforce reads the same topic and does
-            if verdict.object is not None:
-                latest[verdict.object.id] = KnownVerdict.of(verdict)
-        for object_id, known in latest.items():
-            await self.table.put(object_id, known.to_bytes())
-
-
-async def run_verdict_index(
-    settings: IngestConfig,
-    bus: Bus,
-    table: Table,
-    stop: asyncio.Event,
-    *,
-    started: asyncio.Event | None = None,
-) -> None:
-    """Follow ``verdicts`` into ``table`` as group ``<group_prefix>ingest-verdict-index``."""
-    await consume(
-        bus,
-        [settings.topic(VERDICTS)],
-        settings.group(INDEX_GROUP),
-        VerdictIndexer(table),
-        stop,
-        started=started,
-    )
 
 
 def covered(
@@ -250,23 +122,17 @@ async def reconcile_once(
     location: Location | str,
     *,
     policy: ActionPolicy,
-    verdicts: VerdictLookup | None = None,
+    verdicts: VerdictLedger,
     now: datetime | None = None,
     result: ReconcileResult | None = None,
 ) -> int:
     """One reconcile run over ``location``; returns the number of scan requests produced.
 
-    ``policy`` is enforce's action policy (``EnforceSettings.action_policy()``).
-
-    ``verdicts`` defaults to the ``verdicts`` table of ``state`` (a :class:`SqliteState`).
-    The checkpoint moves only after every scan request was acknowledged, so a failed run is
-    simply repeated.
+    ``policy`` is enforce's action policy (``EnforceSettings.action_policy()``) and
+    ``verdicts`` the verdict ledger enforce keeps. The checkpoint moves only after every
+    scan request was acknowledged, so a failed run is simply repeated.
     """
     where = parse_location(location) if isinstance(location, str) else location
-    if verdicts is None:
-        if not isinstance(state, SqliteState):
-            raise TypeError("reconcile_once needs verdicts= unless state is a SqliteState")
-        verdicts = SqliteVerdicts(state)
     rec = settings.ingest.reconcile
     result = result if result is not None else ReconcileResult()
     moment = now or datetime.now(UTC)
@@ -342,7 +208,7 @@ async def run_reconcile(
     stop: asyncio.Event,
     *,
     policy: ActionPolicy,
-    verdicts: VerdictLookup | None = None,
+    verdicts: VerdictLedger,
     locations: Sequence[str] | None = None,
 ) -> None:
     """Reconcile every ``ingest.reconcile.locations`` entry each ``interval_s`` until ``stop``.

@@ -13,21 +13,23 @@ from typing import Any
 
 from ingest.dedupe import DedupeWindow
 from ingest.events_stage import run_events_stage
-from ingest.reconcile import SqliteVerdicts, TableVerdicts, VerdictLookup, run_reconcile
+from ingest.reconcile import run_reconcile
 from ingest.settings import IngestConfig
 from pipeline.context import Mode, RoleContext
+from pipeline.ledger import VerdictLedger
 from pipeline.policy import ActionPolicy
 
 log = logging.getLogger(__name__)
 
 
 async def tasks(
-    ctx: RoleContext[IngestConfig], policy: ActionPolicy
+    ctx: RoleContext[IngestConfig], policy: ActionPolicy, ledger: VerdictLedger | None = None
 ) -> list[Coroutine[Any, Any, None]]:
     """The loops of the ingest role; the caller runs them until ``ctx.stop``.
 
     ``policy`` is enforce's action policy: reconcile rescans a flagged object still present
-    only when that policy would have removed it.
+    only when that policy would have removed it. ``ledger`` is the verdict ledger enforce
+    keeps, which reconcile asks what was scanned (needed when ``ingest.reconcile`` is on).
     """
     s = ctx.settings
     ing = s.ingest
@@ -56,22 +58,11 @@ async def tasks(
             ctx.health.add(f"watch {root}", watching.is_set)
             loops.append(run_watch(s, ctx.bus, root, ctx.stop, dedupe=dedupe, started=watching))
     if ing.reconcile.enabled:
-        verdicts: VerdictLookup
-        if distributed:
-            from ingest.reconcile import run_verdict_index
-            from pipeline.state.topic_table import TopicTable
-            from pipeline.topics import OBJECT_VERDICTS
-
-            table = TopicTable(ctx.bus, s.topic(OBJECT_VERDICTS))
-            await table.start()
-            ctx.cleanups.push_async_callback(table.stop)
-            loops.append(run_verdict_index(s, ctx.bus, table, ctx.stop))
-            verdicts = TableVerdicts(table)
-        else:
-            verdicts = SqliteVerdicts(ctx.state)
+        if ledger is None:
+            raise ValueError("ingest.reconcile is on but no verdict ledger was handed in")
         loops.append(
             run_reconcile(
-                s, ctx.bus, ctx.stores, ctx.state, ctx.stop, policy=policy, verdicts=verdicts
+                s, ctx.bus, ctx.stores, ctx.state, ctx.stop, policy=policy, verdicts=ledger
             )
         )
     if not loops:

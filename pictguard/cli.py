@@ -218,6 +218,8 @@ def print_summary(summary: Any, settings: Settings, *, as_json: bool) -> None:
             "startup_s": round(summary.startup_s, 3),
             "objects_per_s": round(summary.rate, 2),
             "dry_run": settings.enforce.dry_run,
+            "guard_trip": summary.guard_trip,
+            "held": summary.held,
             "items": [
                 {
                     "object": v.object.id if v.object else None,

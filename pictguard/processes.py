@@ -8,7 +8,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pictguard.roles import ROLES, api_loops, classify_loops, enforce_loops, ingest_loops
+from pictguard.roles import (
+    ROLES,
+    api_loops,
+    classify_loops,
+    enforce_loops,
+    ingest_loops,
+    verdict_ledger,
+)
 from pictguard.runtime import open_runtime, run_all, serve_metrics, stop_on_signals
 from pictguard.settings import Settings
 from pipeline.context import Mode
@@ -121,11 +128,8 @@ async def run_backfill(
 
 async def run_reconcile_once(settings: Settings, target: str) -> int:
     """One reconciliation pass over ``target``: enqueue objects changed since the last pass
-    that have no verdict. Reads verdicts from SQLite, or from Kafka with
-    ``storage.backend: kafka``."""
-    from ingest.reconcile import TableVerdicts, reconcile_once
-    from pipeline.state.topic_table import TopicTable
-    from pipeline.topics import OBJECT_VERDICTS
+    that have no verdict, as enforce's ledger (the ``object-verdicts`` topic) knows them."""
+    from ingest.reconcile import reconcile_once
 
     if settings.storage.backend != "kafka":
         raise SettingsError(
@@ -136,10 +140,8 @@ async def run_reconcile_once(settings: Settings, target: str) -> int:
     async with open_runtime(settings, mode=Mode.DISTRIBUTED) as rt:
         stop_on_signals(rt.stop)
         await rt.stores.for_location(location).check()
-        table = TopicTable(rt.bus, settings.topic(OBJECT_VERDICTS))
-        await table.start()
-        rt.cleanups.push_async_callback(table.stop)
         await rt.bus.ensure_topics([settings.topic(SCAN_BULK)])
+        ledger = await verdict_ledger(rt)
         n = await reconcile_once(
             settings,
             rt.bus,
@@ -147,7 +149,7 @@ async def run_reconcile_once(settings: Settings, target: str) -> int:
             rt.state,
             location,
             policy=settings.enforce.action_policy(),
-            verdicts=TableVerdicts(table),
+            verdicts=ledger,
         )
         await rt.aclose()
         return n

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from classify.engine import ClassifyEngine
     from classify.fastpath import FastPath
     from classify.remote.role import RemoteServer
+    from enforce.stage import EnforceStage
+    from pipeline.ledger import VerdictLedger
 
 Loops = list[Coroutine[Any, Any, None]]
 
@@ -44,22 +46,39 @@ async def classify_loops(runtime: Runtime, engine: ClassifyEngine | None = None)
     return await role.tasks(runtime, engine)
 
 
-async def enforce_loops(runtime: Runtime, on_outcome: Any = None) -> Loops:
+async def enforce_stage(runtime: Runtime, on_outcome: Any = None) -> tuple[EnforceStage, Loops]:
+    """The started enforce stage (for what it reports at the end of a scan) and its loop."""
     from enforce import role
 
     await runtime.start_tables()
-    return await role.tasks(
+    stage = await role.start_stage(runtime, on_outcome)
+    loops = role.stage_loops(
         runtime,
-        on_outcome,
+        stage,
         hashlists=runtime.tables.hashlists,
         media_roots=runtime.settings.ingest.watch.roots,
     )
+    return stage, loops
+
+
+async def enforce_loops(runtime: Runtime, on_outcome: Any = None) -> Loops:
+    return (await enforce_stage(runtime, on_outcome))[1]
+
+
+async def verdict_ledger(runtime: Runtime) -> VerdictLedger:
+    """Enforce's verdict ledger, for reconcile (enforce's records in one process, the
+    ``object-verdicts`` topic on Kafka)."""
+    from enforce import role
+
+    return await role.ledger(runtime)
 
 
 async def ingest_loops(runtime: Runtime) -> Loops:
     from ingest import role
 
-    return await role.tasks(runtime, runtime.settings.enforce.action_policy())
+    s = runtime.settings
+    ledger = await verdict_ledger(runtime) if s.ingest.reconcile.enabled else None
+    return await role.tasks(runtime, s.enforce.action_policy(), ledger)
 
 
 async def admin_endpoints(runtime: Runtime) -> APIRouter | None:

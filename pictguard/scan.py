@@ -8,11 +8,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pictguard.roles import classify_loops, enforce_loops
+from pictguard.roles import classify_loops, enforce_stage
 from pictguard.runtime import open_runtime
 from pictguard.settings import Settings
 from pipeline.context import Mode
-from pipeline.events import ActionOutcome, Decision, EnforcementAction, Verdict
+from pipeline.events import Decision, EnforcementAction, Verdict
 from pipeline.sink import sink_loop
 from pipeline.storage.locations import parse_location
 
@@ -29,6 +29,10 @@ class ScanSummary:
     elapsed_s: float = 0.0
     startup_s: float = 0.0
     completed: bool = False
+    # The blast-radius guard at the end: why it tripped (None while armed) and how many
+    # deletes/quarantines it holds for `pictguard enforce resume`.
+    guard_trip: str | None = None
+    held: int = 0
 
     @property
     def scanned(self) -> int:
@@ -54,8 +58,9 @@ class _Tracker:
         self.on_progress = on_progress
 
     def record(self, verdict: Verdict, action: EnforcementAction | None) -> None:
-        if action is not None and action.outcome is ActionOutcome.DUPLICATE:
-            return
+        # Every verdict of this scan ends in one outcome, ``duplicate`` included (a rescan of
+        # an object whose action is held, or done by an earlier scan): not counting it left
+        # such a scan waiting forever.
         self.summary.decisions[verdict.decision] += 1
         if action is not None:
             self.summary.actions[f"{action.action.value}:{action.outcome.value}"] += 1
@@ -93,10 +98,9 @@ async def run_scan(
     async with open_runtime(settings, mode=Mode.SINGLE) as rt:
         store = rt.stores.for_location(location)
         await store.check()
+        stage, enforcing = await enforce_stage(rt, tracker.record)
         loops = (
-            await classify_loops(rt)
-            + await enforce_loops(rt, tracker.record)
-            + [sink_loop(settings, rt.bus, rt.state, rt.stop)]
+            await classify_loops(rt) + enforcing + [sink_loop(settings, rt.bus, rt.state, rt.stop)]
         )
         tasks = [asyncio.create_task(c) for c in loops]
         backfill = Backfill(rt.bus, settings, store, location, rt.state, on_produced=on_listed)
@@ -117,5 +121,10 @@ async def run_scan(
         finally:
             rt.stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await rt.aclose()
+            try:
+                guard = await stage.guard_report()
+                summary.guard_trip = guard.trip.reason if guard.trip else None
+                summary.held = guard.held
+            finally:
+                await rt.aclose()
     return summary

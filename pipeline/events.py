@@ -88,9 +88,10 @@ class ActionOutcome(StrEnum):
     DONE = "done"
     DRY_RUN = "dry_run"
     ALREADY_ABSENT = "already_absent"
-    DUPLICATE = "duplicate"
+    DUPLICATE = "duplicate"  # the same verdict again (a replay): acted on once already
     HELD = "held"
     FAILED = "failed"
+    KEPT = "kept"  # left in place: an admin restored it after its quarantine
 
 
 class StoreKind(StrEnum):

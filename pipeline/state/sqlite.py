@@ -1,4 +1,7 @@
-"""SQLite state for single-process mode: checkpoints, verdicts, actions and key-value tables.
+"""SQLite state: checkpoints, dead letters and key-value tables, in one file.
+
+Roles that keep tables of their own here (enforce's verdicts and actions) create them
+themselves and are the only ones to query them.
 
 One connection, used from one dedicated thread, so SQLite work never blocks the event loop
 and never needs its own locking. WAL mode keeps readers (``pictguard audit``) out of the
@@ -32,19 +35,6 @@ CREATE INDEX IF NOT EXISTS kv_seq ON kv (tbl, seq);
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL DEFAULT (datetime('now'))
 );
-CREATE TABLE IF NOT EXISTS verdicts (
-    verdict_id TEXT PRIMARY KEY, request_id TEXT NOT NULL, object_id TEXT, sha256 TEXT,
-    decision TEXT NOT NULL, reason TEXT, created_at TEXT NOT NULL, body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS verdicts_object ON verdicts (object_id);
-CREATE INDEX IF NOT EXISTS verdicts_sha ON verdicts (sha256);
-CREATE TABLE IF NOT EXISTS actions (
-    action_id TEXT PRIMARY KEY, verdict_id TEXT NOT NULL, object_id TEXT, sha256 TEXT,
-    decision TEXT NOT NULL, action TEXT NOT NULL, outcome TEXT NOT NULL,
-    created_at TEXT NOT NULL, body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS actions_object ON actions (object_id);
-CREATE INDEX IF NOT EXISTS actions_created ON actions (created_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, source_topic TEXT NOT NULL, source_key TEXT,
     reason TEXT NOT NULL, detail TEXT NOT NULL, created_at TEXT NOT NULL, body TEXT NOT NULL

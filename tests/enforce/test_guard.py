@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 from enforce.admin import EnforceAdmin, EnforceContext
@@ -10,8 +12,10 @@ from pipeline.bus.base import Message
 from pipeline.events import ActionOutcome, ActionType, Decision, Verdict, encode
 from pipeline.state.sqlite import SqliteState
 from pipeline.topics import VERDICTS
+from tests.enforce.admin_cli import json_out, pictguard, write_config
 from tests.enforce.conftest import verdict_for
 from tests.enforce.receivers import http_receiver
+from tests.media import photo_jpeg
 
 
 class Clock:
@@ -48,7 +52,13 @@ async def test_flood_trips_the_guard_and_resume_releases(
     with http_receiver() as rx:
         settings, bus, stores, tap = await env(
             on_flag_csam="delete",
-            guard={"max_destructive_per_minute": 20, "max_destructive_per_hour": 200},
+            # The per-minute limit is what this flood meets (not the cap before the ratio).
+            guard={
+                "max_destructive_per_minute": 20,
+                "max_destructive_per_hour": 200,
+                "max_destructive_before_ratio": 1000,
+                "max_flagged_ratio": 1.0,
+            },
             notify={
                 "channels": [
                     {
@@ -193,3 +203,72 @@ async def test_resume_discard_keeps_the_objects(
 async def _status(settings: Any, stores: Any, state: SqliteState, bus: Any) -> dict[str, Any]:
     async with EnforceAdmin(EnforceContext(settings, stores, state, bus)) as admin:
         return await admin.status()
+
+
+def _blocklist_csv(path: Path, images: list[bytes]) -> Path:
+    rows = "".join(
+        f"{hashlib.sha256(data).hexdigest()},report #{i}\n" for i, data in enumerate(images)
+    )
+    path.write_text("sha256,reason\n" + rows)
+    return path
+
+
+def test_hash_list_hits_arriving_first_cannot_act_before_the_ratio_is_judged(
+    tmp_path: Path,
+) -> None:
+    """40 of 60 photos are on the blocklist; their verdicts reach enforce before any ratio
+    can be judged (50 verdicts). The guard trips after a bounded number of quarantines, the
+    scan summary says so, and the admin commands do not repeat it."""
+    media = tmp_path / "media"
+    media.mkdir()
+    photos = [photo_jpeg(7000 + i, 320, 240) for i in range(60)]
+    blocked = photos[:40]
+    for i, data in enumerate(photos):
+        # Blocklisted names sort first: the listing hands them to classify first.
+        (media / f"{'a' if i < 40 else 'b'}-{i:02d}.jpg").write_bytes(data)
+    config = write_config(
+        tmp_path / "pictguard.yaml",
+        {
+            "storage": {"state_dir": str(tmp_path / "state")},
+            "classify": {"classifiers": ["hashlist"]},
+            "enforce": {
+                "on_flag_csam": "quarantine",
+                "quarantine": str(tmp_path / "quarantine"),
+                # A busy instance raised the rate limit; the cap before the ratio stays.
+                "guard": {"max_destructive_per_minute": 100},
+            },
+        },
+    )
+    imported = pictguard(
+        config, "hashes", "import", "--block", str(_blocklist_csv(tmp_path / "bl.csv", blocked))
+    )
+    assert imported.returncode == 0, imported.stderr
+
+    scan = pictguard(config, "scan", str(media), "--json")
+    summary = json_out(scan)
+
+    assert summary["flag_csam"] == 40 and summary["clean"] == 20
+    assert summary["actions"] == {"quarantine:done": 10, "quarantine:held": 30}
+    assert summary["held"] == 30
+    assert "before the flagged ratio is judged" in (summary["guard_trip"] or "")
+    assert "BLAST-RADIUS GUARD TRIPPED" in scan.stderr
+    assert len(list((tmp_path / "quarantine").glob("*.jpg"))) == 10
+    assert len(list(media.glob("a-*.jpg"))) == 30  # the held ones are still in place
+
+    # The audit says where each quarantined image went and what matched.
+    audit = pictguard(config, "audit", "--action", "quarantine", "--outcome", "done", "--json")
+    done = json_out(audit)
+    assert len(done) == 10
+    for row in done:
+        assert f"moved to file://{tmp_path / 'quarantine'}" in row["detail"]
+        assert "matched blocklist:sha256" in row["detail"]
+    # Admin commands load the tripped guard without announcing it each time...
+    assert "still tripped" not in audit.stderr + audit.stdout
+    # ...`enforce status` says it, and so does the next run of enforce, once.
+    status = pictguard(config, "enforce", "status")
+    assert "TRIPPED" in status.stdout and "held actions: 30" in status.stdout
+    again = pictguard(config, "scan", str(media), "--json", "--restart")
+    assert again.stderr.count("still tripped from before the restart") == 1
+    rescan = json_out(again)
+    # The 30 held photos are seen again: their actions wait for review already.
+    assert rescan["actions"] == {"quarantine:duplicate": 30} and rescan["held"] == 30

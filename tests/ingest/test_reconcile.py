@@ -9,23 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from enforce.ledger import LedgerWriter, TopicLedger
 from enforce.records import Records
 from ingest.events_stage import run_events_stage
-from ingest.reconcile import (
-    ReconcileResult,
-    TableVerdicts,
-    checkpoint_name,
-    reconcile_once,
-    run_verdict_index,
-)
+from ingest.reconcile import ReconcileResult, checkpoint_name, reconcile_once
 from pictguard.settings import Settings
 from pipeline.bus.base import Outgoing
 from pipeline.bus.kafka import KafkaBus, create_topics
-from pipeline.events import Decision, ErrorReason, ObjectRef, Source, StoreKind, Verdict, encode
+from pipeline.events import Decision, ErrorReason, ObjectRef, Source, StoreKind, Verdict
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.topic_table import TopicTable
 from pipeline.storage.locations import Stores, parse_location
-from pipeline.topics import BUCKET_EVENTS, OBJECT_VERDICTS, VERDICTS
+from pipeline.topics import BUCKET_EVENTS, OBJECT_VERDICTS
 from tests.ingest import payloads as p
 from tests.ingest.conftest import Stored, put_objects, scan_requests
 from tests.servers import S3Server
@@ -95,6 +90,7 @@ async def test_finds_the_object_whose_event_was_dropped(
         stores,
         state,
         f"s3://{bucket}",
+        verdicts=Records(state),
         policy=configured.enforce.action_policy(),
     )
 
@@ -135,6 +131,7 @@ async def test_which_verdicts_count_as_scanned(
         stores,
         state,
         f"s3://{bucket}",
+        verdicts=Records(state),
         policy=settings.enforce.action_policy(),
         result=result,
     )
@@ -165,6 +162,7 @@ async def test_checkpoint_bounds_what_the_next_run_considers(
         stores,
         state,
         location,
+        verdicts=Records(state),
         policy=configured.enforce.action_policy(),
         now=later,
     )
@@ -177,6 +175,7 @@ async def test_checkpoint_bounds_what_the_next_run_considers(
         stores,
         state,
         location,
+        verdicts=Records(state),
         policy=configured.enforce.action_policy(),
         now=later + timedelta(hours=1),
     )
@@ -201,6 +200,7 @@ async def test_young_objects_are_left_to_the_event_path(
             stores,
             state,
             location,
+            verdicts=Records(state),
             policy=configured.enforce.action_policy(),
         )
         == 0
@@ -216,6 +216,7 @@ async def test_young_objects_are_left_to_the_event_path(
             stores,
             state,
             location,
+            verdicts=Records(state),
             policy=configured.enforce.action_policy(),
             now=later,
         )
@@ -223,7 +224,7 @@ async def test_young_objects_are_left_to_the_event_path(
     )
 
 
-async def test_distributed_mode_reads_the_object_verdicts_table(
+async def test_distributed_mode_reads_the_ledger_enforce_keeps_on_kafka(
     settings: Settings,
     kafka_bus: KafkaBus,
     s3_server: S3Server,
@@ -231,25 +232,16 @@ async def test_distributed_mode_reads_the_object_verdicts_table(
     state: SqliteState,
     stores: Stores,
 ) -> None:
-    """The verdict index follows the verdicts topic into the compacted object-verdicts topic."""
+    """Enforce writes each verdict it records to the compacted object-verdicts topic; a
+    fresh process (another ingest replica, a cron reconcile) loads it from there."""
     st = put_objects(s3_server, bucket, ["seen.jpg", "unseen.jpg"])
     await create_topics(settings.kafka, [settings.topic(OBJECT_VERDICTS)])
-    await kafka_bus.produce(
-        settings.topic(VERDICTS), encode(verdict(bucket, st["seen.jpg"], Decision.ALLOW))
+    await LedgerWriter(kafka_bus, settings.topic(OBJECT_VERDICTS)).write(
+        verdict(bucket, st["seen.jpg"], Decision.ALLOW)
     )
-    table = TopicTable(kafka_bus, settings.topic(OBJECT_VERDICTS))
-    await table.start()
-    stop = asyncio.Event()
-    indexer = asyncio.create_task(run_verdict_index(settings, kafka_bus, table, stop))
+    replica = TopicTable(kafka_bus, settings.topic(OBJECT_VERDICTS))
+    await replica.start()
     try:
-        ref = ObjectRef(store=StoreKind.S3, bucket=bucket, key="seen.jpg")
-        for _ in range(200):
-            if await table.get(ref.id) is not None:
-                break
-            await asyncio.sleep(0.05)
-        # A fresh replica rebuilds the same index from the compacted topic.
-        replica = TopicTable(kafka_bus, settings.topic(OBJECT_VERDICTS))
-        await replica.start()
         n = await reconcile_once(
             reconciling(settings),
             kafka_bus,
@@ -257,13 +249,10 @@ async def test_distributed_mode_reads_the_object_verdicts_table(
             state,
             f"s3://{bucket}",
             policy=settings.enforce.action_policy(),
-            verdicts=TableVerdicts(replica),
+            verdicts=TopicLedger(replica),
         )
-        await replica.stop()
     finally:
-        stop.set()
-        await indexer
-        await table.stop()
+        await replica.stop()
     assert n == 1
     [request] = await scan_requests(kafka_bus, settings, at_least=1)
     assert request.object is not None and request.object.key == "unseen.jpg"
@@ -287,6 +276,7 @@ async def test_local_folder(
             stores,
             state,
             str(root),
+            verdicts=Records(state),
             policy=configured.enforce.action_policy(),
         )
         == 1

@@ -39,7 +39,9 @@ async def test_enabled_sources_run_together_and_stop_cleanly(
     async with open_runtime(configured, mode=Mode.DISTRIBUTED) as runtime:
         await runtime.bus.ensure_topics([configured.topic(t.name) for t in TOPICS])
         loops = await ingest_loops(runtime)
-        assert len(loops) == 5  # events stage, webhook, watcher, verdict index, reconcile
+        assert (
+            len(loops) == 4
+        )  # events stage, webhook, watcher, reconcile (enforce keeps the ledger)
         running = asyncio.create_task(run_all(loops, runtime.stop))
         try:
             async with httpx.AsyncClient() as client:

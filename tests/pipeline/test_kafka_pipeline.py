@@ -22,6 +22,7 @@ from tests.kafka_roles import (
     seed_bucket,
     wait_for,
 )
+from tests.media import photo_jpeg
 from tests.servers import Broker, S3Server, bucket_keys
 
 
@@ -205,3 +206,41 @@ def test_sigterm_stops_a_role_cleanly(
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_cron_reconcile_after_a_backfill_sees_every_verdict(
+    broker: Broker,
+    s3_server: S3Server,
+    bucket: str,
+    topic_prefix: str,
+    tmp_path: Path,
+    roles: Roles,
+) -> None:
+    """Enforce keeps the verdict ledger on Kafka whatever ingest does: a reconcile from cron
+    right after a full backfill finds every object scanned (ingest.reconcile is off)."""
+    client: Any = s3_server.client()
+    photos = {f"media/{i:02x}/photo-{i:03d}.jpg": photo_jpeg(5000 + i, 320, 240) for i in range(50)}
+    for key, data in photos.items():
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+    env = role_env(broker, s3_server, topic_prefix, tmp_path / "state")
+    for role in ("classify", "enforce"):
+        roles.start(role, {**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / role)})
+    backfill({**env, "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / "backfill")}, bucket)
+    wait_for(tmp_path / "enforce", len(photos))
+
+    cron = {
+        **env,
+        "PICTGUARD_STORAGE__STATE_DIR": str(tmp_path / "cron"),
+        "PICTGUARD_STORAGE__BACKEND": "kafka",
+        "PICTGUARD_INGEST__RECONCILE__MIN_AGE_S": "0",
+    }
+    out = subprocess.run(
+        [*PICTGUARD, "reconcile", f"s3://{bucket}"],
+        env=cron,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "0 objects without a verdict enqueued" in out.stdout, out.stdout + out.stderr
+    assert "50 already scanned, 0 enqueued" in out.stderr
