@@ -129,8 +129,9 @@ class Metrics:
         )
         self.verdicts = Counter(
             "pictguard_verdicts",
-            "Verdicts produced, by decision",
-            ["decision", "lane"],
+            "Verdicts produced, by decision, lane and what decided (model, cache, hashlist, "
+            "error, none); the upload fast path's verdicts count in lane sync",
+            ["decision", "lane", "path"],
             registry=r,
         )
         self.model_batch_size = Histogram(
@@ -256,7 +257,8 @@ class Metrics:
             self.sync_validations.labels(outcome.value)
         for decision in Decision:
             for lane in Lane:
-                self.verdicts.labels(decision.value, lane.value)
+                for path in VERDICT_PATHS:
+                    self.verdicts.labels(decision.value, lane.value, path)
         for action in ActionType:
             for result in ActionOutcome:
                 self.actions.labels(action.value, result.value)
@@ -318,6 +320,10 @@ def record_ingest_dead_letter(source: str, reason: str) -> None:
     record_error("ingest", reason)
 
 
+# What decided a verdict: the ``path`` label of verdicts and scanned images.
+VERDICT_PATHS = ("model", "cache", "hashlist", "error", "none")
+
+
 def _path(verdict: Verdict) -> str:
     if verdict.decision is Decision.ERROR:
         return "error"
@@ -334,13 +340,23 @@ def record_verdict(verdict: Verdict, enqueued_at: datetime, now: datetime) -> No
     """One verdict was acknowledged by the bus at ``now`` for a request made at ``enqueued_at``."""
     m = metrics()
     lane = verdict.lane.value
-    m.verdicts.labels(verdict.decision.value, lane).inc()
-    m.images.labels(lane, _path(verdict)).inc()
+    path = _path(verdict)
+    m.verdicts.labels(verdict.decision.value, lane, path).inc()
+    m.images.labels(lane, path).inc()
     # Clocks of different hosts may disagree by a little; never observe a negative time.
     m.enqueue_to_verdict.labels(lane).observe(max(0.0, (now - enqueued_at).total_seconds()))
     if verdict.decision is Decision.ERROR:
         reason = verdict.reason.value if verdict.reason else "unknown"
         m.errors.labels("classify", reason).inc()
+
+
+def record_fast_verdict(verdict: Verdict) -> None:
+    """validate_api answered an upload from the hash lists or the verdict cache and the bus
+    acknowledged the verdict it published for enforce (counted as the decision it is)."""
+    m = metrics()
+    m.verdicts.labels(verdict.decision.value, verdict.lane.value, _path(verdict)).inc()
+    if verdict.decision is Decision.ERROR:
+        m.errors.labels("api", verdict.reason.value if verdict.reason else "unknown").inc()
 
 
 def record_model_batch(model: str, size: int, seconds: float, *, failed: bool = False) -> None:

@@ -194,8 +194,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.post(
         "/api/v1/scan/{client_id}",
         summary="pict-rs external validation",
-        description="200 clean, 406 flagged (JSON reason), 401 unknown client, 413 too "
-        "large, 503 overloaded or unverifiable in time when api.on_timeout=reject.",
+        description="200 clean, 406 flagged (JSON: decision and verdict id), 401 unknown "
+        "client, 413 too large, 503 overloaded or unverifiable in time when "
+        "api.on_timeout=reject.",
         openapi_extra=_RAW_BODY,
         responses={401: {}, 406: {}, 413: {}, 415: {}, 422: {}, 503: {}},
     )
@@ -208,7 +209,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         result = await run(request, client_id, token or bearer_token(authorization))
         if isinstance(result, JSONResponse):
             return result
-        return JSONResponse(result.body(), status_code=_status(result))
+        return JSONResponse(result.body(full=False), status_code=_status(result))
 
     @app.post(
         "/api/v1/check",

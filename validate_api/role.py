@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from pipeline.context import Mode, RoleContext
 from pipeline.http import serve_app
 from pipeline.settings import SettingsError
-from pipeline.topics import REPLIES, SCAN_SYNC, inline_record_bytes
+from pipeline.topics import REPLIES, SCAN_SYNC, VERDICTS, inline_record_bytes
 from validate_api.app import ApiContext, create_app
 from validate_api.replies import ReplyRouter
 from validate_api.service import FastLookup, Validator
@@ -54,7 +54,12 @@ async def build_app(
         await ctx.bus.drop_topics([reply_topic])
 
     ctx.cleanups.push_async_callback(close_router)
-    validator = Validator(s.api, ctx.bus, s.topic(SCAN_SYNC), router, fast)
+    validator = Validator(
+        s.api, ctx.bus, s.topic(SCAN_SYNC), router, fast, verdicts_topic=s.topic(VERDICTS)
+    )
+    # Closed first (cleanups run in reverse): fast-path verdicts in flight reach the bus
+    # before the reply router and the bus go.
+    ctx.cleanups.push_async_callback(validator.drain)
     return create_app(
         ApiContext(
             s.api,

@@ -3,6 +3,11 @@
 Whatever happens — a verdict, a timeout, a broker that is down — :meth:`Validator.validate`
 returns an :class:`Outcome` before the deadline. Timeouts and outages follow
 ``api.on_timeout`` and are logged at most once a minute, not once per request.
+
+A fast-path answer is a decision like any other: its verdict goes to the ``verdicts``
+topic, so enforce records, audits and notifies it as it does a model verdict of the sync
+lane. That publish runs beside the answer (it adds no latency) and :meth:`Validator.drain`
+waits for the ones in flight when the API stops.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from pipeline.events import (
     Source,
     Verdict,
     encode,
+    new_id,
     utcnow,
 )
-from pipeline.metrics import record_scan_requests
+from pipeline.metrics import record_error, record_fast_verdict, record_scan_requests
 from pipeline.tracing import inject_headers, tracer
 from validate_api.replies import ReplyRouter
 from validate_api.settings import ApiSettings
@@ -33,6 +39,10 @@ from validate_api.settings import ApiSettings
 log = logging.getLogger(__name__)
 
 Path_ = Literal["fast", "model", "timeout", "unavailable", "video"]
+
+# A fast-path verdict the bus does not take is tried again for this long before it is given
+# up (and logged); shutdown waits for the ones in flight for as long.
+PUBLISH_PATIENCE_S = 30.0
 
 
 @dataclass
@@ -46,7 +56,14 @@ class Outcome:
     unverified: str | None = None  # why the answer is not a real verdict
     elapsed_ms: float = 0.0
 
-    def body(self) -> dict[str, Any]:
+    def body(self, *, full: bool = True) -> dict[str, Any]:
+        """The JSON answer. ``full=False`` (pict-rs's endpoint, whose answers pict-rs logs
+        and may pass on): a rejection carries the decision, the error reason code and the
+        verdict id (for ``pictguard audit``), never which hash or list entry matched.
+
+        A hash-list entry's free-text reason (``detail`` of a matched verdict) is never
+        included: it is the admins' note, not the uploader's business.
+        """
         body: dict[str, Any] = {
             "accepted": self.accepted,
             "decision": self.decision.value if self.decision else None,
@@ -57,7 +74,12 @@ class Outcome:
             body["unverified"] = self.unverified
         if not self.accepted:
             body["message"] = self.message
-        body.update({k: v for k, v in self.verdict.items() if k not in body})
+        verdict = {k: v for k, v in self.verdict.items() if k not in body}
+        if verdict.get("matched"):
+            verdict.pop("detail", None)
+        if not full and not self.accepted:
+            verdict = {k: verdict[k] for k in ("verdict_id", "reason") if k in verdict}
+        body.update(verdict)
         return body
 
     @property
@@ -111,14 +133,18 @@ class Validator:
         sync_topic: str,
         router: ReplyRouter,
         fast_path: FastLookup,
+        verdicts_topic: str | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
         self.sync_topic = sync_topic
         self.router = router
         self.fast_path = fast_path
+        # Where fast-path verdicts go for enforce (None: nowhere, for tests of the answer).
+        self.verdicts_topic = verdicts_topic
         self._warn = _OncePerMinute()
         self.inflight = 0
+        self._publishing: set[asyncio.Task[None]] = set()
 
     def _policy(self, setting: Literal["accept", "reject"]) -> bool:
         return setting == "accept"
@@ -145,8 +171,70 @@ class Validator:
         return await self._via_sync_lane(data, content_type, deadline)
 
     def _from_assessment(self, assessment: Findings) -> Outcome:
-        verdict = assessment.model_dump(mode="json")
-        return self._decide(assessment.decision, "fast", verdict)
+        verdict = Verdict(
+            request_id=new_id(), lane=Lane.SYNC, source=Source.API, **dict(assessment)
+        )
+        self._publish(verdict)
+        return self._decide(
+            assessment.decision, "fast", verdict.model_dump(mode="json", exclude_none=True)
+        )
+
+    # -- recording fast-path decisions -------------------------------------------------
+
+    def _publish(self, verdict: Verdict) -> None:
+        """Send ``verdict`` to ``verdicts`` beside the answer, not before it."""
+        if self.verdicts_topic is None:
+            return
+        task = asyncio.create_task(self._send(verdict, self.verdicts_topic), name="fast-verdict")
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _send(self, verdict: Verdict, topic: str) -> None:
+        value, key, headers = encode(verdict), verdict.key.encode(), inject_headers()
+        give_up = time.monotonic() + PUBLISH_PATIENCE_S
+        delay = 0.25
+        while True:
+            try:
+                await self.bus.produce(topic, value, key, headers)
+            except (BusError, OSError) as exc:
+                if time.monotonic() + delay > give_up:
+                    log.error(
+                        "a fast-path %s verdict was not recorded: the bus refused it for "
+                        "%.0f s (%s); it is missing from the audit",
+                        verdict.decision.value,
+                        PUBLISH_PATIENCE_S,
+                        exc,
+                        extra={"verdict_id": verdict.verdict_id},
+                    )
+                    record_error("api", "verdict_not_recorded")
+                    return
+                self._warn.warn("record", f"cannot publish fast-path verdicts yet: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            record_fast_verdict(verdict)
+            return
+
+    @property
+    def publishing(self) -> int:
+        """Fast-path verdicts not yet acknowledged by the bus."""
+        return len(self._publishing)
+
+    async def drain(self, timeout_s: float = PUBLISH_PATIENCE_S) -> None:
+        """Wait for the fast-path verdicts in flight (at shutdown, before the bus closes)."""
+        pending = set(self._publishing)
+        if not pending:
+            return
+        _, left = await asyncio.wait(pending, timeout=timeout_s)
+        if left:
+            log.error(
+                "%d fast-path verdicts were still unacknowledged after %.0f s at shutdown; "
+                "they are missing from the audit",
+                len(left),
+                timeout_s,
+            )
+            for task in left:
+                task.cancel()
 
     def _decide(self, decision: Decision, path: Path_, verdict: dict[str, Any]) -> Outcome:
         if decision is Decision.ALLOW:

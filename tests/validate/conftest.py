@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.enforce.receivers import HttpReceiver, http_receiver
 from tests.servers import FAST_GROUPS, Broker, free_port, poll_ready
 
 CLIENT = "pictrs-test"
@@ -27,6 +28,8 @@ class Stack:
     config: dict[str, Any]
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    # The configuration enforce runs with (its state file holds the audit).
+    enforce_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -43,10 +46,23 @@ class Stack:
                 proc.kill()
 
 
-def base_config(tmp: Path, **api: Any) -> dict[str, Any]:
+def base_config(tmp: Path, notify_url: str | None = None, **api: Any) -> dict[str, Any]:
+    channels = []
+    if notify_url is not None:
+        # Every action, one message each, at once: what the tests look for.
+        channels.append(
+            {
+                "type": "webhook",
+                "url": notify_url,
+                "min_severity": "info",
+                "digest_interval_s": 0,
+                "retry_initial_s": 0,
+            }
+        )
     return {
         "storage": {"state_dir": str(tmp / "state")},
         "classify": {"classifiers": ["hashlist", "nudenet"]},
+        "enforce": {"notify": {"channels": channels}},
         "api": {
             "host": "127.0.0.1",
             "deadline_s": 3,
@@ -112,20 +128,31 @@ def warm_up(stack: Stack, timeout: float = 90) -> None:
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def notifications() -> Iterator[HttpReceiver]:
+    """The webhook enforce notifies in the module's stacks."""
+    with http_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def single(
+    tmp_path_factory: pytest.TempPathFactory, notifications: HttpReceiver
+) -> Iterator[Stack]:
     """`pictguard serve`: API, classify and enforce in one process."""
     tmp = tmp_path_factory.mktemp("serve")
     port = free_port()
-    config = base_config(tmp, port=port)
-    stack = Stack([f"http://127.0.0.1:{port}"], config)
+    config = base_config(tmp, notifications.url, port=port)
+    stack = Stack([f"http://127.0.0.1:{port}"], config, enforce_config=config)
     start(stack, ["serve"], config, tmp, "serve")
     wait_ready(stack)
     yield stack
     stack.stop()
 
 
-def kafka_config(tmp: Path, broker: Broker, prefix: str, **api: Any) -> dict[str, Any]:
-    config = base_config(tmp, **api)
+def kafka_config(
+    tmp: Path, broker: Broker, prefix: str, notify_url: str | None = None, **api: Any
+) -> dict[str, Any]:
+    config = base_config(tmp, notify_url, **api)
     config["kafka"] = {
         "bootstrap_servers": broker.bootstrap,
         "topic_prefix": prefix,
@@ -139,15 +166,19 @@ def kafka_config(tmp: Path, broker: Broker, prefix: str, **api: Any) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def kafka_stack(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def kafka_stack(
+    broker: Broker, tmp_path_factory: pytest.TempPathFactory, notifications: HttpReceiver
+) -> Iterator[Stack]:
     """Two API replicas, one classify and one enforce, each its own process on Kafka."""
     tmp = tmp_path_factory.mktemp("kafka")
     prefix = f"v{os.getpid()}{int(time.time() * 1000) % 100000}."
     ports = [free_port(), free_port()]
     stack = Stack([f"http://127.0.0.1:{p}" for p in ports], {})
     for role in ("classify", "enforce"):
-        cfg = kafka_config(tmp / role, broker, prefix)
+        cfg = kafka_config(tmp / role, broker, prefix, notifications.url)
         start(stack, ["run", role], cfg, tmp, role)
+        if role == "enforce":
+            stack.enforce_config = cfg
     for i, port in enumerate(ports):
         # Correctness over Kafka is what these tests check, not latency: a deadline far above
         # what a busy 2-core machine needs, so no answer becomes "timeout" under load.

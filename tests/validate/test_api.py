@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.samples import image_bytes
-from tests.servers import send_chunked_until_answered
+from tests.enforce.receivers import HttpReceiver
+from tests.media import photo_jpeg
+from tests.servers import send_chunked_until_answered, wait_until
 from tests.validate.conftest import CLIENT, Stack
 
 PICTRS_HEADERS = {"Content-Type": "image/png", "User-Agent": "pict-rs v0.5.16"}
@@ -37,33 +42,37 @@ async def pictrs_post(url: str, data: bytes) -> httpx.Response:
         )
 
 
-def add_to_blocklist(stack: Stack, data: bytes, tmp: Path) -> None:
-    """`pictguard hashes add --block` against the stack's own state, as an admin would."""
-    image = tmp / "known-bad.png"
-    image.write_bytes(data)
-    config = tmp / "admin.yaml"
-    config.write_text(yaml.safe_dump(stack.config))
+def admin(config: dict[str, Any], tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A `pictguard` admin command with ``config``, as an admin would run it."""
+    path = tmp / f"admin-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pictguard.cli",
-            "-c",
-            str(config),
-            "hashes",
-            "add",
-            "--block",
-            "--reason",
-            "test",
-            str(image),
-        ],
+    return subprocess.run(
+        [sys.executable, "-m", "pictguard.cli", "-c", str(path), *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def add_to_blocklist(stack: Stack, data: bytes, tmp: Path, reason: str = "test") -> None:
+    """`pictguard hashes add --block` against the stack's own state, as an admin would."""
+    image = tmp / "known-bad.png"
+    image.write_bytes(data)
+    done = admin(stack.config, tmp, "hashes", "add", "--block", "--reason", reason, str(image))
     assert done.returncode == 0, done.stderr
+
+
+def counted(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` with ``labels`` on ``url``'s /metrics (0 if none)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 async def until_blocked(url: str, data: bytes, budget_s: float = 60) -> httpx.Response:
@@ -104,7 +113,70 @@ async def test_pictrs_client_gets_2xx_for_clean_and_4xx_for_blocklisted(
     assert rejected.status_code == 406
     body = rejected.json()
     assert body["decision"] == "flag_csam" and "message" in body
-    assert body["sha256"] == hashlib.sha256(bad).hexdigest()
+    assert "sha256" not in body  # pict-rs learns the decision, not what matched
+
+
+async def test_a_fast_path_rejection_is_recorded_audited_notified_and_counted(
+    stack: Stack, notifications: HttpReceiver, tmp_path: Path
+) -> None:
+    """A blocklisted upload answered from the hash list is a decision like a model's: enforce
+    records and notifies it, the audit shows it, and the metrics count it as such."""
+    bad = photo_jpeg(4411, 640, 480)
+    sha256 = hashlib.sha256(bad).hexdigest()
+    add_to_blocklist(stack, bad, tmp_path)
+    rejected = await until_blocked(stack.url, bad)
+    assert rejected.status_code == 406
+    assert (rejected.json()["decision"], rejected.json()["path"]) == ("flag_csam", "fast")
+
+    def audited() -> list[dict[str, Any]]:
+        done = admin(stack.enforce_config, tmp_path, "audit", "--decision", "flag_csam", "--json")
+        assert done.returncode == 0, done.stderr
+        return [a for a in json.loads(done.stdout) if a.get("sha256") == sha256]
+
+    wait_until(audited, 60, "the audit entry of the rejected upload")
+    [action] = audited()
+    assert (action["action"], action["outcome"]) == ("report", "done")
+    assert "object" not in action  # an inline upload: pict-rs does not keep it
+    assert action["verdict_id"] == rejected.json()["verdict_id"]
+    wait_until(
+        lambda: any(
+            r.json().get("verdict_id") == action["verdict_id"] for r in list(notifications.requests)
+        ),
+        60,
+        "the notification",
+    )
+    wait_until(
+        lambda: (
+            counted(
+                stack.url,
+                "pictguard_verdicts_total",
+                decision="flag_csam",
+                lane="sync",
+                path="hashlist",
+            )
+            >= 1
+        ),
+        30,
+        "pictguard_verdicts_total{decision=flag_csam,lane=sync,path=hashlist}",
+    )
+
+
+async def test_a_rejection_keeps_the_list_entry_and_the_hashes_inside(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """pict-rs logs the 406 body (and may pass it on): it says what was decided and the
+    verdict id to look up, never the admins' note on the entry or the image's hashes."""
+    bad = photo_jpeg(4412, 640, 480)
+    add_to_blocklist(stack, bad, tmp_path, reason="moderator note: report #4412 from alice")
+    rejected = await until_blocked(stack.url, bad)
+
+    assert rejected.status_code == 406
+    body = rejected.json()
+    assert body["decision"] == "flag_csam"
+    assert not {"sha256", "pdq", "matched", "detail", "scores"} & set(body)
+    assert "4412" not in rejected.text
+    assert hashlib.sha256(bad).hexdigest() not in rejected.text
+    assert body["verdict_id"]  # what `pictguard audit` finds it by
 
 
 async def test_check_endpoint_returns_the_full_verdict(stack: Stack) -> None:
