@@ -12,11 +12,25 @@ one process:
 - **model-only**: the model call alone on full batches of one preprocessed image, the
   ceiling for the engine on this machine (printed in the detail column).
 
-It also measures PDQ lookups per second against an index of 1M entries.
+It also measures, on one core:
+
+- **decode + hash CPU** per 800×600 photo-like JPEG (40–120 KB): the content hashes
+  (sha256 + MD5 + SHA-1 in one pass), decode, PDQ, the models' inputs — pictguard's
+  pipeline and, in the same run, the previous one (full-size decode, 512-px frame,
+  ``pdqhash`` on it);
+- **PDQ index**: the previous exact index (faiss ``IndexBinaryFlat``) and the multi-index
+  hashing one (:mod:`classify.pdq_index`) at 1M entries — build time, memory, lookups/s
+  one query per call and in batches of 256, and misses against brute force on 10,000
+  queries (bit-flipped copies at distance 0–31, real near-duplicate images, strangers);
+- **PDQ interoperability** (``--pdq-interop``, a few minutes): on 1,000 generated photos,
+  screenshots, crops and re-encodes, the distance between pictguard's PDQ and the
+  reference (``pdqhash`` on every pixel) for several frame sizes, and near-duplicate
+  recall at radius 31.
 
 Random CLIP weights are fine for throughput. Examples::
 
     python bench/classify.py --quick
+    python bench/classify.py --skip-models --pdq-interop
     python bench/classify.py --device cuda --n 4096 --models clip-l14 --batch 256 \\
         --decode-pool process --decode-workers 14
 """
@@ -25,13 +39,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import io
 import os
 import random
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +59,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from classify.base import ClassifyTables
 from classify.engine import ClassifyEngine
-from classify.pdq_index import PdqIndex
+from classify.hashing import pdq_distance, pdq_hash, sha256_hex
+from classify.pdq_index import PdqHit, PdqIndex
 from classify.settings import ClassifySettings, ClipSettings, NudenetSettings
 from pipeline.state.memory import MemoryTable
+from tests.classify import pdq_corpus, photos  # stand-in for tests/media.py until it lands
 
 MODELS = {
     "clip-b32": ("clip", "ViT-B-32"),
@@ -214,34 +233,242 @@ def bench_model(name: str, args: argparse.Namespace, rounds: list[list[bytes]]) 
     return asyncio.run(go())
 
 
-def bench_pdq(entries: int, queries: int) -> list[str]:
+def _cpu_ms(function: Any, items: Sequence[Any], repeats: int = 5) -> float:
+    """Median CPU ms (all threads of this process) per item over ``repeats`` passes."""
+    runs = []
+    for _ in range(repeats):
+        started = time.process_time()
+        for item in items:
+            function(item)
+        runs.append((time.process_time() - started) * 1000 / len(items))
+    return statistics.median(runs)
+
+
+def _old_hash_path(data: bytes) -> tuple[str, int]:
+    """The previous decode + PDQ: draft to ≥ 320 px on both sides (an 800×600 JPEG decodes
+    at full size), RGB, a 512-px frame, ``pdqhash`` on it."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft(None, (320, 320))
+        rgb = image.convert("RGB")
+    rgb.thumbnail((512, 512), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return pdq_hash(np.asarray(rgb))
+
+
+def bench_decode(n: int) -> list[str]:
+    """CPU ms per 800×600 photo-like JPEG: hashes, decode, PDQ, model inputs; old and new."""
+    from classify.decode import DecodeOptions, prepare, shrink_factor
+    from classify.hashing import content_hashes, pdq_from_frame
+    from classify.preprocess import CenterCrop, Letterbox
+
+    data = [photos.photo_jpeg(i, 800, 600) for i in range(n)]
+    sizes = sorted(len(item) // 1024 for item in data)
+    hash_only = DecodeOptions(max_frames=1)
+    models = DecodeOptions(draft_size=320, preprocessors=(CenterCrop(224), Letterbox(320)))
+    factor = shrink_factor(800, 600, hash_only)
+
+    def decode_only(item: bytes) -> Image.Image:
+        with Image.open(io.BytesIO(item)) as image:
+            image.draft(None, (800 // factor, 600 // factor))
+            return image.convert("RGB")
+
+    frames = [decode_only(item) for item in data]
+    lumas = [np.asarray(frame.convert("L")) for frame in frames]
+    old_frames = [_old_frame(item) for item in data]
+    new = {
+        "content hashes (sha256+md5+sha1, one pass)": _cpu_ms(content_hashes, data),
+        f"JPEG decode at 1/{factor}": _cpu_ms(decode_only, data),
+        f"PDQ from the {frames[0].width}x{frames[0].height} frame": _cpu_ms(
+            lambda luma: pdq_from_frame(luma, (800, 600), scale=factor), lumas
+        ),
+        "prepare(), hash-only (lookup_fast)": _cpu_ms(lambda d: prepare(d, hash_only), data),
+        "content hashes + prepare(), hash-only": _cpu_ms(
+            lambda d: (content_hashes(d), prepare(d, hash_only)), data
+        ),
+        "prepare() with CLIP-224 + NudeNet-320 inputs": _cpu_ms(lambda d: prepare(d, models), data),
+    }
+    old = {
+        "sha256 alone": _cpu_ms(sha256_hex, data),
+        "JPEG decode at full size": _cpu_ms(lambda d: _old_frame(d, shrink=False), data),
+        "PDQ (pdqhash) on the 512x384 frame": _cpu_ms(
+            lambda frame: pdq_hash(np.asarray(frame)), old_frames
+        ),
+        "decode + 512-px frame + PDQ": _cpu_ms(_old_hash_path, data),
+        "sha256 + decode + 512-px frame + PDQ": _cpu_ms(
+            lambda d: (sha256_hex(d), _old_hash_path(d)), data
+        ),
+    }
+    lines = [
+        f"decode + hash CPU, {n} photo-like 800x600 JPEGs ({sizes[0]}–{sizes[-1]} KB), "
+        "ms per image (median of 5 passes, one thread):"
+    ]
+    lines += [f"  now    {name:48s} {ms:6.2f}" for name, ms in new.items()]
+    lines += [f"  before {name:48s} {ms:6.2f}" for name, ms in old.items()]
+    return lines
+
+
+def _old_frame(data: bytes, shrink: bool = True) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft(None, (320, 320))
+        rgb = image.convert("RGB")
+    if shrink:
+        rgb.thumbnail((512, 512), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return rgb
+
+
+class FlatPdqIndex:
+    """The previous :class:`classify.pdq_index.PdqIndex`: faiss ``IndexBinaryFlat``
+    (exact brute force) behind an id map, kept here to measure against."""
+
+    def __init__(self) -> None:
+        import faiss
+
+        self._faiss = faiss
+        self._index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(256))
+        self._keys: dict[int, str] = {}
+
+    def add_many(self, entries: list[tuple[str, str]]) -> None:
+        codes = np.frombuffer(bytes.fromhex("".join(pdq for _, pdq in entries)), dtype=np.uint8)
+        ids = np.arange(len(self._keys), len(self._keys) + len(entries), dtype=np.int64)
+        self._index.add_with_ids(codes.reshape(len(entries), 32), ids)
+        self._keys.update(zip(ids.tolist(), (key for key, _ in entries), strict=True))
+
+    def search(self, pdq_hexes: list[str], max_distance: int) -> list[PdqHit | None]:
+        queries = np.frombuffer(bytes.fromhex("".join(pdq_hexes)), dtype=np.uint8)
+        distances, ids = self._index.search(queries.reshape(len(pdq_hexes), 32), 1)
+        return [
+            PdqHit(self._keys[int(i)], int(d)) if i >= 0 and d <= max_distance else None
+            for d, i in zip(distances[:, 0], ids[:, 0], strict=True)
+        ]
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _flip_bits(code: np.ndarray, count: int, rng: np.random.Generator) -> str:
+    bits = np.unpackbits(code)
+    bits[rng.choice(256, size=count, replace=False)] ^= 1
+    return np.packbits(bits).tobytes().hex()
+
+
+def bench_pdq(entries: int, queries: int, originals: int) -> list[str]:
+    """Flat (previous) and multi-index (current) PDQ indexes, one core, same data."""
+    import faiss
+
+    faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(0)
     codes = rng.integers(0, 256, (entries, 32), dtype=np.uint8)
-    index = PdqIndex()
-    started = time.perf_counter()
-    chunk = 100_000
-    for start in range(0, entries, chunk):
-        rows = codes[start : start + chunk]
-        index.add_many([(f"k{start + i}", bytes(row).hex()) for i, row in enumerate(rows)])
-    build = time.perf_counter() - started
-    near = []
-    for i in range(queries):
-        bits = np.unpackbits(codes[i * 7 % entries])
-        flip = rng.choice(256, size=int(rng.integers(0, 32)), replace=False)
-        bits[flip] ^= 1
-        near.append(np.packbits(bits).tobytes().hex())
-    started = time.perf_counter()
-    hits = sum(index.search([q], 31)[0] is not None for q in near)
-    single = queries / (time.perf_counter() - started)
-    started = time.perf_counter()
-    for start in range(0, queries, 256):
-        index.search(near[start : start + 256], 31)
-    batched = queries / (time.perf_counter() - started)
-    return [
-        f"PDQ index: {entries:,} entries (faiss IndexBinaryFlat), built in {build:.1f} s",
-        f"  single-query lookups/s: {single:,.0f} ({hits}/{queries} near copies found, exact)",
-        f"  batched (256) lookups/s: {batched:,.0f}",
+    pairs = [(f"k{i}", bytes(row).hex()) for i, row in enumerate(codes)]
+    # Real near-duplicates: the originals are indexed, their copies are queries.
+    sets = pdq_corpus.near_duplicate_hashes(
+        [photos.photo_jpeg(10_000 + i, 800, 600) for i in range(originals)], seed=3
+    )
+    pairs += [(f"img{i}", original) for i, (original, _) in enumerate(sets)]
+    real = [copy for _, copies in sets for copy in copies]
+    flips = queries - len(real) - queries // 5
+    near = [
+        _flip_bits(codes[int(i)], int(rng.integers(0, 32)), rng)
+        for i in rng.integers(entries, size=flips)
     ]
+    strangers = [bytes(row).hex() for row in rng.integers(0, 256, (queries // 5, 32), np.uint8)]
+    probe = near + real + strangers
+    lines = [
+        f"PDQ index, {len(pairs):,} entries, one core; {len(probe):,} queries: {len(near):,} "
+        f"copies with 0–31 bits flipped, {len(real)} real near-duplicate images, "
+        f"{len(strangers):,} strangers"
+    ]
+    results: dict[str, list[PdqHit | None]] = {}
+    for name, index in (("multi-index", PdqIndex()), ("flat (previous)", FlatPdqIndex())):
+        gc.collect()
+        rss, started = _rss_mib(), time.perf_counter()
+        index.add_many(pairs)  # one call, as HashLists.start() loads a list
+        build = time.perf_counter() - started
+        gc.collect()
+        memory = _rss_mib() - rss
+        single_probe = probe if name == "multi-index" else probe[: min(len(probe), 2000)]
+        single_probe = single_probe[:: max(1, len(single_probe) // 2000)]
+        started = time.perf_counter()
+        for query in single_probe:
+            index.search([query], 31)
+        single = len(single_probe) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        found: list[PdqHit | None] = []
+        for start in range(0, len(probe), 256):
+            found += index.search(probe[start : start + 256], 31)
+        batched = len(probe) / (time.perf_counter() - started)
+        results[name] = found
+        if isinstance(index, PdqIndex):
+            tables = index._tables
+            arrays = tables.codes.nbytes + tables.order.nbytes + tables.offsets.nbytes
+        else:
+            arrays = index._index.ntotal * (32 + 8)  # codes + id map
+        lines.append(
+            f"  {name:16s} build {build:5.1f} s  RSS +{memory:4.0f} MiB (arrays "
+            f"{arrays / 2**20:4.0f} MiB)  "
+            f"single {single:8,.0f} lookups/s  batched(256) {batched:8,.0f} lookups/s  "
+            f"matches {sum(hit is not None for hit in found):,}"
+        )
+    truth, mine = results["flat (previous)"], results["multi-index"]
+    missed = sum(
+        t is not None and (m is None or m.distance != t.distance)
+        for t, m in zip(truth, mine, strict=True)
+    )
+    extra = sum(t is None and m is not None for t, m in zip(truth, mine, strict=True))
+    real_found = sum(hit is not None for hit in mine[len(near) : len(near) + len(real)])
+    lines.append(
+        f"  multi-index vs brute force: {missed} missed or farther, {extra} extra; "
+        f"real near-duplicates found {real_found}/{len(real)}"
+    )
+    return lines
+
+
+def bench_interop(n: int) -> list[str]:
+    """pictguard's PDQ against the reference on ``n`` images, per frame size."""
+    from classify.decode import DecodeOptions, prepare
+
+    samples = list(pdq_corpus.corpus(n))
+    references = [pdq_corpus.reference_pdq(sample.data) for sample in samples]
+    lines = [
+        f"PDQ interoperability: {n} generated images ({', '.join(pdq_corpus.KINDS)}), "
+        "Hamming distance to pdqhash on every pixel:"
+    ]
+    for hash_size in (64, 96, 128, 192, 256):
+        options = DecodeOptions(max_frames=1, hash_size=hash_size)
+        distances = np.array(
+            [
+                pdq_distance(pdq_corpus.pictguard_pdq(sample.data, options), reference)
+                for sample, reference in zip(samples, references, strict=True)
+            ]
+        )
+        cpu = _cpu_ms(partial(prepare, options=options), [s.data for s in samples[:120]], 1)
+        histogram = " ".join(f"{d}:{c}" for d, c in enumerate(np.bincount(distances)) if c)
+        default = " (default)" if hash_size == DecodeOptions().hash_size else ""
+        lines.append(
+            f"  hash_size {hash_size:3d}{default:10s} ≤10 bits {np.mean(distances <= 10):7.2%}  "
+            f"p50 {np.median(distances):2.0f}  p90 {np.percentile(distances, 90):2.0f}  "
+            f"p99 {np.percentile(distances, 99):2.0f}  max {distances.max():2d}  "
+            f"decode+PDQ {cpu:.2f} ms/image (mixed sizes)"
+        )
+        lines.append(f"      distances: {histogram}")
+    for kind in pdq_corpus.KINDS:
+        options = DecodeOptions(max_frames=1)
+        worst = max(
+            pdq_distance(pdq_corpus.pictguard_pdq(s.data, options), r)
+            for s, r in zip(samples, references, strict=True)
+            if s.kind == kind
+        )
+        lines.append(f"      default, worst {kind}: {worst}")
+    originals = [photos.photo_jpeg(50_000 + i, *pdq_corpus.SIZES[i % 8]) for i in range(n // 10)]
+    originals += [photos.screenshot_png(60_000 + i, 800, 600) for i in range(n // 40)]
+    recall = pdq_corpus.near_duplicate_recall(originals, seed=1)
+    lines.append(
+        f"  near-duplicates (resized, re-encoded, cropped, upscaled, WebP): {recall.pairs} "
+        f"pairs; matched at ≤31 by the reference {recall.reference}, by pictguard "
+        f"{recall.pictguard}, pictguard copy vs reference original {recall.mixed}; "
+        f"lost where the reference matches: {len(recall.lost)} {list(recall.lost)[:10]}"
+    )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -265,7 +492,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pdq-entries", type=int, default=None)
     parser.add_argument("--baseline-fraction", type=int, default=2, help="baseline runs n/this")
     parser.add_argument("--rounds", type=int, default=None, help="engine/baseline rounds")
-    parser.add_argument("--skip-pdq", action="store_true")
+    parser.add_argument("--skip-pdq", action="store_true", help="no PDQ index section")
+    parser.add_argument("--skip-models", action="store_true", help="no model sections")
+    parser.add_argument("--skip-decode", action="store_true", help="no decode CPU section")
+    parser.add_argument("--pdq-queries", type=int, default=None, help="default 10,000")
+    parser.add_argument(
+        "--pdq-interop", action="store_true", help="PDQ vs the reference on --interop-n images"
+    )
+    parser.add_argument("--interop-n", type=int, default=1000)
     args = parser.parse_args(argv)
 
     import torch
@@ -282,8 +516,11 @@ def main(argv: list[str] | None = None) -> None:
         f"concurrency={args.concurrency} decode={args.decode_pool}x{args.decode_workers} "
         f"cpus={os.cpu_count()} cuda={torch.cuda.is_available()}"
     )
-    print(f"generating {args.rounds} × {n} images …", flush=True)
-    all_rounds = [make_images(n, seed=r) for r in range(args.rounds)]
+    if args.skip_models:
+        names = []
+    else:
+        print(f"generating {args.rounds} × {n} images …", flush=True)
+    all_rounds = [make_images(n, seed=r) for r in range(args.rounds)] if names else []
     results: list[Result] = []
     for name in names:
         if name not in MODELS:
@@ -299,11 +536,19 @@ def main(argv: list[str] | None = None) -> None:
             f"img/s   ratio {r.ratio:5.2f}x   ({r.detail})",
             flush=True,
         )
+    if not args.skip_decode:
+        for line in bench_decode(20 if args.quick else 60):
+            print(line, flush=True)
     if not args.skip_pdq:
         entries = args.pdq_entries or (100_000 if args.quick else 1_000_000)
-        for line in bench_pdq(entries, 2000 if not args.quick else 500):
+        queries = args.pdq_queries or (2000 if args.quick else 10_000)
+        for line in bench_pdq(entries, queries, 20 if args.quick else 100):
             print(line, flush=True)
-    print("\nsummary (images/s, bytes → verdict):")
+    if args.pdq_interop:
+        for line in bench_interop(args.interop_n):
+            print(line, flush=True)
+    if results:
+        print("\nsummary (images/s, bytes → verdict):")
     for r in results:
         line = f"  {r.name:9s} engine {r.engine_ips:9.1f}  baseline {r.baseline_ips:8.1f}"
         print(f"{line}  {r.ratio:5.2f}x")

@@ -25,7 +25,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from classify.hashing import hash_file
+from classify.decode import hash_file
 from classify.pdq_index import PdqIndex
 from pipeline.hashlists import (
     Category,
@@ -174,7 +174,7 @@ class HashLists(HashListStore):
         reason: str = "",
         author: str = "",
         category: Category = "csam",
-        hash_size: int = 512,
+        hash_size: int = 128,
         max_pixels: int = 64_000_000,
     ) -> HashEntry:
         """Hash an image file (sha256 + PDQ, decoded as the engine decodes) and add it.

@@ -9,17 +9,27 @@ They are frozen dataclasses so a process pool can pickle them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 from PIL import Image
 
+Side = Literal["short", "long"]
+
 
 class Preprocessor(Protocol):
-    """PIL RGB image → uint8 ``size×size×3`` array."""
+    """PIL RGB image → uint8 ``size×size×3`` array.
+
+    ``side`` says which side of the frame must keep at least ``size`` pixels for the
+    input to lose nothing: the decoder shrinks frames (JPEG DCT scaling, ``reduce``) no
+    further than every preprocessor allows.
+    """
 
     @property
     def size(self) -> int: ...
+
+    @property
+    def side(self) -> Side: ...
 
     def __call__(self, image: Image.Image) -> np.ndarray: ...
 
@@ -29,6 +39,10 @@ class CenterCrop:
     """CLIP's preprocessing: bicubic resize of the short side to ``size``, centre crop."""
 
     size: int
+
+    @property
+    def side(self) -> Side:
+        return "short"  # the centre square of the short side is what gets resized
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         width, height = image.size
@@ -51,6 +65,10 @@ class Letterbox:
     """
 
     size: int
+
+    @property
+    def side(self) -> Side:
+        return "long"  # the long side becomes ``size``
 
     def __call__(self, image: Image.Image) -> np.ndarray:
         width, height = image.size

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from classify.decode import DecodeFailure, DecodeOptions, Prepared, prepare
+from classify.hashing import pdq_distance, pdq_hash
 from classify.preprocess import CenterCrop, Letterbox
 from pipeline.events import ErrorReason
-from tests.classify import images
+from tests.classify import images, pdq_corpus, photos
 
 OPTIONS = DecodeOptions(max_frames=4, preprocessors=(CenterCrop(224), Letterbox(320)))
 
@@ -81,7 +86,8 @@ def test_bomb_is_refused_without_allocating_its_pixels() -> None:
 def test_jpeg_decodes_to_model_inputs_with_pdq() -> None:
     result = ok(images.jpeg(size=(1600, 1200)))
     assert (result.format, result.width, result.height, result.n_frames) == ("JPEG", 1600, 1200, 1)
-    assert max(result.frame_size) == 512  # draft + shrink to the hash box
+    # libjpeg decodes at 1/4: the short side stays ≥ CLIP's 224, the long side ≥ 320.
+    assert result.frame_size == (400, 300)
     clip_input, nudenet_input = result.inputs[0]
     assert clip_input.shape == (224, 224, 3) and clip_input.dtype == np.uint8
     assert nudenet_input.shape == (320, 320, 3)
@@ -120,6 +126,79 @@ def test_exif_orientation_is_applied() -> None:
     result = ok(images.exif_rotated(6))
     assert (result.width, result.height) == (400, 200)  # as stored
     assert result.frame_size == (200, 400)  # as displayed
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_gives_the_upright_image(orientation: int) -> None:
+    upright = photos.photo_jpeg(31, 1000, 700)
+    data = pdq_corpus._with_orientation(upright, orientation) if orientation > 1 else upright
+    options = DecodeOptions(max_frames=1, preprocessors=(Letterbox(64),))
+    result = ok(data, options)
+    expected = ok(upright, options)
+    assert result.frame_size[0] > result.frame_size[1]  # landscape, as displayed
+    difference = np.abs(result.inputs[0][0].astype(int) - expected.inputs[0][0].astype(int))
+    assert difference.mean() < 4  # the same picture, not a rotated or mirrored one
+    assert result.pdq is not None
+    assert pdq_distance(result.pdq, pdq_corpus.reference_pdq(data)) <= 10
+
+
+def test_frames_are_only_as_large_as_their_users_need() -> None:
+    data = photos.photo_jpeg(1, 800, 600)
+    assert ok(data, DecodeOptions(max_frames=1)).frame_size == (200, 150)  # PDQ: ≥ 128
+    assert ok(data, DecodeOptions(max_frames=1, hash_size=256)).frame_size == (400, 300)
+    models = DecodeOptions(preprocessors=(CenterCrop(224), Letterbox(320)))
+    assert ok(data, models).frame_size == (400, 300)
+    png = images.encode(photos.photo(2, 1000, 700), "PNG")
+    assert ok(png, DecodeOptions(max_frames=1)).frame_size == (200, 140)  # reduce(5)
+    small = images.jpeg(size=(160, 120))
+    assert ok(small, OPTIONS).frame_size == (160, 120)  # never enlarged
+
+
+def test_animation_pdq_is_the_first_frames() -> None:
+    frames = [photos.photo(50 + i, 320, 240) for i in range(4)]
+    out = io.BytesIO()
+    frames[0].save(out, "WEBP", save_all=True, append_images=frames[1:], duration=40)
+    result = ok(out.getvalue())
+    assert result.n_frames == 4 and len(result.inputs) == 4
+    first = pdq_hash(np.asarray(frames[0]))[0]
+    assert result.pdq is not None and pdq_distance(result.pdq, first) <= 10
+    assert all(pdq_distance(result.pdq, pdq_hash(np.asarray(f))[0]) > 31 for f in frames[1:])
+
+
+_PEAK_MEMORY = """
+import resource, sys
+from classify.decode import DecodeOptions, Prepared, prepare
+data = open(sys.argv[1], "rb").read()
+before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+result = prepare(data, DecodeOptions(max_frames=1))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+assert isinstance(result, Prepared), result
+print(result.frame_size, (peak - before) // 2**20)
+"""
+
+
+def test_a_64_megapixel_image_never_exists_as_full_size_rgba(tmp_path: Path) -> None:
+    """An 8000×8000 palette PNG with transparency: 64 MB as decoded; its RGBA copy
+    would be 256 MB (and compositing on white made three of them)."""
+    image = Image.new("P", (8000, 8000), 0)
+    image.putpalette([0, 0, 0, 200, 30, 30, 30, 200, 30] + [0] * 759)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((1000, 1000, 7000, 6000), fill=1)
+    draw.rectangle((3000, 500, 5000, 7500), fill=2)
+    path = tmp_path / "big.png"
+    image.save(path, "PNG", transparency=0)
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[2],
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    size, grew_mib = run.stdout.split(")")[0] + ")", int(run.stdout.split(")")[1])
+    assert size == "(130, 130)"  # 8000 // 128 = 62: shrunk by 62, in strips
+    assert grew_mib < 160  # the 64 MB palette image and strips, no 256 MB RGBA
 
 
 def test_long_gif_is_sampled_to_max_frames_quickly() -> None:
