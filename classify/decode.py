@@ -106,19 +106,30 @@ class DecodeOptions:
     """What to decode and which model inputs to produce (picklable for process pools).
 
     ``hash_size``: frames are shrunk no further than this on their short side, for PDQ.
-    The reference hashes a 64×64 grid blurred over 1/64 of each side; measured on 1,000
-    generated photos, screenshots, crops and re-encodes against the reference on the full
-    image (``bench/classify.py --pdq-interop``), a 128-px short side keeps every hash
-    within 10 bits (99th percentile 8), 96 px does too with a p99 of 10, and 64 px lets
-    ~1–2 % drift past 10; 256 px halves the typical distance (p99 ~4) for about 0.3 ms
-    more per 800×600 JPEG (a 1/2 instead of 1/4 scale decode). 128 is the default.
+    Measured with ``bench/classify.py --pdq-interop`` on 1,000 generated photos,
+    screenshots, crops and re-encodes, against the reference on every pixel, and on 625
+    near-duplicate pairs (resized, re-encoded, cropped, upscaled, WebP):
+
+    ========  ============  ===  ===  ============================================
+    hash_size ≤ 10 bits     p99  max  near-duplicates the reference matches, lost
+    ========  ============  ===  ===  ============================================
+    64        95.3 %        16   20
+    96        97.1 %        14   24
+    128       99.9 %        8    12   2 of 504
+    192       100 %         4    6    1 of 504
+    256       100 %         4    6    0 of 504
+    ========  ============  ===  ===  ============================================
+
+    The price of 256 over 128 is a 1/2- instead of a 1/4-scale decode of an 800×600 JPEG
+    (about 0.3 ms of CPU) for the hash-only path; with models loaded the frame is that
+    size anyway. 256 is the default: no lost matches, every hash within 6 bits.
     ``draft_size``: the frame's long side is kept at least this (0: only what
     ``hash_size`` and the preprocessors need).
     """
 
     max_pixels: int = 64_000_000
     max_frames: int = 4
-    hash_size: int = 128
+    hash_size: int = 256
     draft_size: int = 0
     preprocessors: tuple[Preprocessor, ...] = ()
 
@@ -193,7 +204,7 @@ def _prepare(data: bytes, options: DecodeOptions) -> Prepared:
     return Prepared(fmt, width, height, n_frames, pdq, quality, frames[0].size, inputs)
 
 
-def hash_file(path: Path, *, hash_size: int = 128, max_pixels: int = 64_000_000) -> ImageHashes:
+def hash_file(path: Path, *, hash_size: int = 256, max_pixels: int = 64_000_000) -> ImageHashes:
     """sha256/MD5/SHA-1 and PDQ of an image file, decoded the way the engine decodes it.
 
     Raises :class:`DecodeError` when the file is not a decodable image; the sha256 alone

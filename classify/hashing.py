@@ -109,10 +109,13 @@ def pdq_from_frame(
     pixels per side is still recognised as an integer reduction).
     ``reversed_axes`` (x, y) says which axes of the frame run backwards relative to how
     the blocks were cut (the frame was flipped or rotated after shrinking): the short
-    last block then sits first. With a frame
-    whose shorter side is ≥ 128 px, 1,000 generated photos, screenshots, crops and
-    re-encodes hash within 10 bits of the reference on the full image (see
-    ``bench/classify.py --pdq-interop``).
+    last block then sits first.
+
+    How close to the reference depends on the frame: with a short side ≥ 256 px, 1,000
+    generated photos, screenshots, crops and re-encodes hash within 6 bits of the
+    reference on every pixel, ≥ 128 px within 12 (``classify.decode.DecodeOptions`` has
+    the table; ``bench/classify.py --pdq-interop`` measures it). A frame the size of the
+    image gives the reference's hash up to rounding the grid to 8 bits.
     """
     width, height = full_size
     if width < _PDQ_MIN_SIDE or height < _PDQ_MIN_SIDE:

@@ -174,7 +174,7 @@ class HashLists(HashListStore):
         reason: str = "",
         author: str = "",
         category: Category = "csam",
-        hash_size: int = 128,
+        hash_size: int = 256,
         max_pixels: int = 64_000_000,
     ) -> HashEntry:
         """Hash an image file (sha256 + PDQ, decoded as the engine decodes) and add it.

@@ -157,10 +157,10 @@ class ClassifySettings(BaseModel):
         default=4, gt=0, description="Frames sampled from an animation; worst wins"
     )
     hash_size: int = Field(
-        default=128,
+        default=256,
         gt=0,
         description="PDQ is computed from a frame shrunk no further than this on its short "
-        "side (128: within 10 bits of the reference on the full image)",
+        "side (256: within 6 bits of the reference on the full image)",
     )
     # Hash lists
     pdq_max_distance: int = Field(

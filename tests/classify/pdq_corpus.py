@@ -119,25 +119,35 @@ class Recall:
     lost: tuple[str, ...]  # pairs the reference matches and pictguard (either way) does not
 
 
-def near_duplicate_recall(originals: list[bytes], seed: int = 0) -> Recall:
+def near_duplicate_recall(
+    originals: list[bytes], seed: int = 0, options: tuple[DecodeOptions, ...] = (HASH_OPTIONS,)
+) -> list[Recall]:
     """Match every resized, re-encoded, cropped, upscaled and WebP copy of each original
-    against it, with the reference hashes and with pictguard's."""
-    pairs = reference = pictguard = mixed = 0
-    lost: list[str] = []
+    against it, with the reference hashes and with pictguard's (one result per
+    ``options``)."""
+    pairs = reference = 0
+    pictguard = [0] * len(options)
+    mixed = [0] * len(options)
+    lost: list[list[str]] = [[] for _ in options]
     for number, original in enumerate(originals):
-        ref_original, pg_original = reference_pdq(original), pictguard_pdq(original)
+        ref_original = reference_pdq(original)
+        pg_originals = [pictguard_pdq(original, o) for o in options]
         for name, copy in photos.near_duplicates(original, seed * 1000 + number).items():
             pairs += 1
-            ref_copy, pg_copy = reference_pdq(copy), pictguard_pdq(copy)
-            ref_match = pdq_distance(ref_original, ref_copy) <= MATCH_RADIUS
-            pg_match = pdq_distance(pg_original, pg_copy) <= MATCH_RADIUS
-            mixed_match = pdq_distance(ref_original, pg_copy) <= MATCH_RADIUS
+            ref_match = pdq_distance(ref_original, reference_pdq(copy)) <= MATCH_RADIUS
             reference += ref_match
-            pictguard += pg_match
-            mixed += mixed_match
-            if ref_match and not (pg_match and mixed_match):
-                lost.append(f"{number}:{name}")
-    return Recall(pairs, reference, pictguard, mixed, tuple(lost))
+            for i, (pg_original, option) in enumerate(zip(pg_originals, options, strict=True)):
+                pg_copy = pictguard_pdq(copy, option)
+                pg_match = pdq_distance(pg_original, pg_copy) <= MATCH_RADIUS
+                mixed_match = pdq_distance(ref_original, pg_copy) <= MATCH_RADIUS
+                pictguard[i] += pg_match
+                mixed[i] += mixed_match
+                if ref_match and not (pg_match and mixed_match):
+                    lost[i].append(f"{number}:{name}")
+    return [
+        Recall(pairs, reference, pictguard[i], mixed[i], tuple(lost[i]))
+        for i in range(len(options))
+    ]
 
 
 def near_duplicate_hashes(originals: list[bytes], seed: int = 0) -> list[tuple[str, list[str]]]:
