@@ -447,7 +447,7 @@ def bench_interop(n: int) -> list[str]:
         cpu = _cpu_ms(partial(prepare, options=option), jpeg, 3)
         histogram = " ".join(f"{d}:{c}" for d, c in enumerate(np.bincount(distances)) if c)
         worst = {
-            kind: max(d for d, s in zip(distances, samples, strict=True) if s.kind == kind)
+            kind: max(int(d) for d, s in zip(distances, samples, strict=True) if s.kind == kind)
             for kind in pdq_corpus.KINDS
         }
         default = " (default)" if size == DecodeOptions().hash_size else ""

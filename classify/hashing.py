@@ -150,8 +150,9 @@ def _frame_taps(full: int, frame: int, scale: int, reverse: bool) -> tuple[np.nd
     taps = first[:, None] + np.arange(int((last - first).max()) + 1)
     inside = taps < frame
     taps = np.minimum(taps, frame - 1)
-    weights = np.where(inside, np.take_along_axis(dense, taps, axis=1), 0.0)
-    return taps, weights.astype(np.float32)
+    weights = np.where(inside, np.take_along_axis(dense, taps, axis=1), 0.0).astype(np.float32)
+    taps.flags.writeable = weights.flags.writeable = False  # cached: shared by every caller
+    return taps, weights
 
 
 def _frame_weights(full: int, frame: int, scale: int, reverse: bool) -> np.ndarray:
