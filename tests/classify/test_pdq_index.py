@@ -9,6 +9,7 @@ from classify import pdq_index
 from classify.hashing import pdq_distance, pdq_hash
 from classify.pdq_index import PdqIndex
 from tests.classify import images, pdq_corpus, photos
+from tests.servers import wait_until
 
 
 def _random_hashes(rng: np.random.Generator, n: int) -> list[str]:
@@ -190,8 +191,8 @@ def test_changes_during_a_rebuild_are_kept(monkeypatch: pytest.MonkeyPatch) -> N
         return real_tables(codes, keys)
 
     monkeypatch.setattr(pdq_index, "_Tables", build_with_interference)
-    index.search([stored["k5"]], 31)  # triggers the rebuild
-    assert builds and builds[0] == 2009
+    index.compact()
+    assert builds == [2009]
     assert len(index) == len(stored)
     stale = [old[f"k{i}"] for i in range(40)] + [old["n0"], old["n1"]]
     assert index.search(stale, 0) == [None] * len(stale)
@@ -233,6 +234,25 @@ def test_changes_during_a_bulk_load_are_kept(monkeypatch: pytest.MonkeyPatch) ->
     values = list(stored.values())
     queries = [_random_flips(values[int(i)], 25, rng) for i in rng.integers(len(values), size=50)]
     assert _check(index, stored, [*queries, replacement, load["old0"]]) == 52
+
+
+def test_a_search_past_the_limit_rebuilds_in_the_background() -> None:
+    rng = np.random.default_rng(8)
+    index = PdqIndex(delta_limit=32)
+    stored = {f"k{i}": pdq for i, pdq in enumerate(_random_hashes(rng, 100))}
+    index.add_many(list(stored.items()))  # a bulk load: built at once
+    assert index.pending == 0
+    for i in range(40):
+        stored[f"n{i}"] = _random_hashes(rng, 1)[0]
+        index.add(f"n{i}", stored[f"n{i}"])
+    index.remove("k0")
+    del stored["k0"]
+    assert index.pending == 41  # 40 in the side list, 1 tombstone
+    assert _check(index, stored, [stored["n39"], stored["k1"]]) == 2
+    wait_until(lambda: index.pending == 0, timeout=60, what="the background rebuild")
+    assert len(index) == len(stored)
+    picks = list(stored.values())[::7]
+    assert _check(index, stored, picks) == len(picks)
 
 
 def test_bad_hashes_are_refused() -> None:
