@@ -63,7 +63,8 @@ from classify.hashing import pdq_distance, pdq_hash, sha256_hex
 from classify.pdq_index import PdqHit, PdqIndex
 from classify.settings import ClassifySettings, ClipSettings, NudenetSettings
 from pipeline.state.memory import MemoryTable
-from tests.classify import pdq_corpus, photos  # stand-in for tests/media.py until it lands
+from tests import media
+from tests.classify import pdq_corpus
 
 MODELS = {
     "clip-b32": ("clip", "ViT-B-32"),
@@ -260,7 +261,7 @@ def bench_decode(n: int) -> list[str]:
     from classify.hashing import content_hashes, pdq_from_frame
     from classify.preprocess import CenterCrop, Letterbox
 
-    data = [photos.photo_jpeg(i, 800, 600) for i in range(n)]
+    data = [media.photo_jpeg(i, 800, 600) for i in range(n)]
     sizes = sorted(len(item) // 1024 for item in data)
     hash_only = DecodeOptions(max_frames=1)
     models = DecodeOptions(draft_size=320, preprocessors=(CenterCrop(224), Letterbox(320)))
@@ -383,7 +384,7 @@ def bench_pdq(entries: int, queries: int, originals: int) -> list[str]:
     pairs = [(f"k{i}", bytes(row).hex()) for i, row in enumerate(codes)]
     # Real near-duplicates: the originals are indexed, their copies are queries.
     sets = pdq_corpus.near_duplicate_hashes(
-        [photos.photo_jpeg(10_000 + i, 800, 600) for i in range(originals)], seed=3
+        [media.photo_jpeg(10_000 + i, 800, 600) for i in range(originals)], seed=3
     )
     pairs += [(f"img{i}", original) for i, (original, _) in enumerate(sets)]
     real = [copy for _, copies in sets for copy in copies]
@@ -444,7 +445,7 @@ def bench_interop(n: int) -> list[str]:
 
     samples = list(pdq_corpus.corpus(n))
     references = [pdq_corpus.reference_pdq(sample.data) for sample in samples]
-    jpeg = [photos.photo_jpeg(70_000 + i, 800, 600) for i in range(40)]
+    jpeg = [media.photo_jpeg(70_000 + i, 800, 600) for i in range(40)]
     lines = [
         f"PDQ interoperability: {n} generated images ({', '.join(pdq_corpus.KINDS)}), "
         "Hamming distance to pdqhash on every pixel, per hash_size (the frame's least "
@@ -473,11 +474,11 @@ def bench_interop(n: int) -> list[str]:
             f"800x600 JPEG decode+PDQ {cpu:.2f} ms CPU"
         )
         lines.append(f"      distances: {histogram}; worst per kind: {worst}")
-    originals = [photos.photo_jpeg(50_000 + i, *pdq_corpus.SIZES[i % 8]) for i in range(n // 10)]
-    originals += [photos.screenshot_png(60_000 + i, 800, 600) for i in range(n // 40)]
+    originals = [media.photo_jpeg(50_000 + i, *pdq_corpus.SIZES[i % 8]) for i in range(n // 10)]
+    originals += [media.screenshot_png(60_000 + i, 800, 600) for i in range(n // 40)]
     recalls = pdq_corpus.near_duplicate_recall(originals, seed=1, options=options)
     lines.append(
-        f"  near-duplicates (resized, re-encoded, cropped, upscaled, WebP of {len(originals)} "
+        f"  near-duplicates (resized, re-encoded, PNG, WebP, cropped ≤1 %, brighter, darker of {len(originals)} "
         f"images): {recalls[0].pairs} pairs, {recalls[0].reference} matched at ≤31 by the "
         "reference hashes"
     )

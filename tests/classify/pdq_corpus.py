@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 from classify.decode import DecodeOptions, Prepared, prepare
 from classify.hashing import pdq_distance, pdq_hash
-from tests.classify import photos
+from tests import media
 
 HASH_OPTIONS = DecodeOptions(max_frames=1)
 MATCH_RADIUS = 31
@@ -89,17 +89,18 @@ def corpus(n: int, seed: int = 0, sizes: tuple[tuple[int, int], ...] = SIZES) ->
         width, height = sizes[(i // len(KINDS) + i) % len(sizes)]
         item = seed * 100_000 + i
         if kind == "photo":
-            data = photos.photo_jpeg(item, width, height)
+            data = media.photo_jpeg(item, width, height)
         elif kind == "photo-exif":
-            data = _with_orientation(photos.photo_jpeg(item, width, height), 2 + i % 7)
+            data = _with_orientation(media.photo_jpeg(item, width, height), 2 + i % 7)
         elif kind == "screenshot":
-            data = photos.screenshot_png(item, width, height)
+            data = media.screenshot_png(item, width, height)
         elif kind == "crop":
-            data = photos.near_duplicates(photos.photo_jpeg(item, width, height), item)["cropped"]
+            # 1–2 % per side: beyond that PDQ itself stops matching (see media.cropped)
+            data = media.cropped(media.photo_jpeg(item, width, height), 0.01 + (i % 3) * 0.005)
         elif kind == "reencode":
-            data = photos.near_duplicates(photos.photo_jpeg(item, width, height), item)["reencoded"]
+            data = media.near_duplicates(media.photo_jpeg(item, width, height), item)["jpeg_q50"]
         else:
-            data = photos.webp_image(item, width, height)
+            data = media.webp_image(item, width, height)
         yield Sample(kind, data)
 
 
@@ -122,7 +123,8 @@ class Recall:
 def near_duplicate_recall(
     originals: list[bytes], seed: int = 0, options: tuple[DecodeOptions, ...] = (HASH_OPTIONS,)
 ) -> list[Recall]:
-    """Match every resized, re-encoded, cropped, upscaled and WebP copy of each original
+    """Match every near-duplicate copy (tests/media.py: resized, re-encoded, PNG, WebP,
+    cropped ≤ 1 %, brighter, darker) of each original
     against it, with the reference hashes and with pictguard's (one result per
     ``options``)."""
     pairs = reference = 0
@@ -132,7 +134,7 @@ def near_duplicate_recall(
     for number, original in enumerate(originals):
         ref_original = reference_pdq(original)
         pg_originals = [pictguard_pdq(original, o) for o in options]
-        for name, copy in photos.near_duplicates(original, seed * 1000 + number).items():
+        for name, copy in media.near_duplicates(original, seed * 1000 + number).items():
             pairs += 1
             ref_match = pdq_distance(ref_original, reference_pdq(copy)) <= MATCH_RADIUS
             reference += ref_match
@@ -157,7 +159,7 @@ def near_duplicate_hashes(originals: list[bytes], seed: int = 0) -> list[tuple[s
             pictguard_pdq(original),
             [
                 pictguard_pdq(copy)
-                for copy in photos.near_duplicates(original, seed * 1000 + n).values()
+                for copy in media.near_duplicates(original, seed * 1000 + n).values()
             ],
         )
         for n, original in enumerate(originals)

@@ -19,7 +19,8 @@ from classify.decode import DecodeFailure, DecodeOptions, Prepared, prepare
 from classify.hashing import pdq_distance, pdq_hash
 from classify.preprocess import CenterCrop, Letterbox
 from pipeline.events import ErrorReason
-from tests.classify import images, pdq_corpus, photos
+from tests import media
+from tests.classify import images, pdq_corpus
 
 OPTIONS = DecodeOptions(max_frames=4, preprocessors=(CenterCrop(224), Letterbox(320)))
 
@@ -130,7 +131,7 @@ def test_exif_orientation_is_applied() -> None:
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_every_exif_orientation_gives_the_upright_image(orientation: int) -> None:
-    upright = photos.photo_jpeg(31, 1000, 700)
+    upright = media.photo_jpeg(31, 1000, 700)
     data = pdq_corpus._with_orientation(upright, orientation) if orientation > 1 else upright
     options = DecodeOptions(max_frames=1, preprocessors=(Letterbox(64),))
     result = ok(data, options)
@@ -143,21 +144,21 @@ def test_every_exif_orientation_gives_the_upright_image(orientation: int) -> Non
 
 
 def test_frames_are_only_as_large_as_their_users_need() -> None:
-    data = photos.photo_jpeg(1, 800, 600)
+    data = media.photo_jpeg(1, 800, 600)
     assert ok(data, DecodeOptions(max_frames=1)).frame_size == (400, 300)  # PDQ: ≥ 256
     assert ok(data, DecodeOptions(max_frames=1, hash_size=128)).frame_size == (200, 150)
     models = DecodeOptions(hash_size=128, preprocessors=(CenterCrop(224), Letterbox(320)))
     assert ok(data, models).frame_size == (400, 300)
-    big = photos.photo_jpeg(2, 4000, 3000)
+    big = media.photo_jpeg(2, 4000, 3000)
     assert ok(big, DecodeOptions(max_frames=1)).frame_size == (500, 375)  # 1/8 is enough
-    png = images.encode(photos.photo(2, 1000, 700), "PNG")
+    png = images.encode(media.photo_image(2, 1000, 700), "PNG")
     assert ok(png, DecodeOptions(max_frames=1, hash_size=128)).frame_size == (200, 140)
     small = images.jpeg(size=(160, 120))
     assert ok(small, OPTIONS).frame_size == (160, 120)  # never enlarged
 
 
 def test_animation_pdq_is_the_first_frames() -> None:
-    frames = [photos.photo(50 + i, 320, 240) for i in range(4)]
+    frames = [media.photo_image(50 + i, 320, 240) for i in range(4)]
     out = io.BytesIO()
     frames[0].save(out, "WEBP", save_all=True, append_images=frames[1:], duration=40)
     result = ok(out.getvalue())

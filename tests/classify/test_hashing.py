@@ -13,7 +13,8 @@ from PIL import Image
 
 from classify.decode import DecodeError, hash_file
 from classify.hashing import content_hashes, pdq_distance, pdq_from_frame, pdq_hash
-from tests.classify import images, photos
+from tests import media
+from tests.classify import images
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,7 @@ def test_content_hashes_equal_hashlib(size: int) -> None:
 
 def test_hash_file_gives_every_hash(tmp_path: Path) -> None:
     path = tmp_path / "photo.jpg"
-    path.write_bytes(photos.photo_jpeg(3))
+    path.write_bytes(media.photo_jpeg(3, 800, 600))
     data = path.read_bytes()
     hashes = hash_file(path)
     assert hashes.sha256 == hashlib.sha256(data).hexdigest()
@@ -65,7 +66,7 @@ def test_a_64_pixel_frame_is_hashed_exactly_as_the_reference() -> None:
 def test_full_frames_hash_as_the_reference() -> None:
     """No shrinking: the reference's own blur and sampling, rounded to 8 bits once."""
     for seed in range(6):
-        image = photos.photo(seed, 300 + 37 * seed, 200 + 23 * seed)
+        image = media.photo_image(seed, 300 + 37 * seed, 200 + 23 * seed)
         reference, quality = pdq_hash(np.asarray(image))
         mine, my_quality = pdq_from_frame(np.asarray(image.convert("L")), image.size)
         assert pdq_distance(mine, reference) <= 4
@@ -74,7 +75,7 @@ def test_full_frames_hash_as_the_reference() -> None:
 
 def test_shrunken_frames_hash_close_to_the_reference() -> None:
     for seed in range(6):
-        image = photos.photo(seed, 1001 + 40 * seed, 751)
+        image = media.photo_image(seed, 1001 + 40 * seed, 751)
         reference, _ = pdq_hash(np.asarray(image))
         for factor in (2, 3, 5):
             frame = image.reduce(factor).convert("L")

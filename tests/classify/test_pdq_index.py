@@ -8,7 +8,8 @@ import pytest
 from classify import pdq_index
 from classify.hashing import pdq_distance, pdq_hash
 from classify.pdq_index import PdqIndex
-from tests.classify import images, pdq_corpus, photos
+from tests import media
+from tests.classify import images, pdq_corpus
 from tests.servers import wait_until
 
 
@@ -85,7 +86,7 @@ def test_real_near_duplicates_are_found() -> None:
     """Resized, re-encoded, cropped copies of generated photos, hashed as the engine does."""
     rng = np.random.default_rng(3)
     stored = {f"k{i}": pdq for i, pdq in enumerate(_random_hashes(rng, 3000))}
-    sets = pdq_corpus.near_duplicate_hashes([photos.photo_jpeg(i) for i in range(3)])
+    sets = pdq_corpus.near_duplicate_hashes([media.photo_jpeg(i, 800, 600) for i in range(3)])
     for i, (original, _) in enumerate(sets):
         stored[f"img{i}"] = original
     index = PdqIndex()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.classify import pdq_corpus, photos
+from tests import media
+from tests.classify import pdq_corpus
 
 
 def test_pdq_is_within_10_bits_of_the_reference_on_full_images() -> None:
@@ -20,8 +21,9 @@ def test_pdq_is_within_10_bits_of_the_reference_on_full_images() -> None:
 
 
 def test_no_near_duplicate_the_reference_matches_is_lost() -> None:
-    originals = [photos.photo_jpeg(200 + i, 900, 675) for i in range(6)]
-    originals += [photos.screenshot_png(300 + i, 800, 600) for i in range(2)]
+    originals = [media.photo_jpeg(200 + i, 900, 675) for i in range(6)]
+    originals += [media.screenshot_png(300 + i, 800, 600) for i in range(2)]
     (recall,) = pdq_corpus.near_duplicate_recall(originals, seed=7)
-    assert recall.pairs == 40 and recall.reference >= 25
+    # 8 originals × 8 copies (tests/media.py near_duplicates); most are within reach of PDQ.
+    assert recall.pairs == 64 and recall.reference >= 40
     assert recall.lost == ()
