@@ -478,9 +478,9 @@ def bench_interop(n: int) -> list[str]:
     originals += [media.screenshot_png(60_000 + i, 800, 600) for i in range(n // 40)]
     recalls = pdq_corpus.near_duplicate_recall(originals, seed=1, options=options)
     lines.append(
-        f"  near-duplicates (resized, re-encoded, PNG, WebP, cropped ≤1 %, brighter, darker of {len(originals)} "
-        f"images): {recalls[0].pairs} pairs, {recalls[0].reference} matched at ≤31 by the "
-        "reference hashes"
+        "  near-duplicates (resized, re-encoded, PNG, WebP, cropped ≤1 %, brighter, darker "
+        f"of {len(originals)} images): {recalls[0].pairs} pairs, "
+        f"{recalls[0].reference} matched at ≤31 by the reference hashes"
     )
     for size, recall in zip(sizes, recalls, strict=True):
         lines.append(
