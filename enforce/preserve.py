@@ -87,8 +87,8 @@ def retention_warnings(settings: EnforceConfig) -> list[str]:
     return [
         f"enforce.quarantine_retention_days is {days}: quarantined images and rejected uploads "
         f"may be gone before a report is dealt with. US providers must preserve reported "
-        "content for 1 year (18 U.S.C. § 2258A(h), REPORT Act 2024); check the law that "
-        f"applies to you and keep at least {MIN_RETENTION_DAYS} days (default 365)"
+        "content for 1 year (18 U.S.C. § 2258A(h), REPORT Act 2024); check the law of your "
+        f"jurisdiction and keep at least {MIN_RETENTION_DAYS} days (default 365)"
     ]
 
 

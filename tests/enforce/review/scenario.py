@@ -200,3 +200,42 @@ def at_size(data: bytes, size: tuple[int, int]) -> bytes:
         out = io.BytesIO()
         image.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(out, "PNG")
     return out.getvalue()
+
+
+async def held(root: Path) -> tuple[Scenario, list[Verdict]]:
+    """Two model verdicts in one minute with the guard allowing one: the second is held."""
+    config = scenario_config(root, guard={"max_destructive_per_minute": 1})
+    settings = load_settings(**config)
+    scenario = Scenario(root, config, settings)
+    scenario.media.mkdir(parents=True)
+    verdicts = []
+    for i, name in enumerate(("first.jpg", "second.jpg")):
+        data = photo_jpeg(950 + i, 640, 480, detail=1.0)
+        scenario.images[name] = data
+        (scenario.media / name).write_bytes(data)
+        verdicts.append(
+            Verdict(
+                request_id=f"{i}" * 32,
+                source=Source.WATCH,
+                object=ObjectRef(store=StoreKind.FILE, bucket=str(scenario.media), key=name),
+                decision=Decision.FLAG_CSAM,
+                sha256=hashlib.sha256(data).hexdigest(),
+                scores={"csam": 0.8},
+                classifiers=["clip"],
+            )
+        )
+    state = SqliteState(settings.storage.state_file)
+    await state.start()
+    stores = Stores(settings.s3)
+    try:
+        stage = EnforceStage(MemoryBus(), settings, stores, state)
+        await stage.start()
+        for verdict in verdicts:
+            await stage.handle(
+                [Message(settings.topic(VERDICTS), encode(verdict), verdict.key.encode())]
+            )
+        await stage.stop()
+    finally:
+        await stores.close()
+        await state.stop()
+    return scenario, verdicts
