@@ -193,8 +193,8 @@ def register(app: typer.Typer, context: ContextFactory) -> None:
 
 
 async def _review_rows(admin: EnforceAdmin, since: str | None, limit: int) -> list[Any]:
-    from enforce.admin import parse_since
     from enforce.review.journal import Journal
+    from pipeline.timeparse import parse_since
 
     journal = Journal(admin.ctx.state)
     await journal.start()

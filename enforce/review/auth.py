@@ -9,7 +9,6 @@ for a while after too many.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 import time
 from collections import deque
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from enforce.review.settings import REVIEWER_NAME, ReviewSettings
+from pipeline.errors import PictguardError
+from pipeline.tokens import secret_matches
 
 SESSION_COOKIE = "pictguard_review"
 LOGIN_COOKIE = "pictguard_review_login"
@@ -28,8 +29,10 @@ MAX_FAILURES = 10
 FAILURE_WINDOW_S = 600.0
 
 
-class SignInRefused(ValueError):
+class SignInRefused(PictguardError, ValueError):
     """The token or name given at sign-in is not accepted; the message may be shown."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +73,14 @@ class Reviewers:
 
     def identify(self, token: str, name: str) -> Identity:
         """The reviewer a token (and, for a shared token, a typed name) stands for."""
-        given = token.strip().encode()
+        given = token.strip()
         found: Identity | None = None
         # Compare against every token, so the time taken says nothing about which matched.
         for reviewer, expected in self._reviewers.items():
-            if hmac.compare_digest(given, expected.encode()):
+            if secret_matches(given, expected):
                 found = Identity(reviewer, "reviewer token")
         for shared, via in ((self._admin, "admin token"), (self._local, "one-time token")):
-            if shared and hmac.compare_digest(given, shared.encode()) and found is None:
+            if secret_matches(given, shared) and found is None:
                 typed = name.strip()
                 if not REVIEWER_NAME.match(typed):
                     raise SignInRefused(
@@ -121,6 +124,4 @@ def new_secret() -> str:
 
 def same_secret(given: str | None, expected: str | None) -> bool:
     """Constant-time comparison that is False when either side is missing."""
-    if not given or not expected:
-        return False
-    return hmac.compare_digest(given.encode(), expected.encode())
+    return bool(given) and secret_matches(given, expected)

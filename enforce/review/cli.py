@@ -12,14 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from enforce.admin import AdminError
 from enforce.cli import ContextFactory
 from enforce.review.auth import new_secret
 from enforce.review.journal import AuditRow
-from pipeline.bus.base import BusError
-from pipeline.settings import SettingsError
-from pipeline.state.sqlite import StateError
-from pipeline.storage import StorageError
+from pipeline.errors import PictguardError
 
 
 def _user() -> str:
@@ -59,7 +55,7 @@ def register(app: typer.Typer, context: ContextFactory) -> None:
 
     def fail(exc: Exception) -> typer.Exit:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
-        return typer.Exit(1)
+        return typer.Exit(exc.exit_code if isinstance(exc, PictguardError) else 1)
 
     @app.command("review")
     def review(
@@ -87,10 +83,15 @@ def register(app: typer.Typer, context: ContextFactory) -> None:
                     "no admin token or reviewer tokens are configured: sign in with this "
                     f"one-time token (valid while this command runs):\n  {local}",
                     highlight=False,
+                    soft_wrap=True,
                 )
 
             def listening(url: str) -> None:
-                console.print(f"review console on {url} (this machine only; Ctrl-C stops it)")
+                console.print(
+                    f"review console on {url} (this machine only; Ctrl-C stops it)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
 
             await serve_console(context, port=port, local_token=local, on_listening=listening)
 
@@ -98,7 +99,7 @@ def register(app: typer.Typer, context: ContextFactory) -> None:
             asyncio.run(main())
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-        except (AdminError, StorageError, StateError, BusError, SettingsError) as exc:
+        except PictguardError as exc:
             raise fail(exc) from None
 
     evidence_app = typer.Typer(
@@ -150,7 +151,7 @@ def register(app: typer.Typer, context: ContextFactory) -> None:
 
         try:
             result = asyncio.run(main())
-        except (AdminError, StorageError, StateError, BusError, OSError) as exc:
+        except (PictguardError, OSError) as exc:
             raise fail(exc) from None
         from enforce.evidence import ExportResult
 

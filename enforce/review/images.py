@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 from enforce.review.journal import BlurLevel
+from pipeline.errors import PictguardError
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,10 @@ MAX_PIXELS = 80_000_000
 MAX_PREVIEW_BYTES = 128 * 1024 * 1024
 
 
-class PreviewError(ValueError):
+class PreviewError(PictguardError, ValueError):
     """The bytes are not an image (or video) this console can preview."""
+
+    exit_code = 1
 
 
 def first_frame(data: bytes, target: int) -> Image.Image:

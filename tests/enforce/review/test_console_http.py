@@ -145,9 +145,7 @@ async def _queue_as(c: Any, token: str) -> Any:
 async def test_an_idle_session_expires(scenario: Scenario) -> None:
     async with console(scenario.settings) as c:
         await sign_in(c.client, REVIEWERS["ana"])
-        await c.state.execute(
-            "UPDATE review_sessions SET last_seen = '2000-01-01T00:00:00+00:00'"
-        )
+        await c.state.execute("UPDATE review_sessions SET last_seen = '2000-01-01T00:00:00+00:00'")
         assert (await c.client.get(f"{PREFIX}/queue")).status_code == 303
 
 
@@ -231,7 +229,7 @@ async def test_allowing_a_kept_upload_allowlists_it_and_removes_the_copy(
 
 
 async def test_confirming_a_held_item_releases_it_into_quarantine(tmp_path: Path) -> None:
-    scenario, verdicts = await held(tmp_path)
+    scenario, _verdicts = await held(tmp_path)
     async with console(scenario.settings) as c:
         csrf = await sign_in(c.client, ADMIN_TOKEN, name="dee")
         queue = (await c.client.get(f"{PREFIX}/queue")).text
@@ -294,7 +292,7 @@ async def test_the_api_serves_the_console_beside_the_admin_endpoints(scenario: S
     async with open_runtime(scenario.settings, mode=Mode.SINGLE) as rt:
         await rt.start_tables()
         app = FastAPI()
-        router = admin_endpoints(rt)
+        router = await admin_endpoints(rt)
         assert router is not None
         app.include_router(router)
         transport = httpx.ASGITransport(app=app)
@@ -310,3 +308,40 @@ async def test_the_api_serves_the_console_beside_the_admin_endpoints(scenario: S
             )
             assert status.status_code == 200
         await rt.aclose()
+
+
+def test_pictguard_review_without_tokens_prints_a_one_time_token(tmp_path: Path) -> None:
+    """`pictguard review` on a box with no tokens configured: loopback only, and a token
+    for this run printed for the admin who started it."""
+    import asyncio
+
+    import httpx
+
+    from tests.enforce.review.browser import review_console
+
+    scenario = asyncio.run(build(tmp_path, listed=1, clean=0))
+    scenario.config["enforce"].pop("admin_token")
+    scenario.config["enforce"]["review"] = {}
+    with review_console(scenario.config_file, tmp_path) as running:
+        assert running.url.startswith("http://127.0.0.1:")
+        output = running.output()
+        token = re.search(r"one-time token[^\n]*\n\s+(\S+)", output).group(1)  # type: ignore[union-attr]
+        with httpx.Client(base_url=running.url) as client:
+            page = client.get(f"{PREFIX}/sign-in")
+            wrong = client.post(
+                f"{PREFIX}/sign-in",
+                data={"csrf": form_token(page.text), "token": "guess", "name": "root"},
+            )
+            assert "error=wrong+token" in wrong.headers["location"]
+            right = client.post(
+                f"{PREFIX}/sign-in",
+                data={"csrf": form_token(page.text), "token": token, "name": "root"},
+            )
+            assert right.status_code == 303 and right.headers["location"].endswith("/queue")
+            queue = client.get(f"{PREFIX}/queue")
+            assert len(item_ids(queue.text)) == 3  # one listed, a model verdict, an upload
+    [(via,)] = rows(
+        scenario.settings.storage.state_file,
+        "SELECT json_extract(detail, '$.via') FROM review_events WHERE event = 'sign_in'",
+    )
+    assert via == "one-time token"

@@ -112,7 +112,7 @@ async def test_an_upload_is_kept_once_locked_where_the_bucket_can_lock(
 
 
 async def test_a_store_that_refuses_leaves_a_failed_action(env: Any, state: SqliteState) -> None:
-    settings, bus, stores, tap = await env(upload_evidence="s3://no-such-evidence-bucket/")
+    settings, bus, stores, _tap = await env(upload_evidence="s3://no-such-evidence-bucket/")
     enforcer = Enforcer(bus, settings, stores, state)
     await enforcer.start()
     keeper = UploadKeeper(enforcer, settings, stores)

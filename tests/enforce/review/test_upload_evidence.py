@@ -45,9 +45,7 @@ def with_quarantine(config: dict[str, Any], quarantine: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(params=["single", "distributed"])
-def stack(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[Stack, Path, Path]]:
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stack, Path, Path]]:
     """(the running stack, enforce's quarantine folder, enforce's state file)."""
     quarantine = tmp_path / "quarantine"
     if request.param == "single":
