@@ -276,7 +276,7 @@ def _report(
         details.append({"type": "HASH", "name": "PDQ", "value": hashes["pdq"]["value"]})
     location = obj.id if obj is not None else None
     uploader = item.uploader
-    posts = item.posts
+    posts = item.post_urls
     incident_time = (verdict.created_at if verdict else item.when).astimezone(UTC)
     when_text = (
         "when pictguard received the upload for validation (pict-rs rejected it)"
@@ -315,7 +315,9 @@ def _report(
             "kept_copy": item.bytes_ref.id if item.bytes_ref else None,
             "upload_client": item.raw.get("client_id"),
             "uploader": uploader,
+            "uploader_id": item.uploader_id,
             "posts": posts,
+            "platform_links": item.platform_links,
             "stored_copy_missing": missing,
         },
         "hashes": hashes,
@@ -327,17 +329,18 @@ def _report(
                 "incidentDateTime": incident_time.isoformat(),
                 "incidentDateTimeDescription": when_text,
             },
-            "internetDetails": (
-                [{"webPageIncident": {"url": [posts]}}]
-                if posts and posts.startswith("http")
-                else []
-            ),
+            "internetDetails": [{"webPageIncident": {"url": posts}}] if posts else [],
             "reporter": {
                 "reportingPerson": {"firstName": None, "lastName": None, "email": None},
                 "note": "filled in by the person filing the report",
             },
             "personOrUserReported": (
-                {"espIdentifier": uploader, "screenName": None, "ipCaptureEvent": []}
+                {
+                    "espIdentifier": item.uploader_id,
+                    "screenName": uploader,
+                    "profileUrl": [item.profile_url] if item.profile_url else [],
+                    "ipCaptureEvent": [],
+                }
                 if uploader
                 else None
             ),

@@ -26,10 +26,9 @@ from pipeline.state.sqlite import SqliteState
 ItemKind = Literal["quarantined", "upload", "held", "flagged"]
 Status = Literal["open", "confirmed", "allowed", "deleted"]
 _RANK: dict[str, int] = {"quarantined": 0, "upload": 0, "held": 1, "flagged": 2}
-# Keys in a verdict or action that name who uploaded an object and where it was posted;
-# the platform integration fills them where it can find out.
-UPLOADER_FIELDS = ("uploader", "uploader_id", "uploader_name", "account")
-POST_FIELDS = ("posts", "post", "post_url", "posts_urls")
+# Keys that name who uploaded an object: from a kept upload's context, or from what the
+# platform integration (enforce/platform) recorded in its ``moderate`` actions.
+UPLOADER_FIELDS = ("uploader", "uploader_name", "account")
 
 
 @dataclass
@@ -125,9 +124,26 @@ class ReviewItem:
         return _first(self.raw, UPLOADER_FIELDS)
 
     @property
-    def posts(self) -> str | None:
-        """Where it was posted, where known."""
-        return _first(self.raw, POST_FIELDS)
+    def uploader_id(self) -> str | None:
+        """The uploader's id on the platform (Lemmy person id, Mastodon account id)."""
+        value = self.raw.get("uploader_id")
+        return None if value is None else str(value)
+
+    @property
+    def post_urls(self) -> list[str]:
+        """Pages of the platform where it was posted (moderation links), where known."""
+        return [str(u) for u in self.raw.get("post_urls", [])]
+
+    @property
+    def profile_url(self) -> str | None:
+        """The uploader's profile page, where known."""
+        value = self.raw.get("profile_url")
+        return None if value is None else str(value)
+
+    @property
+    def platform_links(self) -> list[str]:
+        """Every link to the platform's own moderation pages the integration recorded."""
+        return [str(u) for u in self.raw.get("platform_links", [])]
 
 
 def _first(raw: dict[str, Any], names: tuple[str, ...]) -> str | None:
@@ -209,6 +225,7 @@ class ReviewQueue:
     async def _all(self, cap: int = 5000) -> list[ReviewItem]:
         rows = await self.state.fetchall(_CANDIDATES, (cap,))
         uploads = await self._uploads()
+        platform = await self._platform()
         deleted = {obj: at for obj, at in await self.state.fetchall(_DELETED)}
         chosen: dict[str, ReviewItem] = {}
         for action_id, action_body, verdict_body, held in rows:
@@ -222,6 +239,7 @@ class ReviewQueue:
                 if gone is not None and gone >= action.created_at.isoformat():
                     continue
             raw = {
+                **platform.get(action.verdict_id, {}),
                 **uploads.get(action.verdict_id, {}),
                 **(json.loads(verdict_body) if verdict_body else {}),
                 **json.loads(action_body),
@@ -261,6 +279,35 @@ class ReviewQueue:
             }
             for verdict_id, client, content_type, received, size, context in rows
         }
+
+    async def _platform(self) -> dict[str, dict[str, Any]]:
+        """Per verdict, who uploaded the image and where it was posted, from the platform
+        integration's ``moderate`` actions (Lemmy: person and posts; Mastodon: account)."""
+        rows = await self.state.fetchall(
+            "SELECT verdict_id, json_extract(body, '$.platform') FROM actions "
+            "WHERE action = 'moderate' AND json_extract(body, '$.platform') IS NOT NULL "
+            "ORDER BY created_at"
+        )
+        found: dict[str, dict[str, Any]] = {}
+        for verdict_id, text in rows:
+            info = json.loads(text)
+            known = found.setdefault(verdict_id, {"platform_links": []})
+            links = [str(u) for u in info.get("links", [])]
+            known["platform_links"] = sorted(set(known["platform_links"]) | set(links))
+            person = info.get("uploader")
+            if isinstance(person, dict) and person.get("name"):
+                known["uploader"] = f"{person['name']} ({info.get('system', 'platform')})"
+                known["uploader_id"] = person.get("person_id")
+            elif info.get("account"):
+                known["uploader"] = f"{info['account']} ({info.get('system', 'platform')})"
+                known["uploader_id"] = info.get("account_id")
+            posts = [u for u in known["platform_links"] if "/post/" in u or "/statuses/" in u]
+            if posts:
+                known["post_urls"] = posts
+            profiles = [u for u in known["platform_links"] if "/u/" in u or "/accounts/" in u]
+            if profiles:
+                known["profile_url"] = profiles[0]
+        return found
 
     async def _allowlisted(self, hashes: set[str]) -> set[str]:
         found = set()

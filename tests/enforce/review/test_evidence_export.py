@@ -165,3 +165,58 @@ async def test_a_model_only_verdict_needs_a_reviewer_before_export(
 async def test_unknown_targets_are_named(scenario: Scenario, tmp_path: Path) -> None:
     done = export(scenario, "0" * 64, "--out", str(tmp_path))
     assert done.returncode == 1 and "nothing flagged matches" in done.stderr
+
+
+async def test_the_uploader_the_platform_found_goes_into_the_report(
+    scenario: Scenario, tmp_path: Path
+) -> None:
+    """What the Lemmy integration recorded in its `moderate` action (the uploader, the
+    posts) becomes the reported person and the web-page incident."""
+    from enforce.enforcer import Enforcer
+    from pipeline.bus.memory import MemoryBus
+    from pipeline.events import ActionOutcome, ActionType, EnforcementAction
+
+    name = sorted(n for n in scenario.listed if n != scenario.upload)[0]
+    item = (await items(scenario))[name]
+    site = "https://lemmy.example.org"
+    state = SqliteState(scenario.settings.storage.state_file)
+    await state.start()
+    stores = Stores(scenario.settings.s3)
+    try:
+        enforcer = Enforcer(MemoryBus(), scenario.settings, stores, state)
+        await enforcer.records.start()
+        assert item.verdict is not None
+        await enforcer.record(
+            item.verdict,
+            EnforcementAction(
+                verdict_id=item.verdict_id,
+                object=item.action.object,
+                decision=item.action.decision,
+                action=ActionType.MODERATE,
+                outcome=ActionOutcome.DONE,
+                platform={
+                    "system": "lemmy",
+                    "phase": "flag",
+                    "uploader": {"person_id": 12, "name": "spammer"},
+                    "posts": [34],
+                    "comments": [],
+                    "steps": [{"step": "report", "outcome": "done", "target": "post 34"}],
+                    "links": [f"{site}/u/spammer", f"{site}/post/34", f"{site}/reports"],
+                },
+            ),
+        )
+    finally:
+        await stores.close()
+        await state.stop()
+    item = (await items(scenario))[name]
+    assert item.uploader == "spammer (lemmy)" and item.uploader_id == "12"
+    done = export(scenario, item.item_id, "--out", str(tmp_path), "--json")
+    assert done.returncode == 0, done.stderr
+    package = Path(json.loads(done.stdout)["path"])
+    report = json.loads((package / f"item-{item.item_id}" / "report.json").read_text())
+    person = report["cybertipline"]["personOrUserReported"]
+    assert person["espIdentifier"] == "12" and person["screenName"] == "spammer (lemmy)"
+    assert person["profileUrl"] == [f"{site}/u/spammer"]
+    assert report["cybertipline"]["internetDetails"] == [
+        {"webPageIncident": {"url": [f"{site}/post/34"]}}
+    ]
