@@ -135,6 +135,8 @@ def test_a_rejected_upload_is_kept_with_its_verdict(
     [(outcome, body)] = kept(state_file)
     action = json.loads(body)
     assert outcome == "done" and "pict-rs client" in action["detail"]
+    # The same verdict as the one the 406 named (and enforce recorded and reported).
+    assert action["verdict_id"] == verdict["verdict_id"]
     copy = Path(action["quarantine"]["bucket"]) / action["quarantine"]["key"]
     assert copy.is_relative_to(quarantine / "uploads")
     assert copy.read_bytes() == photo  # the upload, byte for byte
