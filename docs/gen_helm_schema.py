@@ -69,6 +69,7 @@ SECRET_HOMES: dict[str, str] = {
     "api.clients": "secrets.api.clients",
     "enforce.admin_token": "secrets.adminToken",
     "enforce.notify.channels": "secrets.notifyChannels",
+    "enforce.review.reviewers": "secrets.reviewers",
     "ingest.webhook.minio_token": "secrets.webhooks.minioToken",
     "ingest.webhook.ceph_token": "secrets.webhooks.cephToken",
     "ingest.webhook.b2_secret": "secrets.webhooks.b2Secret",

@@ -79,9 +79,21 @@ def register(app: typer.Typer, context: ContextFactory) -> None:
             typer.Option(help="done, dry_run, already_absent, duplicate, held, kept or failed"),
         ] = None,
         limit: Annotated[int, typer.Option(min=1, help="At most this many rows")] = 200,
+        reviews: Annotated[
+            bool,
+            typer.Option(
+                "--reviews", help="The review audit instead: views, reveals, decisions, exports"
+            ),
+        ] = False,
         as_json: Json = False,
     ) -> None:
         """Show what enforcement did, newest first (never shows images)."""
+        if reviews:
+            from enforce.review.cli import print_review_audit
+
+            rows = run(False, lambda admin: _review_rows(admin, since, limit))
+            print_review_audit(rows, as_json)
+            return
         actions = run(
             False,
             lambda admin: admin.audit(
@@ -173,6 +185,20 @@ def register(app: typer.Typer, context: ContextFactory) -> None:
         show(run(dry_run, lambda a: a.resume(discard=discard, reason=reason)), as_json)
 
     app.add_typer(enforce_app, name="enforce")
+
+    # The review console and evidence packages: their own module, the same context.
+    from enforce.review.cli import register as register_review
+
+    register_review(app, context)
+
+
+async def _review_rows(admin: EnforceAdmin, since: str | None, limit: int) -> list[Any]:
+    from enforce.review.journal import Journal
+    from pipeline.timeparse import parse_since
+
+    journal = Journal(admin.ctx.state)
+    await journal.start()
+    return await journal.audit(since=parse_since(since) if since else None, limit=limit)
 
 
 def _console() -> Console:

@@ -328,6 +328,12 @@ class Enforcer:
             scores=verdict.scores,
         )
 
+    async def record(self, verdict: Verdict, action: EnforcementAction) -> None:
+        """Publish, record and notify an action taken outside the verdict path (a kept
+        upload, a reviewer's decision), exactly as the verdict path does its own."""
+        await self.records.record_verdict(verdict)
+        await self._finish(verdict, action)
+
     async def _finish(self, verdict: Verdict, action: EnforcementAction) -> None:
         """Publish (and await the ack), record, notify, follow up on the platform, call back."""
         await self._publish(verdict, action)

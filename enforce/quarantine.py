@@ -8,7 +8,8 @@ The quarantine location is one of:
 
 The quarantined key is the original key under the prefix, so an admin finds it by name.
 On one S3 endpoint the copy is server-side and keeps the Content-Type; object-lock
-retention is set on the copy when configured. The original's user metadata and
+retention (``enforce.quarantine_retention_days``) is set on the copy where the bucket has
+object lock enabled. The original's user metadata and
 Content-Type ride along in the copy's metadata, so a restore is byte- and header-identical.
 """
 
@@ -43,6 +44,10 @@ _ALL_USERS = {
 _MAX_CARRIED_METADATA = 1024
 # Copies between different stores pass through memory; media objects are far smaller.
 _MAX_COPY_BYTES = 2**32
+
+
+# Locations already said to be unlockable, so that each process says it once.
+_TOLD_UNLOCKABLE: set[tuple[StoreKind, str]] = set()
 
 
 class QuarantineError(StorageError):
@@ -104,6 +109,7 @@ class Quarantine:
         self.retention_days = retention_days
         self.lock_mode = lock_mode
         self._checked: set[tuple[StoreKind, str]] = set()
+        self._lockable: dict[tuple[StoreKind, str], bool] = {}
 
     # -- where -------------------------------------------------------------------------
 
@@ -160,7 +166,9 @@ class Quarantine:
                 extra={"object": ref.id, "bytes": len(carried)},
             )
         retain_until = (
-            now + timedelta(days=self.retention_days) if self.retention_days > 0 else None
+            now + timedelta(days=self.retention_days)
+            if self.retention_days > 0 and await self.lockable(target_store)
+            else None
         )
         await _copy(
             source,
@@ -174,6 +182,30 @@ class Quarantine:
         )
         await source.delete(ref.key)
         return target_ref
+
+    async def lockable(self, store: ObjectStore) -> bool:
+        """Whether copies in ``store`` can carry a retention (an S3 bucket with object lock).
+
+        Elsewhere the retention is kept by policy only: pictguard deletes nothing by itself,
+        but the store does not stop an admin who does.
+        """
+        where = (store.kind, store.location)
+        if where not in self._lockable:
+            locked = isinstance(store, S3Store) and await _s3_object_lock_enabled(store)
+            self._lockable[where] = locked
+            if not locked and self.retention_days > 0 and where not in _TOLD_UNLOCKABLE:
+                _TOLD_UNLOCKABLE.add(where)
+                # A bucket could have object lock and has not: worth a warning. A folder
+                # never can: a fact, said once.
+                log.log(
+                    logging.WARNING if isinstance(store, S3Store) else logging.INFO,
+                    "quarantine_retention_days is %d but %s cannot lock copies (%s): they are "
+                    "kept, not locked against deletion",
+                    self.retention_days,
+                    store.location,
+                    "no object lock on the bucket" if isinstance(store, S3Store) else "a folder",
+                )
+        return self._lockable[where]
 
     async def exists(self, ref: ObjectRef) -> bool:
         """Whether ``ref`` (e.g. a quarantined copy) is present."""
@@ -240,21 +272,12 @@ class Quarantine:
             if isinstance(store, S3Store):
                 await store.check()
                 warnings = await s3_public_findings(store, self.spec.prefix)
-                if self.retention_days > 0 and not await _s3_object_lock_enabled(store):
-                    warnings.append(
-                        f"quarantine_retention_days is {self.retention_days} but bucket "
-                        f"'{store.location}' has no object lock: every quarantine will fail "
-                        "until object lock is enabled or the retention is set to 0"
-                    )
             else:
                 warnings = await asyncio.to_thread(
                     folder_public_findings, Path(store.location), self.spec.prefix
                 )
-                if self.retention_days > 0:
-                    warnings.append(
-                        "quarantine_retention_days applies to S3 only; the quarantine folder "
-                        f"{store.location} is not locked"
-                    )
+            # Not an exposure: logged once (see lockable), not alerted.
+            await self.lockable(store)
         except StorageError as exc:
             warnings.append(f"cannot check quarantine location {store.location}: {exc}")
         for warning in warnings:

@@ -313,6 +313,8 @@ class Records:
             "SELECT a.body FROM actions a WHERE a.action = 'quarantine' "  # noqa: S608
             "AND a.outcome IN ('done', 'already_absent') "
             "AND json_extract(a.body, '$.quarantine') IS NOT NULL "
+            # A kept upload has no original to put back (pict-rs never stored it).
+            "AND a.object_id IS NOT NULL "
             f"AND ({' OR '.join(where)}) "
             "AND NOT EXISTS (SELECT 1 FROM actions r WHERE r.action = 'restore' "
             "AND r.outcome = 'done' AND r.verdict_id = a.verdict_id "

@@ -1,9 +1,11 @@
-"""The enforce role: a consume loop over ``verdicts``, in distributed mode one over
-``admin-requests`` (the API's admin endpoints, run here with the same enforcer), and the
-verdict ledger it keeps for other roles to query."""
+"""The enforce role: a consume loop over ``verdicts``, one over ``upload-evidence`` (rejected
+uploads to keep), in distributed mode one over ``admin-requests`` (the API's admin
+endpoints, run here with the same enforcer), and the verdict ledger it keeps for other
+roles to query."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from enforce.admin import EnforceContext
 from enforce.admin_bus import AdminRequestHandler
 from enforce.enforcer import OutcomeCallback
 from enforce.ledger import LedgerWriter, TopicLedger
+from enforce.preserve import EvidenceStage, UploadKeeper, retention_warnings
 from enforce.records import Records
 from enforce.settings import EnforceConfig
 from enforce.stage import EnforceStage
@@ -19,9 +22,10 @@ from pipeline.context import Mode, RoleContext
 from pipeline.ledger import VerdictLedger
 from pipeline.stage import consume
 from pipeline.state.table import Table
-from pipeline.topics import ADMIN_REQUESTS, OBJECT_VERDICTS, VERDICTS
+from pipeline.topics import ADMIN_REQUESTS, OBJECT_VERDICTS, UPLOAD_EVIDENCE, VERDICTS
 
 Loops = list[Coroutine[Any, Any, None]]
+log = logging.getLogger(__name__)
 
 
 async def start_stage(
@@ -33,12 +37,16 @@ async def start_stage(
     Kafka the stage also keeps the ``object-verdicts`` ledger topic current.
     """
     s = ctx.settings
+    for warning in retention_warnings(s):
+        log.warning(warning)
     ledger = None
     if ctx.mode is Mode.DISTRIBUTED:
         ledger = LedgerWriter(ctx.bus, s.topic(OBJECT_VERDICTS))
     stage = EnforceStage(ctx.bus, s, ctx.stores, ctx.state, on_outcome=on_outcome, ledger=ledger)
     await stage.start()
     ctx.cleanups.push_async_callback(stage.stop)
+    # The kept uploads' table, and the evidence location checked like the quarantine.
+    await UploadKeeper(stage.enforcer, s, ctx.stores).start()
     return stage
 
 
@@ -56,7 +64,20 @@ def stage_loops(
     folders whose files the admin API may name (``ingest.watch.roots``).
     """
     s = ctx.settings
-    loops = [consume(ctx.bus, [s.topic(VERDICTS)], s.group("enforce"), stage, ctx.stop)]
+    keeper = UploadKeeper(stage.enforcer, s, ctx.stores)
+    loops = [
+        consume(ctx.bus, [s.topic(VERDICTS)], s.group("enforce"), stage, ctx.stop),
+        # Its own group: a burst of verdicts never holds up keeping an upload, nor the
+        # reverse; few records per batch, each may be a whole upload.
+        consume(
+            ctx.bus,
+            [s.topic(UPLOAD_EVIDENCE)],
+            s.group("enforce-evidence"),
+            EvidenceStage(keeper),
+            ctx.stop,
+            max_records=8,
+        ),
+    ]
     if ctx.mode is Mode.DISTRIBUTED:
         admin = EnforceContext(
             s, ctx.stores, ctx.state, ctx.bus, hashlists, media_roots=media_roots

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from enforce.platform.settings import PlatformSettings
+from enforce.review.settings import ReviewSettings
 from pipeline.events import ActionType, Decision
 from pipeline.policy import ActionPolicy
 from pipeline.settings import SharedConfig, StrongSecret
@@ -191,13 +192,21 @@ class EnforceSettings(_Section):
         description="s3://bucket/prefix/, a folder path, or a prefix inside the scanned bucket",
     )
     quarantine_retention_days: int = Field(
-        0,
+        365,
         ge=0,
-        description="S3 object-lock retention on quarantined copies (0: none; the quarantine "
-        "bucket must have object lock enabled)",
+        description="Keep quarantined copies and rejected uploads at least this long (US law, "
+        "18 U.S.C. § 2258A(h), asks 1 year for reported content; check your jurisdiction). "
+        "Set as S3 object-lock retention where the bucket has object lock; start-up warns "
+        "below 90",
     )
     quarantine_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(
         "GOVERNANCE", description="S3 object-lock mode of the retention"
+    )
+    upload_evidence: str | None = Field(
+        None,
+        description="Where rejected pict-rs uploads are kept (s3://bucket/prefix/ or a folder); "
+        "unset: `uploads/` in the quarantine location when it is a bucket or folder of its "
+        "own, else the folder `evidence` in storage.state_dir",
     )
     concurrency: int = Field(16, gt=0, description="Actions performed at once")
     guard: GuardSettings = Field(default_factory=GuardSettings)  # type: ignore[arg-type]
@@ -214,6 +223,7 @@ class EnforceSettings(_Section):
         description="Distributed mode: how long an API replica waits for the enforce role to "
         "run an admin request (a block hashes the image first) before answering 503",
     )
+    review: ReviewSettings = Field(default_factory=ReviewSettings)  # type: ignore[arg-type]
 
     @field_validator("quarantine")
     @classmethod

@@ -83,10 +83,14 @@ async def ingest_loops(runtime: Runtime) -> Loops:
 
 async def admin_endpoints(runtime: Runtime) -> APIRouter | None:
     """Enforce's admin endpoints: over this process's state when enforce runs here
-    (``serve``); in distributed mode sent to the enforce role over the bus, so its guard,
-    held actions and audit are the only ones."""
+    (``serve``), with the review console (``/admin/review``) beside them; in distributed
+    mode sent to the enforce role over the bus, so its guard, held actions and audit are
+    the only ones (the console then runs in the enforce pod: ``pictguard review``)."""
+    from fastapi import APIRouter
+
     from enforce.admin import EnforceContext, static_context
     from enforce.admin_api import admin_router
+    from enforce.review.app import review_router
     from pipeline.context import Mode
 
     s = runtime.settings
@@ -112,7 +116,10 @@ async def admin_endpoints(runtime: Runtime) -> APIRouter | None:
         runtime.tables.hashlists,
         media_roots=s.ingest.watch.roots,
     )
-    return admin_router(static_context(context), token=s.enforce.admin_token)
+    endpoints = APIRouter()
+    endpoints.include_router(admin_router(static_context(context), token=s.enforce.admin_token))
+    endpoints.include_router(review_router(static_context(context), settings=s.enforce))
+    return endpoints
 
 
 async def fast_path(runtime: Runtime, engine: ClassifyEngine | None = None) -> FastPath:
@@ -152,7 +159,11 @@ async def build_api(
     if fast is None:
         fast = await fast_path(runtime, engine)
     return await build_app(
-        runtime, fast, admin_router=await admin_endpoints(runtime), routers=routers
+        runtime,
+        fast,
+        admin_router=await admin_endpoints(runtime),
+        routers=routers,
+        keep_rejected=runtime.settings.enforce.action_policy(),
     )
 
 

@@ -218,6 +218,28 @@ class EnforcementAction(_Event):
         return self.object.id if self.object else self.verdict_id
 
 
+class UploadEvidence(_Event):
+    """The bytes of an upload the API rejected, for enforce to keep as evidence.
+
+    pict-rs stores nothing it was told to reject, so the API hands the upload to enforce
+    (topic ``upload-evidence``), which writes it to the quarantine location with the
+    verdict, as it would quarantine a bucket object.
+    """
+
+    kind: ClassVar[str] = "upload_evidence"
+    type: Literal["upload_evidence"] = "upload_evidence"
+    verdict: Verdict
+    content: bytes
+    content_type: str | None = None
+    client_id: str | None = None
+    # What the platform said about the upload (uploader, post…), when it said anything.
+    context: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.verdict.request_id
+
+
 class DeadLetter(_Event):
     """A message that could not be processed, with the reason, kept for an admin."""
 
@@ -275,7 +297,15 @@ class AdminReply(_Event):
         return self.request_id
 
 
-Event = ScanRequest | Verdict | EnforcementAction | DeadLetter | AdminRequest | AdminReply
+Event = (
+    ScanRequest
+    | Verdict
+    | EnforcementAction
+    | DeadLetter
+    | AdminRequest
+    | AdminReply
+    | UploadEvidence
+)
 E = TypeVar("E", bound=_Event)
 
 

@@ -19,6 +19,8 @@ OBJECT_VERDICTS = "object-verdicts"
 # enforce's answers on a topic per replica: ``admin-replies.<replica id>``.
 ADMIN_REQUESTS = "admin-requests"
 ADMIN_REPLIES = "admin-replies."
+# Rejected uploads on their way from the API to enforce, bytes inline.
+UPLOAD_EVIDENCE = "upload-evidence"
 
 
 # The largest sync scan request (a 40 MiB upload, base64 in JSON, plus its envelope).
@@ -38,6 +40,8 @@ def inline_record_bytes(body_bytes: int) -> int:
 # retention check (log.retention.check.interval.ms, 5 minutes by default): ~1 h 15 min.
 SHORT_RETENTION_MS = 3600 * 1000
 SHORT_SEGMENT_MS = 10 * 60 * 1000
+# Rejected uploads wait for enforce at most this long (enforce writes them within seconds).
+EVIDENCE_RETENTION_MS = 24 * 3600 * 1000
 # A segment must hold the largest record batch: twice the largest sync request.
 SYNC_SEGMENT_BYTES = 2 * SYNC_MAX_BYTES
 # Replies are small verdicts; small segments roll (and go) early under load too.
@@ -85,6 +89,17 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(OBJECT_VERDICTS, compacted=True),
     # Worthless once the API stopped waiting (a minute): kept briefly.
     TopicSpec(ADMIN_REQUESTS, configs={"retention.ms": str(3600 * 1000)}),
+    # Rejected uploads, bytes inline, until enforce has written them to the quarantine
+    # location (seconds): a day covers an enforce outage without keeping them for a week.
+    TopicSpec(
+        UPLOAD_EVIDENCE,
+        configs={
+            "retention.ms": str(EVIDENCE_RETENTION_MS),
+            "segment.ms": str(SHORT_SEGMENT_MS),
+            "segment.bytes": str(SYNC_SEGMENT_BYTES),
+            "max.message.bytes": str(SYNC_MAX_BYTES),
+        },
+    ),
 )
 
 TABLE_TOPICS = tuple(t.name for t in TOPICS if t.compacted)

@@ -17,6 +17,7 @@ from pipeline.metrics import SyncOutcome, metrics_endpoint, record_sync_outcome
 from pipeline.telemetry import instrument_app
 from pipeline.tokens import bearer_token
 from validate_api.auth import Caller, Unauthorized, authorise
+from validate_api.evidence import EvidenceSender
 from validate_api.service import Outcome, Validator
 from validate_api.settings import ApiSettings
 
@@ -103,6 +104,8 @@ class ApiContext:
     routers: Sequence[APIRouter] = ()
     # Why the process is not ready beyond the API itself (the role's health checks).
     not_ready: Callable[[], list[str]] = list
+    # Keeps the bytes of rejected pict-rs uploads (None: they are not kept).
+    evidence: EvidenceSender | None = None
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -167,7 +170,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return caller, _error(413, f"body larger than {settings.max_body_bytes} bytes")
         return caller, data
 
-    async def run(request: Request, client_id: str, token: str | None) -> Outcome | JSONResponse:
+    async def run(
+        request: Request, client_id: str, token: str | None, *, keep: bool = False
+    ) -> Outcome | JSONResponse:
         caller, data = await guarded(request, client_id, token)
         if isinstance(data, JSONResponse):
             return data
@@ -189,6 +194,13 @@ def create_app(ctx: ApiContext) -> FastAPI:
                 "elapsed_ms": round(outcome.elapsed_ms, 1),
             },
         )
+        if keep and ctx.evidence is not None and ctx.evidence.wanted(outcome):
+            await ctx.evidence.send(
+                outcome,
+                data,
+                request.headers.get("content-type"),
+                caller.client_id if caller else None,
+            )
         return outcome
 
     @app.post(
@@ -206,7 +218,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         token: Annotated[str | None, Query(description="Client token, if configured")] = None,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Any:
-        result = await run(request, client_id, token or bearer_token(authorization))
+        result = await run(request, client_id, token or bearer_token(authorization), keep=True)
         if isinstance(result, JSONResponse):
             return result
         return JSONResponse(result.body(full=False), status_code=_status(result))

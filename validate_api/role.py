@@ -10,9 +10,11 @@ from fastapi import APIRouter, FastAPI
 
 from pipeline.context import Mode, RoleContext
 from pipeline.http import serve_app
+from pipeline.policy import ActionPolicy
 from pipeline.settings import SettingsError
-from pipeline.topics import REPLIES, SCAN_SYNC, VERDICTS, inline_record_bytes
+from pipeline.topics import REPLIES, SCAN_SYNC, UPLOAD_EVIDENCE, VERDICTS, inline_record_bytes
 from validate_api.app import ApiContext, create_app
+from validate_api.evidence import EvidenceSender
 from validate_api.replies import ReplyRouter
 from validate_api.service import FastLookup, Validator
 from validate_api.settings import ApiConfig
@@ -38,8 +40,13 @@ async def build_app(
     *,
     admin_router: APIRouter | None = None,
     routers: Sequence[APIRouter] = (),
+    keep_rejected: ActionPolicy | None = None,
 ) -> FastAPI:
-    """The API app: the fast path first, else the sync lane and this replica's replies."""
+    """The API app: the fast path first, else the sync lane and this replica's replies.
+
+    With ``keep_rejected`` (enforce's action policy), rejected uploads whose decision is
+    quarantined go to enforce on ``upload-evidence`` to be kept as evidence.
+    """
     s = ctx.settings
     if ctx.mode is Mode.DISTRIBUTED:
         check_record_size(s)
@@ -68,6 +75,9 @@ async def build_app(
             admin_router=admin_router,
             routers=routers,
             not_ready=ctx.health.not_ready,
+            evidence=None
+            if keep_rejected is None
+            else EvidenceSender(ctx.bus, s.topic(UPLOAD_EVIDENCE), keep_rejected),
         )
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -96,23 +97,27 @@ async def test_object_lock_retention_on_the_quarantined_copy(
     assert until > datetime.now(UTC) + timedelta(days=29)
 
 
-async def test_retention_without_object_lock_warns_and_keeps_the_original(
-    env: Any, state: SqliteState, bucket: str, put: Any, s3: Any
+async def test_retention_without_object_lock_quarantines_unlocked_and_says_so(
+    env: Any, state: SqliteState, bucket: str, put: Any, s3: Any, caplog: Any
 ) -> None:
+    """The retention is on by default (a year): a bucket without object lock still gets
+    its quarantine, unlocked, with a warning in the log, not an exposure alert."""
     qbucket = new_bucket(s3)
     put(bucket, "keep.jpg")
     settings, bus, stores, tap = await env(
         quarantine=f"s3://{qbucket}/", quarantine_retention_days=7
     )
     stage = EnforceStage(bus, settings, stores, state)
-    await stage.start()
-    [warning] = stage.enforcer.quarantine_warnings
-    assert "no object lock" in warning
+    with caplog.at_level(logging.WARNING, logger="enforce.quarantine"):
+        await stage.start()
+    assert stage.enforcer.quarantine_warnings == []
+    assert "cannot lock copies (no object lock on the bucket)" in caplog.text
     await quarantine(stage, settings, verdict_for(bucket, "keep.jpg"))
     await stage.stop()
     [action] = await tap.take()
-    assert action.outcome is ActionOutcome.FAILED
-    assert exists(s3, bucket, "keep.jpg")
+    assert action.outcome is ActionOutcome.DONE
+    assert not exists(s3, bucket, "keep.jpg")
+    assert "ObjectLockMode" not in s3.head_object(Bucket=qbucket, Key="keep.jpg")
 
 
 @pytest.mark.parametrize("exposure", ["acl", "policy"])

@@ -131,7 +131,13 @@ async def test_a_fast_path_rejection_is_recorded_audited_notified_and_counted(
     def audited() -> list[dict[str, Any]]:
         done = admin(stack.enforce_config, tmp_path, "audit", "--decision", "flag_csam", "--json")
         assert done.returncode == 0, done.stderr
-        return [a for a in json.loads(done.stdout) if a.get("sha256") == sha256]
+        # The report of the decision; the upload kept as evidence is a `quarantine` action
+        # of its own (tests/enforce/review/test_upload_evidence.py).
+        return [
+            a
+            for a in json.loads(done.stdout)
+            if a.get("sha256") == sha256 and a["action"] == "report"
+        ]
 
     wait_until(audited, 60, "the audit entry of the rejected upload")
     [action] = audited()

@@ -313,6 +313,8 @@ webhook or admin secrets reach them. docs/deployment.md lists the same table.
 {{- end -}}
 {{- if has $role (list "enforce" "server") -}}
 {{- with $s.notifyChannels }}{{ $_ := set $env "PICTGUARD_ENFORCE__NOTIFY__CHANNELS" (toJson .) }}{{ end -}}
+{{- /* The review console: the server's API, or `pictguard review` in the enforce pod. */ -}}
+{{- with $s.reviewers }}{{ $_ := set $env "PICTGUARD_ENFORCE__REVIEW__REVIEWERS" (toJson .) }}{{ end -}}
 {{- end -}}
 {{- /* secrets.env: a PICTGUARD_<SECTION>__ key goes to the roles of that section. */ -}}
 {{- $sections := dict
@@ -356,6 +358,7 @@ Non-empty when any secret value is set under secrets.* (not counting existingSec
 {{- if ($s.api | default dict).clients }}api.clients {{ end -}}
 {{- if $s.adminToken }}adminToken {{ end -}}
 {{- if $s.notifyChannels }}notifyChannels {{ end -}}
+{{- if $s.reviewers }}reviewers {{ end -}}
 {{- if $s.env }}env {{ end -}}
 {{- end }}
 
