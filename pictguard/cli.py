@@ -524,13 +524,17 @@ def _print_notable(summary: ScanSummary) -> None:
                 action.outcome.value if action else "-",
             )
         )
-    # The object column keeps the end of long keys (the file name), at any terminal width.
-    fixed = sum(max(len(r[i]) for r in rows) for i in (1, 3, 4)) + 16 + 16
+    # The object column keeps the end of long keys (the file name), at any terminal width:
+    # what is left beside the short columns (and 16 for borders and padding) and 20 for why.
+    headers = ("object", "decision", "why", "action", "outcome")
+    fixed = sum(max(len(headers[i]), *(len(r[i]) for r in rows)) for i in (1, 3, 4)) + 16 + 20
     width = max(20, console.width - fixed)
     detail = Table(title="flagged and failed objects")
-    detail.add_column("object", no_wrap=True)
-    for col in ("decision", "why", "action", "outcome"):
-        detail.add_column(col)
+    detail.add_column(headers[0], no_wrap=True)
+    detail.add_column(headers[1], no_wrap=True)
+    detail.add_column(headers[2], min_width=20, overflow="fold")
+    detail.add_column(headers[3], no_wrap=True)
+    detail.add_column(headers[4], no_wrap=True)
     for row in rows:
         detail.add_row(*(escape(cell) for cell in (shorten(row[0], width), *row[1:])))
     console.print(detail)
