@@ -64,7 +64,8 @@ async def build_app(
         ApiContext(
             s.api,
             validator,
-            ready=lambda: router.ready.is_set() and fast.ready,
+            # And every check the process's other roles registered (models, watchers).
+            ready=lambda: router.ready.is_set() and fast.ready and not ctx.health.not_ready(),
             admin_router=admin_router,
             routers=routers,
             not_ready=ctx.health.not_ready,
