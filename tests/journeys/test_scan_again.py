@@ -69,6 +69,7 @@ def test_scan_scan_again_allow_block_audit(tmp_path: Path, journey_media: list[M
     assert summary["already_handled"] == {"report": 3}
     assert summary["classifiers"] == ["hashlist", "nudenet"]
     assert summary["csam_detection"] is False
+    assert summary["exit_status"] == 0  # errors are reported, not "found"
     assert bad.exists()
 
     # 4. Block a spammer's screenshot: it goes to quarantine at once. A federated copy of it
