@@ -64,8 +64,7 @@ async def build_app(
         ApiContext(
             s.api,
             validator,
-            # And every check the process's other roles registered (models, watchers).
-            ready=lambda: router.ready.is_set() and fast.ready and not ctx.health.not_ready(),
+            ready=lambda: router.ready.is_set() and fast.ready,
             admin_router=admin_router,
             routers=routers,
             not_ready=ctx.health.not_ready,

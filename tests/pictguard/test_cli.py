@@ -101,8 +101,10 @@ def test_scan_exit_statuses() -> None:
     assert scan_exit_status(summary(decisions=errors)) is ExitStatus.OK
     flagged = Counter({Decision.ALLOW: 3, Decision.FLAG_NSFW: 1})
     assert scan_exit_status(summary(decisions=flagged)) is ExitStatus.FLAGGED
-    held = summary(decisions=flagged, actions=Counter({"quarantine:held": 2}))
+    held = summary(decisions=flagged, actions=Counter({"quarantine:held": 2}), held=2)
     assert scan_exit_status(held) is ExitStatus.GUARD_HELD
+    tripped = summary(decisions=flagged, guard_trip="more than 20 deletes in 60 s")
+    assert scan_exit_status(tripped) is ExitStatus.GUARD_HELD
     stopped = summary(decisions=flagged, completed=False, interrupted=True)
     assert scan_exit_status(stopped) is ExitStatus.INTERRUPTED
     # The unexpected-error status no longer collides with "flagged" (1) or "held" (3).
