@@ -484,7 +484,7 @@ def print_summary(summary: ScanSummary, settings: Settings, *, as_json: bool) ->
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.already_handled.items()))
         table.add_row(
             "already handled",
-            f"{sum(summary.already_handled.values())} skipped, acted on before ({skipped})",
+            f"{summary.already_handled.total()} skipped, decided by an earlier run ({skipped})",
         )
     if trip:
         why = escape(summary.guard_trip or "tripped earlier")

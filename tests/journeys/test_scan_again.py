@@ -53,7 +53,7 @@ def test_scan_scan_again_allow_block_audit(tmp_path: Path, journey_media: list[M
     table = second.table()
     assert table["scanned"] == "10"
     assert table["actions"] == "none"
-    assert table["already handled"] == "3 skipped, acted on before (report 3)"
+    assert table["already handled"] == "3 skipped, decided by an earlier run (report 3)"
 
     # 3. The photo was a false positive: allow it; it comes back, byte-identical.
     allowed = admin.run("allow", str(bad), "--reason", "false positive: reviewed (test)")
@@ -86,7 +86,7 @@ def test_scan_scan_again_allow_block_audit(tmp_path: Path, journey_media: list[M
     table = fourth.table()
     assert table["flagged"] == "1 (csam 1, nsfw 0)"
     assert table["actions"] == "quarantine:done 1"
-    assert table["already handled"] == "3 skipped, acted on before (report 3)"
+    assert table["already handled"] == "3 skipped, decided by an earlier run (report 3)"
     assert "reshared.png" in fourth.stdout
     assert not copy.exists()
     assert len(quarantined_copies(admin, spam_bytes)) == 2
