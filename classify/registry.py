@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -100,6 +101,11 @@ def register(name: str, factory: ModelFactory, probe: WeightsProbe) -> None:
 # hash commands and a NudeNet-only deployment need not load. Each module exposes ``MODEL``
 # (the factory) and ``describe_weights``.
 _BUILTIN = {"nudenet": "classify.models.nudenet", "clip": "classify.models.clip"}
+# Checks that run before a built-in model's module is imported, with the package the model
+# needs: each module's ``certainly_missing(settings)`` returns the WeightsMissingError to
+# report when the weights cannot be there, looking at files only (importing torch takes
+# many seconds).
+_PRECHECKS = {"clip": ("classify.models.clip_weights", "open_clip")}
 
 
 def _lookup(name: str) -> tuple[ModelFactory, WeightsProbe]:
@@ -121,6 +127,28 @@ def _lookup(name: str) -> tuple[ModelFactory, WeightsProbe]:
         ) from None
 
 
+class Unavailable(Model):
+    """Stands in for a model that cannot run here: loading it says why and what to do."""
+
+    def __init__(self, name: str, error: WeightsMissingError) -> None:
+        self.name = name
+        self.error = error
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}:unavailable"
+
+    @property
+    def preprocessor(self) -> Preprocessor:
+        raise ClassifierError(str(self.error))
+
+    def load(self) -> None:
+        raise self.error
+
+    def predict(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
+        raise ClassifierError(str(self.error))
+
+
 def _not_installed(name: str, exc: ImportError) -> tuple[ModelFactory, WeightsProbe]:
     missing = exc.name or str(exc)
     how = (
@@ -129,33 +157,25 @@ def _not_installed(name: str, exc: ImportError) -> tuple[ModelFactory, WeightsPr
     )
     message = f"{name} is not installed ({missing} is missing)"
 
-    class NotInstalled(Model):
-        """Stands in for the model: loading it says what to install."""
-
-        def __init__(self, settings: ClassifySettings) -> None:
-            self.name = name
-
-        @property
-        def version(self) -> str:
-            return f"{name}:not-installed"
-
-        @property
-        def preprocessor(self) -> Preprocessor:
-            raise ClassifierError(message)
-
-        def load(self) -> None:
-            raise WeightsMissingError(message, how)
-
-        def predict(self, batch: Sequence[np.ndarray]) -> list[ModelOutput]:
-            raise ClassifierError(message)
-
     def factory(settings: ClassifySettings) -> Model:
-        return NotInstalled(settings)
+        return Unavailable(name, WeightsMissingError(message, how))
 
     def probe(settings: ClassifySettings) -> WeightsInfo:
         return WeightsInfo(name, "not installed", None, False, f"{message}; {how}")
 
     return factory, probe
+
+
+def _certainly_missing(name: str, settings: ClassifySettings) -> WeightsMissingError | None:
+    """The precheck's answer for a built-in model not imported yet (None: load it)."""
+    if name in _MODELS or name not in _PRECHECKS:
+        return None  # already imported, or no precheck: the real check is as cheap
+    module, package = _PRECHECKS[name]
+    if importlib.util.find_spec(package) is None:
+        return None  # not installed: _lookup stands in a model that says what to install
+    check: Callable[[ClassifySettings], WeightsMissingError | None]
+    check = importlib.import_module(module).certainly_missing
+    return check(settings)
 
 
 def available() -> list[str]:
@@ -165,6 +185,9 @@ def available() -> list[str]:
 
 def create(name: str, settings: ClassifySettings) -> Model:
     """A new, not yet loaded model by name."""
+    missing = _certainly_missing(name, settings)
+    if missing is not None:
+        return Unavailable(name, missing)
     factory, _ = _lookup(name)
     return factory(settings)
 
@@ -174,6 +197,11 @@ def describe(name: str, settings: ClassifySettings) -> WeightsInfo:
     if name == HASHLIST:
         # Built in: sha256 and PDQ against the hashlists table; nothing to download.
         return WeightsInfo(HASHLIST, "built in (needs none)", None, True)
+    missing = _certainly_missing(name, settings)
+    if missing is not None:
+        return WeightsInfo(
+            name, "not found", None, False, f"{missing}; to enable: {missing.how_to_enable}"
+        )
     try:
         _, probe = _lookup(name)
     except ClassifierError:

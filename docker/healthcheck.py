@@ -1,8 +1,9 @@
 """Docker HEALTHCHECK for every pictguard role (Kubernetes uses the chart's probes instead).
 
 Healthy when one of the role's HTTP servers answers 200 on /healthz: the API
-(PICTGUARD_API__PORT, 8080), the metrics server of classify/enforce (PICTGUARD_METRICS__PORT,
-9100) or the ingest webhook receiver (PICTGUARD_INGEST__WEBHOOK__PORT, 8081).
+(PICTGUARD_API__PORT, 8080), the metrics server of ingest/classify/enforce
+(PICTGUARD_METRICS__PORT; unset, each role's own: 9101, 9102, 9103) or the ingest webhook
+receiver (PICTGUARD_INGEST__WEBHOOK__PORT, 8081).
 PICTGUARD_HEALTHCHECK_URL overrides the guess.
 """
 
@@ -15,9 +16,10 @@ def candidates() -> list[str]:
     explicit = os.environ.get("PICTGUARD_HEALTHCHECK_URL")
     if explicit:
         return [explicit]
+    metrics = os.environ.get("PICTGUARD_METRICS__PORT")
     ports = [
         os.environ.get("PICTGUARD_API__PORT", "8080"),
-        os.environ.get("PICTGUARD_METRICS__PORT", "9100"),
+        *([metrics] if metrics else ["9101", "9102", "9103"]),
         os.environ.get("PICTGUARD_INGEST__WEBHOOK__PORT", "8081"),
     ]
     return [f"http://127.0.0.1:{port}/healthz" for port in ports]

@@ -102,9 +102,13 @@ class FileWatcher:
         else:
             entry.since = self._clock()
 
-    def _stat_all(self, keys: list[str]) -> dict[str, os.stat_result | None]:
-        """Regular files' stat (None for anything gone or not a file); runs in a thread."""
+    def _stat_all(
+        self, keys: list[str]
+    ) -> tuple[dict[str, os.stat_result | None], dict[str, list[tuple[str, tuple[int, int]]]]]:
+        """Regular files' stat (None for anything gone or not a file), and the files inside
+        the folders among ``keys``; runs in a thread."""
         found: dict[str, os.stat_result | None] = {}
+        inside: dict[str, list[tuple[str, tuple[int, int]]]] = {}
         for key in keys:
             try:
                 st = os.stat(self.root / key, follow_symlinks=False)
@@ -112,20 +116,45 @@ class FileWatcher:
                 found[key] = None
                 continue
             found[key] = st if stat.S_ISREG(st.st_mode) else None
-        return found
+            if stat.S_ISDIR(st.st_mode):
+                inside[key] = self._files_under(self.root / key)
+        return found, inside
+
+    def _files_under(self, folder: Path) -> list[tuple[str, tuple[int, int]]]:
+        # A folder created and filled at once (pict-rs makes one per upload) is watched only
+        # from when the watcher learns of it: files written before that have no event.
+        files = []
+        for parent, dirs, names in os.walk(folder):
+            dirs[:] = [d for d in dirs if not is_temporary(d)]
+            for name in names:
+                path = os.path.join(parent, name)
+                key = self._key(path)
+                if key is None or is_temporary(name):
+                    continue
+                try:
+                    st = os.stat(path, follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    files.append((key, (st.st_size, st.st_mtime_ns)))
+        return files
 
     async def _settled(self) -> list[tuple[ObjectEvent, float]]:
         if not self._pending:
             return []
-        stats = await asyncio.to_thread(self._stat_all, list(self._pending))
+        stats, inside = await asyncio.to_thread(self._stat_all, list(self._pending))
         now = self._clock()
+        for files in inside.values():
+            for key, signature in files:
+                if key not in self._pending and key not in stats:
+                    self._pending[key] = _Pending(since=now, signature=signature)
         ready: list[tuple[ObjectEvent, float]] = []
         for key, st in stats.items():
             entry = self._pending.get(key)
             if entry is None:
                 continue  # deleted meanwhile
             if st is None:
-                del self._pending[key]  # gone (renamed away or deleted) before it settled
+                del self._pending[key]  # gone, or a folder (its files are pending now)
                 continue
             signature = (st.st_size, st.st_mtime_ns)
             if signature != entry.signature:

@@ -35,7 +35,7 @@ async def run_role(settings: Settings, name: str) -> None:
     async with open_runtime(settings, mode=Mode.DISTRIBUTED, service=f"pictguard-{name}") as rt:
         stop_on_signals(rt.stop)
         if not role.own_health_port:
-            await serve_metrics(rt)
+            await serve_metrics(rt, role.metrics_port)
         await rt.bus.ensure_topics([settings.topic(t.name) for t in TOPICS])
         loops = await role.start(rt)
         log.info("%s role running on Kafka at %s", name, settings.kafka.bootstrap_servers)

@@ -35,8 +35,9 @@ class Role:
     summary: str
     start: Callable[[Runtime], Awaitable[Loops]]
     # The API serves /healthz, /readyz and /metrics on its own port; the others on
-    # ``metrics.port``.
+    # ``metrics.port``, by default this one (each its own, so roles can share a host).
     own_health_port: bool = False
+    metrics_port: int = 0
 
 
 async def classify_loops(runtime: Runtime, engine: ClassifyEngine | None = None) -> Loops:
@@ -210,9 +211,24 @@ async def api_loops(
 ROLES: dict[str, Role] = {
     role.name: role
     for role in (
-        Role("ingest", "bucket notifications, webhooks, SQS, watcher, reconcile", ingest_loops),
-        Role("classify", "decode, hash, hash lists, models → verdicts", classify_loops),
-        Role("enforce", "quarantine, delete or report; notify; audit", enforce_loops),
+        Role(
+            "ingest",
+            "bucket notifications, webhooks, SQS, watcher, reconcile",
+            ingest_loops,
+            metrics_port=9101,
+        ),
+        Role(
+            "classify",
+            "decode, hash, hash lists, models → verdicts",
+            classify_loops,
+            metrics_port=9102,
+        ),
+        Role(
+            "enforce",
+            "quarantine, delete or report; notify; audit",
+            enforce_loops,
+            metrics_port=9103,
+        ),
         Role("api", "pict-rs upload validation and the scan API", api_loops, True),
     )
 }

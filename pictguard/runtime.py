@@ -132,16 +132,19 @@ async def open_runtime(
         )
 
 
-async def serve_metrics(runtime: Runtime) -> None:
-    """Start ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics.port`` for this runtime.
+async def serve_metrics(runtime: Runtime, default_port: int = 0) -> None:
+    """Start ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics.port`` for this runtime
+    (``default_port`` when unset); raise :class:`pipeline.metrics.HealthPortError` when they
+    cannot listen.
 
     Started before tables and models load, so probes get answers during a long start;
     ready once ``runtime.started`` is set and every registered check passes.
     """
     runtime.health.add("start-up", runtime.started.is_set)
-    server = await start_metrics_server(runtime.settings.metrics, runtime.health)
-    if server is not None:
-        runtime.cleanups.push_async_callback(server.close)
+    server = await start_metrics_server(
+        runtime.settings.metrics, runtime.health, default_port=default_port
+    )
+    runtime.cleanups.push_async_callback(server.close)
 
 
 async def run_all(loops: list[Coroutine[Any, Any, None]], stop: asyncio.Event) -> None:

@@ -111,3 +111,5 @@ def setup_logging(
     # which setting to check, so the libraries' own lines would only repeat them.
     for noisy in ("aiokafka", "botocore", "aiobotocore", "werkzeug", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    # faiss says at INFO which CPU build it loaded, once per process, on first import.
+    logging.getLogger("faiss").setLevel(logging.DEBUG if debug else logging.WARNING)

@@ -6,8 +6,10 @@ is created on first use, in a registry of its own (not prometheus_client's globa
 no server starts until a role calls :func:`start_metrics_server`.
 
 Roles without an HTTP API (ingest, classify, enforce) serve ``/metrics``, ``/healthz`` and
-``/readyz`` on ``metrics.host:metrics.port`` (9100); validate_api serves ``/metrics`` on its
-own port with :func:`metrics_endpoint`.
+``/readyz`` on ``metrics.host:metrics.port`` (unset: each role's own default port, so roles
+can share a host); validate_api serves ``/metrics`` on its own port with
+:func:`metrics_endpoint`. A role whose endpoint cannot listen does not start: probes and
+alerts would otherwise watch nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from pipeline.events import (
     Lane,
     Verdict,
 )
+from pipeline.settings import SettingsError
 
 if TYPE_CHECKING:
     import uvicorn
@@ -520,6 +523,10 @@ def metrics_routes(health: Health | None = None) -> list[BaseRoute]:
     ]
 
 
+class HealthPortError(SettingsError):
+    """``/metrics``, ``/healthz`` and ``/readyz`` cannot listen; the message says what to set."""
+
+
 class MetricsServer:
     """The running metrics server of a role; :meth:`close` stops it."""
 
@@ -540,12 +547,13 @@ class MetricsServer:
 
 
 async def start_metrics_server(
-    settings: MetricsSettings, health: Health | None = None
-) -> MetricsServer | None:
+    settings: MetricsSettings, health: Health | None = None, *, default_port: int = 0
+) -> MetricsServer:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``settings.host:settings.port``.
 
-    Port 0 picks a free port (see ``MetricsServer.port``). If the port is taken the role
-    keeps running without the endpoint (scanning matters more); the error names the setting.
+    ``default_port`` applies when ``metrics.port`` is unset; port 0 picks a free port (see
+    ``MetricsServer.port``). Raises :class:`HealthPortError` when it cannot listen: a role
+    running without its probes and metrics would fail unnoticed.
     """
     import uvicorn
     from starlette.applications import Starlette
@@ -557,9 +565,7 @@ async def start_metrics_server(
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    sock = _listen(settings.host, settings.port)
-    if sock is None:
-        return None
+    sock = _listen(settings.host, default_port if settings.port is None else settings.port)
     app = Starlette(routes=metrics_routes(health))
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", server_header=False
@@ -569,37 +575,40 @@ async def start_metrics_server(
     while not server.started:
         if task.done():
             sock.close()
-            log.error("metrics endpoint did not start: %r", task.exception())
-            return None
+            raise HealthPortError(
+                f"/metrics, /healthz and /readyz did not start on {settings.host}: "
+                f"{task.exception()!r}"
+            )
         await asyncio.sleep(0.01)
     running = MetricsServer(server, task, sock)
     log.info("metrics on http://%s:%s/metrics", settings.host, running.port)
     return running
 
 
-def _listen(host: str, port: int) -> socket.socket | None:
+def _listen(host: str, port: int) -> socket.socket:
     # Bound here, not by uvicorn: uvicorn answers a bind failure with sys.exit.
+    hint = (
+        "set PICTGUARD_METRICS__PORT to a free port (each role's default: ingest 9101, "
+        "classify 9102, enforce 9103; 0 picks any) or PICTGUARD_METRICS__HOST"
+    )
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        log.error("metrics endpoint off: cannot resolve %s (%s)", host, exc)
-        return None
+        raise HealthPortError(
+            f"cannot serve /metrics, /healthz and /readyz: cannot resolve {host} ({exc}) — {hint}"
+        ) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(64)
     except OSError as exc:
         sock.close()
-        log.error(
-            "metrics endpoint off: cannot listen on %s:%s (%s) — set PICTGUARD_METRICS__PORT "
-            "to a free port (9100 is also node_exporter's default)",
-            host,
-            port,
-            exc.strerror or exc,
-        )
-        return None
+        raise HealthPortError(
+            f"cannot listen on {host}:{port} for /metrics, /healthz and /readyz "
+            f"({exc.strerror or exc}) — {hint}"
+        ) from None
     sock.setblocking(False)
     return sock

@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -188,6 +189,18 @@ class S3Settings(BaseModel):
     read_timeout_s: float = Field(30.0, gt=0, description="Read timeout per S3 call")
     max_attempts: int = Field(3, ge=1, description="Tries per S3 call (retries back off)")
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
+        # Caught here, where the error can name the setting; the S3 client would only
+        # say "Invalid endpoint" once the first command is already running.
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be a URL such as http://minio:9000 or https://s3.example.org")
+        return value
+
 
 class StorageSettings(BaseModel):
     """Where state lives."""
@@ -216,13 +229,15 @@ class StorageSettings(BaseModel):
 class MetricsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    port: int = Field(
-        9100,
+    port: int | None = Field(
+        None,
         ge=0,
         le=65535,
         description=(
             "Port of `/metrics`, `/healthz` and `/readyz` for ingest, classify and enforce "
-            "(the API serves them on its own port)"
+            "(the API serves them on its own port); unset: each role's own, ingest 9101, "
+            "classify 9102, enforce 9103, so roles can share a host; 0 picks a free port. "
+            "A role that cannot listen there stops"
         ),
     )
     host: str = Field("0.0.0.0", description="Address the metrics server listens on")
@@ -331,7 +346,7 @@ def _describe(error: dict[str, Any]) -> str:
     loc = [str(p) for p in error["loc"]]
     env = ENV_PREFIX + "__".join(p.upper() for p in loc if not p.isdigit())
     dotted = ".".join(loc)
-    msg = str(error["msg"])
+    msg = str(error["msg"]).removeprefix("Value error, ")
     ctx = error.get("ctx") or {}
     expected = ctx.get("expected")
     if expected:

@@ -40,6 +40,9 @@ def role_env(
         PICTGUARD_S3__SECRET_ACCESS_KEY="testing",
         PICTGUARD_STORAGE__STATE_DIR=str(state_dir),
         PICTGUARD_CLASSIFY__CLASSIFIERS='["hashlist"]',
+        # Several replicas of a role on this host: each its own free health port (a role
+        # whose port is taken does not start).
+        PICTGUARD_METRICS__PORT="0",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -108,6 +108,15 @@ class ApiContext:
     evidence: EvidenceSender | None = None
 
 
+# No client means every pict-rs call is refused: said at start-up and by /readyz, never
+# only by 401s that pict-rs turns into failed uploads.
+NO_CLIENTS = (
+    "no api.clients configured, so every upload validation call is refused with 401: set "
+    'PICTGUARD_API__CLIENTS=\'[{"id": "lemmy", "cidrs": ["172.16.0.0/12"]}]\' (or api.clients '
+    "in the config file) and point pict-rs at http://pictguard:8080/api/v1/scan/lemmy"
+)
+
+
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"message": message}, status_code=status, headers=headers or None)
 
@@ -139,6 +148,8 @@ def _status(outcome: Outcome) -> int:
 
 def create_app(ctx: ApiContext) -> FastAPI:
     settings = ctx.settings
+    if not settings.clients:
+        log.warning(NO_CLIENTS)
     app = FastAPI(
         title="pictguard validate API",
         version="1",
@@ -247,6 +258,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/readyz", summary="Bus, reply routing and models are ready", responses={503: {}})
     async def readyz() -> Any:
+        if not settings.clients:
+            return _error(503, f"not ready: {NO_CLIENTS}")
         failing = ctx.not_ready()
         if ctx.ready() and not failing:
             return {"status": "ready"}

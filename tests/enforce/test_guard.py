@@ -270,5 +270,8 @@ def test_hash_list_hits_arriving_first_cannot_act_before_the_ratio_is_judged(
     again = pictguard(config, "scan", str(media), "--json", "--restart")
     assert again.stderr.count("still tripped from before the restart") == 1
     rescan = json_out(again)
-    # The 30 held photos are seen again: their actions wait for review already.
-    assert rescan["actions"] == {"quarantine:duplicate": 30} and rescan["held"] == 30
+    # The 30 held photos are seen again: their actions wait for review already, so this
+    # scan takes none and counts them as already handled; the guard still holds them.
+    assert rescan["actions"] == {} and rescan["already_handled"] == {"quarantine": 30}
+    assert rescan["held"] == 30
+    assert again.returncode == scan.returncode == 3  # the guard holds actions

@@ -12,7 +12,7 @@ from ingest.watch import FileWatcher, is_temporary, run_watch
 from pictguard.settings import Settings
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
-from pipeline.events import Source, StoreKind
+from pipeline.events import ScanRequest, Source, StoreKind, decode
 from pipeline.storage.local import LocalStore
 from tests.ingest.conftest import scan_requests
 
@@ -103,3 +103,28 @@ def test_temporary_names() -> None:
     assert is_temporary("a.jpg.pictguard-meta.json")
     assert not is_temporary("0123456789ab.jpg")
     assert not is_temporary("4b6a7c38-2d6e-4c1e-9c1a-0f1e2d3c4b5a")
+
+
+async def test_files_in_a_new_folder_are_found_from_the_folder_event(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A folder created and filled at once: the watch on it starts after its first files
+    were written, so they have no event of their own; the folder's event finds them."""
+    clock = Clock()
+    bus = MemoryBus()
+    consumer = bus.consumer([settings.topic("scan-requests.bulk")], "g")
+    await consumer.start()
+    watcher = FileWatcher(watching(settings, tmp_path, 1.0), bus, tmp_path, clock=clock)
+    folder = tmp_path / "2024" / "06"
+    folder.mkdir(parents=True)
+    for name in ("a.jpg", "b.png", ".partial-upload", "c.webp.tmp"):
+        (folder / name).write_bytes(b"x" * 100)
+    (folder / "deeper").mkdir()
+    (folder / "deeper" / "d.gif").write_bytes(b"y" * 10)
+    watcher.note(Change.added, str(tmp_path / "2024"))  # the only event that came
+    assert await watcher.flush() == 0  # the folder's files are pending now
+    clock.now += 2.0
+    assert await watcher.flush() == 3
+    requests = [decode(m.value, ScanRequest) for m in await consumer.getmany(0, 10)]
+    keys = sorted(r.object.key for r in requests if r.object)
+    assert keys == ["2024/06/a.jpg", "2024/06/b.png", "2024/06/deeper/d.gif"]

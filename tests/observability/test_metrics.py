@@ -13,12 +13,14 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pictguard.scan import run_scan
 from pictguard.settings import load_settings
 from pipeline.events import Decision, ScanRequest
 from pipeline.metrics import (
     Health,
+    HealthPortError,
     Metrics,
     SyncOutcome,
     record_sync_outcome,
@@ -158,12 +160,12 @@ def test_lag_of_partitions_a_group_lost_is_dropped(fresh_metrics: Metrics) -> No
     assert lags == {"1": 2}
 
 
-async def test_a_taken_port_leaves_the_role_running_without_metrics(fresh_metrics: Metrics) -> None:
+async def test_a_taken_port_is_an_error_naming_the_setting(fresh_metrics: Metrics) -> None:
+    # A role without its probes and metrics would fail unnoticed: it must not start.
     first = await start_metrics_server(MetricsSettings(host="127.0.0.1", port=0))
-    assert first is not None
     try:
-        second = await start_metrics_server(MetricsSettings(host="127.0.0.1", port=first.port))
-        assert second is None
+        with pytest.raises(HealthPortError, match=rf"127.0.0.1:{first.port}.*METRICS__PORT"):
+            await start_metrics_server(MetricsSettings(host="127.0.0.1", port=first.port))
     finally:
         await first.close()
 

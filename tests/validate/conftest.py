@@ -162,6 +162,9 @@ def kafka_config(
         "group_prefix": f"{prefix}pg-",
     }
     config["storage"]["backend"] = "kafka"
+    # Roles beside other tests' roles on this host: any free health port (a role whose
+    # port is taken does not start).
+    config["metrics"] = {"port": 0}
     return config
 
 
