@@ -12,6 +12,7 @@ from enforce.admin import EnforceContext
 from enforce.admin_bus import AdminRequestHandler
 from enforce.enforcer import OutcomeCallback
 from enforce.ledger import LedgerWriter, TopicLedger
+from enforce.notify.unverified import UnverifiedDigest
 from enforce.records import Records
 from enforce.settings import EnforceConfig
 from enforce.stage import EnforceStage
@@ -19,7 +20,7 @@ from pipeline.context import Mode, RoleContext
 from pipeline.ledger import VerdictLedger
 from pipeline.stage import consume
 from pipeline.state.table import Table
-from pipeline.topics import ADMIN_REQUESTS, OBJECT_VERDICTS, VERDICTS
+from pipeline.topics import ADMIN_REQUESTS, OBJECT_VERDICTS, UNVERIFIED, VERDICTS
 
 Loops = list[Coroutine[Any, Any, None]]
 
@@ -53,10 +54,16 @@ def stage_loops(
 
     In distributed mode admin requests from the API are answered here too, with the same
     enforcer; ``hashlists`` is the table allow/block write to and ``media_roots`` the
-    folders whose files the admin API may name (``ingest.watch.roots``).
+    folders whose files the admin API may name (``ingest.watch.roots``). The API's counts
+    of uploads accepted without a verdict become warnings on the admins' channels.
     """
     s = ctx.settings
-    loops = [consume(ctx.bus, [s.topic(VERDICTS)], s.group("enforce"), stage, ctx.stop)]
+    digest = UnverifiedDigest(stage.enforcer.notifier, stage.enforcer.config.notify)
+    loops = [
+        consume(ctx.bus, [s.topic(VERDICTS)], s.group("enforce"), stage, ctx.stop),
+        consume(ctx.bus, [s.topic(UNVERIFIED)], s.group("enforce-unverified"), digest, ctx.stop),
+        digest.run(ctx.stop),
+    ]
     if ctx.mode is Mode.DISTRIBUTED:
         admin = EnforceContext(
             s, ctx.stores, ctx.state, ctx.bus, hashlists, media_roots=media_roots

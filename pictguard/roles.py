@@ -152,7 +152,11 @@ async def build_api(
     if fast is None:
         fast = await fast_path(runtime, engine)
     return await build_app(
-        runtime, fast, admin_router=await admin_endpoints(runtime), routers=routers
+        runtime,
+        fast,
+        admin_router=await admin_endpoints(runtime),
+        routers=routers,
+        policy=runtime.settings.enforce.action_policy(),
     )
 
 

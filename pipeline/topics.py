@@ -19,6 +19,8 @@ OBJECT_VERDICTS = "object-verdicts"
 # enforce's answers on a topic per replica: ``admin-replies.<replica id>``.
 ADMIN_REQUESTS = "admin-requests"
 ADMIN_REPLIES = "admin-replies."
+# Counts of uploads the API accepted without a real verdict, for enforce's warning digest.
+UNVERIFIED = "unverified-accepts"
 
 
 # The largest sync scan request (a 40 MiB upload, base64 in JSON, plus its envelope).
@@ -85,6 +87,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(OBJECT_VERDICTS, compacted=True),
     # Worthless once the API stopped waiting (a minute): kept briefly.
     TopicSpec(ADMIN_REQUESTS, configs={"retention.ms": str(3600 * 1000)}),
+    # A few small records a minute at most, and only while uploads go unverified.
+    TopicSpec(UNVERIFIED),
 )
 
 TABLE_TOPICS = tuple(t.name for t in TOPICS if t.compacted)
