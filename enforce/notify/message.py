@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from html import escape as html_escape
 from typing import Any
 from urllib.parse import quote
@@ -135,23 +135,24 @@ def unverified_notice(
     total = sum(counts.values())
     reasons = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     listed = ", ".join(f"{reason} {n}" for reason, n in reasons.items())
-    when = f"{first:%Y-%m-%d %H:%M:%S} – {last:%H:%M:%S} UTC"
+    first, last = first.astimezone(UTC), last.astimezone(UTC)
+    until = f"{last:%H:%M:%S}" if last.date() == first.date() else f"{last:%Y-%m-%d %H:%M:%S}"
     summary = (
         f"{total} upload{'s' if total != 1 else ''} accepted without a verdict ({listed}) "
-        f"between {when}"
+        f"between {first:%Y-%m-%d %H:%M:%S} and {until} UTC"
     )
-    hints = "; ".join(UNVERIFIED_HINTS[r] for r in reasons if r in UNVERIFIED_HINTS)
+    hints = [UNVERIFIED_HINTS[r] for r in reasons if r in UNVERIFIED_HINTS]
     payload = {
         "event": "unverified_accepts",
         "instance": settings.instance,
         "severity": Severity.WARNING.value,
-        "summary": f"{summary}: {hints}" if hints else summary,
+        "summary": summary,
         "count": total,
         "reasons": reasons,
         "since": first.isoformat(),
         "until": last.isoformat(),
         "time": utcnow().isoformat(),
-        "next_step": UNVERIFIED_NEXT_STEP,
+        "next_step": "; ".join([*hints, UNVERIFIED_NEXT_STEP]),
     }
     return Notice(dedupe_key, Severity.WARNING, payload)
 

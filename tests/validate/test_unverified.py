@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from enforce.notify import Notifier
-from enforce.notify.message import render_text
+from enforce.notify.message import render_subject, render_text
 from enforce.notify.unverified import UnverifiedDigest
 from enforce.settings import NotifySettings
 from pictguard.processes import unscanned_uploads
@@ -103,10 +103,14 @@ async def test_the_first_report_goes_out_at_once_the_rest_once_per_interval() ->
     assert second["reasons"] == {"timeout": 3, "video": 2, "overload": 1}
     assert second["since"] == (T0 + timedelta(minutes=2)).isoformat()
     assert second["until"] == (T0 + timedelta(minutes=5, seconds=1)).isoformat()
+    assert render_subject(second) == (
+        "WARNING: 6 uploads accepted without a verdict (timeout 3, video 2, overload 1) "
+        "between 2025-03-01 12:02:00 and 12:05:01 UTC"
+    )
     text = render_text(second)
     assert text.startswith("[WARNING] pictguard lemmy.example: 6 uploads accepted without")
-    assert "timeout 3, video 2, overload 1" in text
-    assert "is classify running" in text and "Next step:" in text
+    assert "Next step: no verdict by api.deadline_s: is classify running" in text
+    assert "pictguard does not classify video" in text and "ingest.reconcile" in text
 
 
 class RefusingBus(MemoryBus):
