@@ -14,6 +14,7 @@ from enforce.admin import EnforceContext
 from enforce.admin_bus import AdminRequestHandler
 from enforce.enforcer import OutcomeCallback
 from enforce.ledger import LedgerWriter, TopicLedger
+from enforce.notify.unverified import UnverifiedDigest
 from enforce.preserve import EvidenceStage, UploadKeeper, retention_warnings
 from enforce.records import Records
 from enforce.settings import EnforceConfig
@@ -22,7 +23,13 @@ from pipeline.context import Mode, RoleContext
 from pipeline.ledger import VerdictLedger
 from pipeline.stage import consume
 from pipeline.state.table import Table
-from pipeline.topics import ADMIN_REQUESTS, OBJECT_VERDICTS, UPLOAD_EVIDENCE, VERDICTS
+from pipeline.topics import (
+    ADMIN_REQUESTS,
+    OBJECT_VERDICTS,
+    UNVERIFIED,
+    UPLOAD_EVIDENCE,
+    VERDICTS,
+)
 
 Loops = list[Coroutine[Any, Any, None]]
 log = logging.getLogger(__name__)
@@ -61,10 +68,12 @@ def stage_loops(
 
     In distributed mode admin requests from the API are answered here too, with the same
     enforcer; ``hashlists`` is the table allow/block write to and ``media_roots`` the
-    folders whose files the admin API may name (``ingest.watch.roots``).
+    folders whose files the admin API may name (``ingest.watch.roots``). The API's counts
+    of uploads accepted without a verdict become warnings on the admins' channels.
     """
     s = ctx.settings
     keeper = UploadKeeper(stage.enforcer, s, ctx.stores)
+    digest = UnverifiedDigest(stage.enforcer.notifier, stage.enforcer.config.notify)
     loops = [
         consume(ctx.bus, [s.topic(VERDICTS)], s.group("enforce"), stage, ctx.stop),
         # Its own group: a burst of verdicts never holds up keeping an upload, nor the
@@ -77,6 +86,8 @@ def stage_loops(
             ctx.stop,
             max_records=8,
         ),
+        consume(ctx.bus, [s.topic(UNVERIFIED)], s.group("enforce-unverified"), digest, ctx.stop),
+        digest.run(ctx.stop),
     ]
     if ctx.mode is Mode.DISTRIBUTED:
         admin = EnforceContext(

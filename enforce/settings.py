@@ -176,6 +176,13 @@ class NotifySettings(_Section):
         description="e.g. https://admin.example.org/media/{bucket}/{key}; fields: bucket, key, "
         "object, verdict_id, quarantine",
     )
+    unverified_interval_s: float = Field(
+        900.0,
+        gt=0,
+        description="Uploads accepted without a verdict (api.on_timeout/on_error/video/"
+        "on_overload: accept) make one warning per interval with their count and reasons; "
+        "the first after a quiet interval goes out at once",
+    )
 
 
 class EnforceSettings(_Section):

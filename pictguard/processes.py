@@ -19,12 +19,63 @@ from pictguard.roles import (
 from pictguard.runtime import open_runtime, run_all, serve_metrics, stop_on_signals
 from pictguard.settings import Settings
 from pipeline.context import Mode
+from pipeline.events import Decision
+from pipeline.policy import DESTRUCTIVE
 from pipeline.settings import SettingsError
 from pipeline.sink import sink_loop
 from pipeline.storage.locations import parse_location
 from pipeline.topics import SCAN_BULK, TOPICS
 
 log = logging.getLogger(__name__)
+
+
+def unscanned_uploads(settings: Settings) -> list[str]:
+    """Start-up warnings of ``serve`` about uploads that would be kept but never scanned.
+
+    An upload accepted without a verdict (an ``accept`` policy of the API), or accepted
+    flagged while enforce's policy removes such images, is dealt with only when something
+    scans pict-rs's storage: a bucket notification source, the folder watcher or
+    reconcile. Without one in this process it is never looked at again.
+    """
+    from validate_api.settings import rejected_decisions
+
+    api, ingest = settings.api, settings.ingest
+    policy = settings.enforce.action_policy()
+    rejected = rejected_decisions(api, policy)
+    warnings = []
+    if Decision.FLAG_CSAM not in rejected:
+        warnings.append(
+            "api.reject leaves out flag_csam: uploads classified as CSAM are accepted, and "
+            "pict-rs keeps and serves them until enforce acts on the stored object; put "
+            "flag_csam back into api.reject unless you only evaluate pictguard"
+        )
+    accepting = [
+        f"api.{name}=accept"
+        for name in ("on_timeout", "on_error", "video", "on_overload")
+        if getattr(api, name) == "accept"
+    ]
+    accepting += [
+        f"{d.value} is accepted (api.reject) while enforce.on_{d.value}={policy.action_for(d)}"
+        for d in (Decision.FLAG_CSAM, Decision.FLAG_NSFW)
+        if d not in rejected and policy.action_for(d) in DESTRUCTIVE
+    ]
+    rescans = (
+        ingest.webhook.enabled
+        or ingest.sqs.enabled
+        or (ingest.watch.enabled and bool(ingest.watch.roots))
+        or (ingest.reconcile.enabled and bool(ingest.reconcile.locations))
+    )
+    if accepting and not rescans:
+        warnings.append(
+            "nothing rescans stored objects in this process, yet uploads can be accepted "
+            f"unscanned or flagged ({'; '.join(accepting)}): pict-rs keeps them and pictguard "
+            "never looks at them again. Turn on a rescan source for pict-rs's store — "
+            "ingest.watch (enabled: true, roots: [<pict-rs files folder>]) for a filesystem "
+            "store, ingest.reconcile (enabled: true, locations: [s3://<bucket>]) or bucket "
+            "notifications (ingest.webhook, ingest.sqs) for object storage — or set those api "
+            "policies to reject"
+        )
+    return warnings
 
 
 async def run_role(settings: Settings, name: str) -> None:
@@ -52,6 +103,8 @@ async def run_serve(settings: Settings, started: asyncio.Event | None = None) ->
     """Every role in this process on the in-process bus: API, classify, enforce, ingest."""
     from classify.role import start_engine
 
+    for warning in unscanned_uploads(settings):
+        log.warning(warning)
     remote = settings.classify.remote
     # Models only on remote workers: this process checks hash lists and the cache.
     only_remote = remote.enabled and not remote.local

@@ -164,7 +164,7 @@ async def build_api(
         fast,
         admin_router=await admin_endpoints(runtime),
         routers=routers,
-        keep_rejected=runtime.settings.enforce.action_policy(),
+        policy=runtime.settings.enforce.action_policy(),
     )
 
 

@@ -258,6 +258,35 @@ class DeadLetter(_Event):
         return self.source_key or f"{self.source_topic}:{self.partition}:{self.offset}"
 
 
+UnverifiedReason = Literal["timeout", "unavailable", "overload", "error", "video"]
+
+
+class UnverifiedAccepts(_Event):
+    """Uploads the validate API let through without a real verdict, counted per reason.
+
+    One record per API replica every few seconds while it happens (never one per upload);
+    enforce turns them into a warning digest on the admins' channels. The reasons:
+    ``timeout`` (no verdict by ``api.deadline_s``), ``unavailable`` (broker or classify
+    unreachable), ``overload`` (above ``api.max_inflight`` with ``api.on_overload:
+    accept``), ``error`` (could not classify, ``api.on_error: accept``) and ``video``
+    (``api.video: accept``).
+    """
+
+    kind: ClassVar[str] = "unverified_accepts"
+    type: Literal["unverified_accepts"] = "unverified_accepts"
+    report_id: str = Field(default_factory=new_id)
+    replica: str
+    counts: dict[UnverifiedReason, int]
+    # The latest detail per reason ("no verdict within 8 s"), for the admins' message.
+    details: dict[UnverifiedReason, str] = Field(default_factory=dict)
+    first_at: datetime
+    last_at: datetime
+
+    @property
+    def key(self) -> str:
+        return self.replica
+
+
 AdminOperation = Literal["status", "resume", "allow", "block", "restore", "audit"]
 
 
@@ -305,6 +334,7 @@ Event = (
     | AdminRequest
     | AdminReply
     | UploadEvidence
+    | UnverifiedAccepts
 )
 E = TypeVar("E", bound=_Event)
 

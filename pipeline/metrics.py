@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -42,6 +43,7 @@ from pipeline.events import (
     Decision,
     EnforcementAction,
     Lane,
+    UnverifiedReason,
     Verdict,
 )
 from pipeline.settings import SettingsError
@@ -63,6 +65,7 @@ LATENCY_BUCKETS = (
 )
 MODEL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+UNVERIFIED_REASONS = typing.get_args(UnverifiedReason)
 SYNC_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 
@@ -74,6 +77,7 @@ class SyncOutcome(StrEnum):
     TIMED_OUT = "timed_out"  # the deadline passed; answered by the timeout setting
     FAILED = "failed"  # could not be asked (bus down)
     SKIPPED = "skipped"  # not scanned by configuration (video uploads)
+    OVERLOADED = "overloaded"  # above api.max_inflight; answered by api.on_overload
 
 
 class Metrics:
@@ -197,6 +201,25 @@ class Metrics:
             buckets=SYNC_BUCKETS,
             registry=r,
         )
+        self.unverified_accepts = Counter(
+            "pictguard_unverified_accepts",
+            "Uploads answered 2xx without a real verdict, by reason (timeout, unavailable, "
+            "overload, error, video): kept by pict-rs and not looked at until storage is "
+            "scanned",
+            ["reason"],
+            registry=r,
+        )
+        self.api_inflight = Gauge(
+            "pictguard_api_inflight",
+            "Uploads this API replica is validating now (api.max_inflight caps it)",
+            registry=r,
+        )
+        self.classifier_down = Gauge(
+            "pictguard_api_classifier_down",
+            "1 while the last api.degraded_after uploads that needed classify got no verdict "
+            "(timeout, broker or classify unreachable), else 0",
+            registry=r,
+        )
         self.remote_leases = Counter(
             "pictguard_remote_leases",
             "Scan requests leased to remote workers, by worker id and lane",
@@ -258,6 +281,8 @@ class Metrics:
         # Known label values start at 0, so rate() and alerts see a series from the start.
         for outcome in SyncOutcome:
             self.sync_validations.labels(outcome.value)
+        for reason in UNVERIFIED_REASONS:
+            self.unverified_accepts.labels(reason)
         for decision in Decision:
             for lane in Lane:
                 for path in VERDICT_PATHS:
@@ -409,6 +434,18 @@ def record_sync_outcome(outcome: SyncOutcome | str, seconds: float | None = None
     m.sync_validations.labels(value).inc()
     if seconds is not None:
         m.sync_seconds.labels(value).observe(max(0.0, seconds))
+
+
+def record_unverified_accept(reason: str) -> None:
+    """validate_api answered one upload 2xx without a real verdict, for ``reason``."""
+    metrics().unverified_accepts.labels(reason).inc()
+
+
+def watch_api(inflight: Callable[[], int], classifier_down: Callable[[], bool]) -> None:
+    """Read the API's uploads in flight and its classifier-path state at every scrape."""
+    m = metrics()
+    m.api_inflight.set_function(_as_float(inflight))
+    m.classifier_down.set_function(_as_float(classifier_down))
 
 
 def record_remote_lease(worker: str, lane: str, count: int = 1) -> None:

@@ -21,6 +21,8 @@ ADMIN_REQUESTS = "admin-requests"
 ADMIN_REPLIES = "admin-replies."
 # Rejected uploads on their way from the API to enforce, bytes inline.
 UPLOAD_EVIDENCE = "upload-evidence"
+# Counts of uploads the API accepted without a real verdict, for enforce's warning digest.
+UNVERIFIED = "unverified-accepts"
 
 
 # The largest sync scan request (a 40 MiB upload, base64 in JSON, plus its envelope).
@@ -100,6 +102,8 @@ TOPICS: tuple[TopicSpec, ...] = (
             "max.message.bytes": str(SYNC_MAX_BYTES),
         },
     ),
+    # A few small records a minute at most, and only while uploads go unverified.
+    TopicSpec(UNVERIFIED),
 )
 
 TABLE_TOPICS = tuple(t.name for t in TOPICS if t.compacted)

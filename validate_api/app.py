@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.errors import PictguardError
-from pipeline.metrics import SyncOutcome, metrics_endpoint, record_sync_outcome
+from pipeline.metrics import SyncOutcome, metrics_endpoint, record_sync_outcome, watch_api
 from pipeline.telemetry import instrument_app
 from pipeline.tokens import bearer_token
 from validate_api.auth import Caller, Unauthorized, authorise
@@ -42,6 +42,7 @@ _SYNC_OUTCOME = {
     "timeout": SyncOutcome.TIMED_OUT,
     "unavailable": SyncOutcome.FAILED,
     "video": SyncOutcome.SKIPPED,
+    "overload": SyncOutcome.OVERLOADED,
 }
 
 
@@ -134,12 +135,26 @@ async def _read_capped(request: Request, cap: int) -> bytes:
     return bytes(body)
 
 
+async def _drain(request: Request, cap: int) -> int:
+    """Read the body to its end without keeping it (an upload accepted unscanned): pict-rs
+    gets its answer on a connection in good order. Returns its size; above ``cap``, raises."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise BodyTooLarge
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise BodyTooLarge
+    return size
+
+
 def _status(outcome: Outcome) -> int:
     if outcome.accepted:
         return 200
     if outcome.path == "video":
         return 415
-    if outcome.path in ("timeout", "unavailable"):
+    if outcome.path in ("timeout", "unavailable", "overload"):
         return 503
     if outcome.decision is not None and outcome.decision.value == "error":
         return 422
@@ -157,9 +172,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
         "and a JSON check API, answered from hash lists, the verdict cache and the models.",
     )
 
+    watch_api(lambda: ctx.validator.inflight, lambda: ctx.validator.classifier.down)
+
     async def guarded(
         request: Request, client_id: str, token: str | None
-    ) -> tuple[Caller | None, bytes | JSONResponse]:
+    ) -> tuple[Caller | None, bytes | Outcome | JSONResponse]:
         try:
             caller = authorise(
                 settings,
@@ -172,9 +189,16 @@ def create_app(ctx: ApiContext) -> FastAPI:
             log.info("refused a scan request: %s", exc)
             return None, _error(401, "unknown or unauthorised client")
         if ctx.validator.inflight >= settings.max_inflight:
-            return caller, _error(
-                503, "overloaded, retry later", **{"Retry-After": str(settings.retry_after_s)}
-            )
+            record_sync_outcome(SyncOutcome.OVERLOADED)
+            if settings.on_overload == "reject":
+                return caller, _error(
+                    503, "overloaded, retry later", **{"Retry-After": str(settings.retry_after_s)}
+                )
+            try:  # api.on_overload=accept: 200 unscanned, as pictrs-safety's "Queue Full"
+                await _drain(request, settings.max_body_bytes)
+            except BodyTooLarge:
+                return caller, _error(413, f"body larger than {settings.max_body_bytes} bytes")
+            return caller, ctx.validator.overloaded()
         try:
             data = await _read_capped(request, settings.max_body_bytes)
         except BodyTooLarge:
@@ -185,7 +209,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         request: Request, client_id: str, token: str | None, *, keep: bool = False
     ) -> Outcome | JSONResponse:
         caller, data = await guarded(request, client_id, token)
-        if isinstance(data, JSONResponse):
+        if isinstance(data, (JSONResponse, Outcome)):
             return data
         ctx.validator.inflight += 1
         try:
@@ -217,9 +241,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.post(
         "/api/v1/scan/{client_id}",
         summary="pict-rs external validation",
-        description="200 clean, 406 flagged (JSON: decision and verdict id), 401 unknown "
-        "client, 413 too large, 503 overloaded or unverifiable in time when "
-        "api.on_timeout=reject.",
+        description="200 clean, or accepted (flagged decisions outside api.reject, or no "
+        "verdict with an accept policy: `unverified` says why); 406 flagged and in api.reject "
+        "(JSON: decision and verdict id), 401 unknown client, 413 too large, 503 overloaded "
+        "(api.on_overload=reject) or unverifiable in time (api.on_timeout=reject).",
         openapi_extra=_RAW_BODY,
         responses={401: {}, 406: {}, 413: {}, 415: {}, 422: {}, 503: {}},
     )
@@ -256,13 +281,21 @@ def create_app(ctx: ApiContext) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Bus, reply routing and models are ready", responses={503: {}})
+    @app.get(
+        "/readyz",
+        summary="Bus, reply routing and models are ready",
+        description='200 `{"status": "ready"}`, with `degraded` saying why when uploads '
+        "get no verdict (classifier path down): readiness stays up then, as uploads are "
+        "answered per api.on_timeout.",
+        responses={503: {}},
+    )
     async def readyz() -> Any:
         if not settings.clients:
             return _error(503, f"not ready: {NO_CLIENTS}")
         failing = ctx.not_ready()
         if ctx.ready() and not failing:
-            return {"status": "ready"}
+            degraded = ctx.validator.classifier.reason()
+            return {"status": "ready", "degraded": degraded} if degraded else {"status": "ready"}
         return _error(503, "; ".join(["not ready", *failing]))
 
     if ctx.admin_router is not None:

@@ -12,12 +12,20 @@ from pipeline.context import Mode, RoleContext
 from pipeline.http import serve_app
 from pipeline.policy import ActionPolicy
 from pipeline.settings import SettingsError
-from pipeline.topics import REPLIES, SCAN_SYNC, UPLOAD_EVIDENCE, VERDICTS, inline_record_bytes
+from pipeline.topics import (
+    REPLIES,
+    SCAN_SYNC,
+    UNVERIFIED,
+    UPLOAD_EVIDENCE,
+    VERDICTS,
+    inline_record_bytes,
+)
 from validate_api.app import ApiContext, create_app
 from validate_api.evidence import EvidenceSender
 from validate_api.replies import ReplyRouter
 from validate_api.service import FastLookup, Validator
 from validate_api.settings import ApiConfig
+from validate_api.unverified import UnverifiedReporter
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +48,13 @@ async def build_app(
     *,
     admin_router: APIRouter | None = None,
     routers: Sequence[APIRouter] = (),
-    keep_rejected: ActionPolicy | None = None,
+    policy: ActionPolicy | None = None,
 ) -> FastAPI:
     """The API app: the fast path first, else the sync lane and this replica's replies.
 
-    With ``keep_rejected`` (enforce's action policy), rejected uploads whose decision is
-    quarantined go to enforce on ``upload-evidence`` to be kept as evidence.
+    ``policy`` is enforce's action policy: unless ``api.reject`` is set, an upload is
+    refused for the decisions that policy removes from storage, and a refused upload whose
+    decision is quarantined goes to enforce on ``upload-evidence`` to be kept as evidence.
     """
     s = ctx.settings
     if ctx.mode is Mode.DISTRIBUTED:
@@ -61,8 +70,23 @@ async def build_app(
         await ctx.bus.drop_topics([reply_topic])
 
     ctx.cleanups.push_async_callback(close_router)
+    reporter = UnverifiedReporter(ctx.bus, s.topic(UNVERIFIED), s.api.replica_id)
+    reporter.start()
+    ctx.cleanups.push_async_callback(reporter.stop)
     validator = Validator(
-        s.api, ctx.bus, s.topic(SCAN_SYNC), router, fast, verdicts_topic=s.topic(VERDICTS)
+        s.api,
+        ctx.bus,
+        s.topic(SCAN_SYNC),
+        router,
+        fast,
+        verdicts_topic=s.topic(VERDICTS),
+        policy=policy,
+        reporter=reporter,
+    )
+    refused = sorted(d.value for d in validator.rejected)
+    log.info(
+        "uploads are refused (406) for %s; other flagged uploads are accepted and reported",
+        ", ".join(refused) or "no decision",
     )
     # Closed first (cleanups run in reverse): fast-path verdicts in flight reach the bus
     # before the reply router and the bus go.
@@ -76,8 +100,8 @@ async def build_app(
             routers=routers,
             not_ready=ctx.health.not_ready,
             evidence=None
-            if keep_rejected is None
-            else EvidenceSender(ctx.bus, s.topic(UPLOAD_EVIDENCE), keep_rejected),
+            if policy is None
+            else EvidenceSender(ctx.bus, s.topic(UPLOAD_EVIDENCE), policy),
         )
     )
 

@@ -2,7 +2,11 @@
 
 Whatever happens — a verdict, a timeout, a broker that is down — :meth:`Validator.validate`
 returns an :class:`Outcome` before the deadline. Timeouts and outages follow
-``api.on_timeout`` and are logged at most once a minute, not once per request.
+``api.on_timeout`` and are logged at most once a minute, not once per request. A flagged
+upload is refused only for the decisions in :func:`~validate_api.settings.rejected_decisions`;
+the others are accepted and left to enforce, which acts on the stored object once a scan of
+storage finds it. Every upload accepted without a real verdict is counted for the admins'
+digest (:mod:`validate_api.unverified`).
 
 A fast-path answer is a decision like any other: its verdict goes to the ``verdicts``
 topic, so enforce records, audits and notifies it as it does a model verdict of the sync
@@ -26,19 +30,29 @@ from pipeline.events import (
     Lane,
     ScanRequest,
     Source,
+    UnverifiedReason,
     Verdict,
     encode,
     new_id,
     utcnow,
 )
-from pipeline.metrics import record_error, record_fast_verdict, record_scan_requests
+from pipeline.metrics import (
+    record_error,
+    record_fast_verdict,
+    record_scan_requests,
+    record_unverified_accept,
+)
+from pipeline.policy import ActionPolicy
 from pipeline.tracing import inject_headers, tracer
 from validate_api.replies import ReplyRouter
-from validate_api.settings import ApiSettings
+from validate_api.settings import ApiSettings, rejected_decisions
+from validate_api.unverified import ClassifierPath, UnverifiedReporter
 
 log = logging.getLogger(__name__)
 
-Path_ = Literal["fast", "model", "timeout", "unavailable", "video"]
+Path_ = Literal["fast", "model", "timeout", "unavailable", "video", "overload"]
+# Paths that are themselves the reason an accept has no verdict; any other is "error".
+_NO_VERDICT: tuple[UnverifiedReason, ...] = ("timeout", "unavailable", "video", "overload")
 
 # A fast-path verdict the bus does not take is tried again for this long before it is given
 # up (and logged); shutdown waits for the ones in flight for as long.
@@ -77,10 +91,24 @@ class Outcome:
         verdict = {k: v for k, v in self.verdict.items() if k not in body}
         if verdict.get("matched"):
             verdict.pop("detail", None)
-        if not full and not self.accepted:
+        if not full and (not self.accepted or self.flagged):
             verdict = {k: verdict[k] for k in ("verdict_id", "reason") if k in verdict}
         body.update(verdict)
         return body
+
+    @property
+    def flagged(self) -> bool:
+        return self.decision in (Decision.FLAG_CSAM, Decision.FLAG_NSFW)
+
+    @property
+    def unverified_reason(self) -> UnverifiedReason | None:
+        """Why there is no real verdict (None: there is one)."""
+        if self.unverified is None:
+            return None
+        for reason in _NO_VERDICT:
+            if self.path == reason:
+                return reason
+        return "error"
 
     @property
     def message(self) -> str:
@@ -134,8 +162,16 @@ class Validator:
         router: ReplyRouter,
         fast_path: FastLookup,
         verdicts_topic: str | None = None,
+        *,
+        policy: ActionPolicy | None = None,
+        reporter: UnverifiedReporter | None = None,
     ) -> None:
         self.settings = settings
+        # Refused flagged decisions; ``policy`` is enforce's, for the default (see settings).
+        self.rejected = rejected_decisions(settings, policy)
+        # Counts unverified accepts for enforce's digest (None: counted in metrics only).
+        self.reporter = reporter
+        self.classifier = ClassifierPath(settings.degraded_after)
         self.bus = bus
         self.sync_topic = sync_topic
         self.router = router
@@ -154,7 +190,35 @@ class Validator:
         deadline = started + self.settings.deadline_s
         outcome = await self._validate(data, content_type, deadline)
         outcome.elapsed_ms = (time.perf_counter() - started) * 1000
+        self._account(outcome)
         return outcome
+
+    def overloaded(self) -> Outcome:
+        """The answer above ``api.max_inflight``, per ``api.on_overload`` (no scan at all),
+        counted like any other."""
+        s = self.settings
+        outcome = Outcome(
+            accepted=self._policy(s.on_overload),
+            decision=None,
+            path="overload",
+            unverified=f"more than {s.max_inflight} uploads in flight "
+            f"(api.on_overload={s.on_overload})",
+        )
+        self._account(outcome)
+        return outcome
+
+    def _account(self, outcome: Outcome) -> None:
+        """Note the classifier path's health and an accept without a verdict."""
+        if outcome.path == "model":
+            self.classifier.verdict()
+        elif outcome.path in ("timeout", "unavailable"):
+            self.classifier.miss(outcome.path)
+        reason = outcome.unverified_reason
+        if outcome.accepted and reason is not None and outcome.unverified is not None:
+            if self.reporter is not None:
+                self.reporter.add(reason, outcome.unverified)
+            else:
+                record_unverified_accept(reason)
 
     async def _validate(self, data: bytes, content_type: str | None, deadline: float) -> Outcome:
         if content_type and content_type.lower().startswith("video/"):
@@ -248,7 +312,9 @@ class Validator:
                 verdict,
                 unverified=f"could not classify: {reason}",
             )
-        return Outcome(False, decision, path, verdict)
+        # Flagged: refused, or accepted with the decision in the answer (enforce reports it,
+        # and acts on the stored object once a scan of storage finds it).
+        return Outcome(decision not in self.rejected, decision, path, verdict)
 
     async def _via_sync_lane(
         self, data: bytes, content_type: str | None, deadline: float

@@ -3,6 +3,10 @@
 pict-rs sends no auth header, so the client id in the URL (``/api/v1/scan/<id>``) is what
 identifies a caller; a token (``?token=`` or ``Authorization: Bearer``) and CIDR allowlists
 narrow it further.
+
+Which decisions pict-rs is told to refuse is ``api.reject``; unset, it follows enforce's
+action policy (:func:`rejected_decisions`), so an upload is refused exactly when enforce
+would take the same image out of storage.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pipeline.events import Decision
+from pipeline.policy import DESTRUCTIVE, ActionPolicy
 from pipeline.settings import SharedConfig, StrongSecret
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -21,6 +27,8 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # pict-rs waits 30 s for validation; Lemmy gives thumbnails and proxying only 10 s in all.
 PICTRS_TIMEOUT_S = 30.0
 LEMMY_THUMBNAIL_TIMEOUT_S = 10.0
+
+Rejectable = Literal["flag_csam", "flag_nsfw"]
 
 
 def _networks(values: list[str] | str) -> list[IpNetwork]:
@@ -76,6 +84,12 @@ class ApiSettings(BaseModel):
     force_deadline: bool = Field(
         False, description="Allow a deadline at or above Lemmy's 10 s / pict-rs's 30 s"
     )
+    reject: list[Rejectable] | None = Field(
+        None,
+        description="Decisions pict-rs is told to refuse (406); the others are accepted (200, "
+        "the decision in the JSON) and enforced on the stored object per enforce's policy. "
+        "Unset: flag_csam, plus flag_nsfw when enforce.on_flag_nsfw is quarantine or delete",
+    )
     on_timeout: Literal["accept", "reject"] = Field(
         "accept",
         description="When no verdict arrives in time (or the broker/classify is down). accept: "
@@ -88,9 +102,22 @@ class ApiSettings(BaseModel):
         "accept", description="video/* uploads (pict-rs turns GIFs into MP4/WebM) are not scanned"
     )
     max_body_bytes: int = Field(40 * 1024 * 1024, gt=0, description="Larger bodies get 413")
-    max_inflight: int = Field(256, gt=0, description="Concurrent scans; beyond: 503 Retry-After")
+    max_inflight: int = Field(256, gt=0, description="Concurrent scans; beyond: api.on_overload")
+    on_overload: Literal["accept", "reject"] = Field(
+        "reject",
+        description="Above max_inflight. reject: 503 with Retry-After, pict-rs refuses the "
+        "upload. accept: 200 unverified, unscanned (pictrs-safety's 'Queue Full'); the stored "
+        "object is scanned from storage later",
+    )
     retry_after_s: int = Field(
         2, ge=0, description="`Retry-After` header of the 503 answer when overloaded"
+    )
+    degraded_after: int = Field(
+        5,
+        ge=1,
+        description="Consecutive uploads without a verdict (timeout, broker or classify "
+        "unreachable) before /readyz and pictguard_api_classifier_down say the classifier "
+        "path is down (readiness itself stays up)",
     )
     replica_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}",
@@ -115,6 +142,23 @@ class ApiSettings(BaseModel):
         if len(ids) != len(set(ids)):
             raise ValueError("api.clients has duplicate ids")
         return self
+
+
+def rejected_decisions(
+    settings: ApiSettings, policy: ActionPolicy | None = None
+) -> frozenset[Decision]:
+    """The decisions answered 406: ``api.reject``, or when unset ``flag_csam`` and, if
+    enforce's ``policy`` removes nudity from storage (quarantine or delete), ``flag_nsfw``.
+
+    Dry run does not matter here: it decides what enforce does to stored objects, not what
+    the instance wants kept out.
+    """
+    if settings.reject is not None:
+        return frozenset(Decision(d) for d in settings.reject)
+    rejected = {Decision.FLAG_CSAM}
+    if policy is not None and policy.action_for(Decision.FLAG_NSFW) in DESTRUCTIVE:
+        rejected.add(Decision.FLAG_NSFW)
+    return frozenset(rejected)
 
 
 class ApiConfig(SharedConfig, Protocol):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from html import escape as html_escape
 from typing import Any
 from urllib.parse import quote
@@ -104,6 +105,56 @@ def alert_notice(
         **fields,
     }
     return Notice(dedupe_key, Severity.CRITICAL, payload, urgent=True)
+
+
+# What to look at, per reason an upload was accepted without a verdict.
+UNVERIFIED_HINTS = {
+    "timeout": "no verdict by api.deadline_s: is classify running and keeping up?",
+    "unavailable": "the broker or classify was unreachable",
+    "overload": "more than api.max_inflight uploads at once (api.on_overload: accept)",
+    "error": "could not classify (corrupt or unsupported; `pictguard audit --decision error`)",
+    "video": "pictguard does not classify video (api.video: accept)",
+}
+UNVERIFIED_NEXT_STEP = (
+    "these uploads are kept by pict-rs unscanned; they are looked at only when a rescan "
+    "source (bucket notifications, ingest.watch, ingest.reconcile) or `pictguard scan` "
+    "classifies them from storage. Fix the cause, or set the api.on_timeout / on_error / "
+    "video / on_overload policy to reject"
+)
+
+
+def unverified_notice(
+    counts: Mapping[str, int],
+    first: datetime,
+    last: datetime,
+    dedupe_key: str,
+    settings: NotifySettings,
+) -> Notice:
+    """A warning: ``counts`` uploads (per reason) were accepted without a verdict between
+    ``first`` and ``last``."""
+    total = sum(counts.values())
+    reasons = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    listed = ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+    first, last = first.astimezone(UTC), last.astimezone(UTC)
+    until = f"{last:%H:%M:%S}" if last.date() == first.date() else f"{last:%Y-%m-%d %H:%M:%S}"
+    summary = (
+        f"{total} upload{'s' if total != 1 else ''} accepted without a verdict ({listed}) "
+        f"between {first:%Y-%m-%d %H:%M:%S} and {until} UTC"
+    )
+    hints = [UNVERIFIED_HINTS[r] for r in reasons if r in UNVERIFIED_HINTS]
+    payload = {
+        "event": "unverified_accepts",
+        "instance": settings.instance,
+        "severity": Severity.WARNING.value,
+        "summary": summary,
+        "count": total,
+        "reasons": reasons,
+        "since": first.isoformat(),
+        "until": last.isoformat(),
+        "time": utcnow().isoformat(),
+        "next_step": "; ".join([*hints, UNVERIFIED_NEXT_STEP]),
+    }
+    return Notice(dedupe_key, Severity.WARNING, payload)
 
 
 def digest_payload(notices: Sequence[Notice], instance: str) -> dict[str, Any]:
