@@ -106,23 +106,28 @@ class DecodeOptions:
     """What to decode and which model inputs to produce (picklable for process pools).
 
     ``hash_size``: frames are shrunk no further than this on their short side, for PDQ.
-    Measured with ``bench/classify.py --pdq-interop`` on 1,000 generated photos,
-    screenshots, crops and re-encodes, against the reference on every pixel, and on 625
-    near-duplicate pairs (resized, re-encoded, cropped, upscaled, WebP):
+    Measured with ``bench/classify.py --pdq-interop`` on 1,000 generated images
+    (tests/media.py photos, photos stored sideways with EXIF, screenshots, 1–2 % crops,
+    re-encodes, WebP), against the reference on every pixel, and on 1,000 near-duplicate
+    pairs (resized, re-encoded, PNG, WebP, cropped ≤ 1 %, brighter, darker):
 
     ========  ============  ===  ===  ============================================
     hash_size ≤ 10 bits     p99  max  near-duplicates the reference matches, lost
     ========  ============  ===  ===  ============================================
-    64        95.3 %        16   20   1 of 504
-    96        97.1 %        14   24   1 of 504
-    128       99.9 %        8    12   2 of 504
-    192       100 %         4    6    1 of 504
-    256       100 %         4    6    0 of 504
+    64        90.5 %        28   40   0 of 992
+    96        92.8 %        28   48   0 of 992
+    128       95.2 %        22   28   0 of 992
+    192       97.9 %        12   22   1 of 992
+    256       100 %         8    10   1 of 992
     ========  ============  ===  ===  ============================================
 
-    The price of 256 over 128 is a 1/2- instead of a 1/4-scale decode of an 800×600 JPEG
-    (about 0.3 ms of CPU) for the hash-only path; with models loaded the frame is that
-    size anyway. 256 is the default: no lost matches, every hash within 6 bits.
+    The one pair lost at 192 and up is a screenshot crop the reference matches at exactly
+    30 bits and pictguard at 32: two bits of rounding, which no frame size removes (a 512-px
+    frame, the old default, gives 32 too). Smaller frames keep that pair only by landing
+    farther from the reference on everything else. The price of 256 over 128 is a 1/2-
+    instead of a 1/4-scale decode of an 800×600 JPEG (about 0.3 ms of CPU) for the hash-only
+    path; with models loaded the frame is that size anyway. 256 is the default: every hash
+    within 10 bits of the reference, 99 % within 8.
     ``draft_size``: the frame's long side is kept at least this (0: only what
     ``hash_size`` and the preprocessors need).
     """
