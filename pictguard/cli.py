@@ -72,6 +72,8 @@ ROLE_COMMANDS: dict[str, str] = {
     "restore": "Put a quarantined image back under its original key, byte-identical.",
     "hashes": "Allowlist and blocklist of image hashes.",
     "enforce": "The blast-radius guard: see why it tripped, release held actions.",
+    "review": "Serve the review console on 127.0.0.1 only, over this machine's state.",
+    "evidence": "Evidence packages for a report to the authorities (never sent by pictguard).",
 }
 
 
