@@ -84,11 +84,11 @@ def test_add_known_hash_and_bad_input(cli: tuple[typer.Typer, Path], tmp_path: P
     ok = runner.invoke(app, ["hashes", "add", "--allow", "--sha256", "c" * 64, "--reason", "fp"])
     assert ok.exit_code == 0, ok.output
     assert entries(db)["c" * 64]["list"] == "allow"
-    bad = runner.invoke(app, ["hashes", "add", "--sha256", "nothex"])
+    bad = runner.invoke(app, ["hashes", "add", "--block", "--sha256", "nothex"])
     assert bad.exit_code == 2 and "64 hex" in bad.output
     pdf = tmp_path / "doc.pdf"
     pdf.write_bytes(images.PDF)
-    not_image = runner.invoke(app, ["hashes", "add", str(pdf)])
+    not_image = runner.invoke(app, ["hashes", "add", "--block", str(pdf)])
     assert not_image.exit_code == 2 and "unsupported_type" in not_image.output
 
 
@@ -96,7 +96,7 @@ def test_add_known_hash_and_bad_input(cli: tuple[typer.Typer, Path], tmp_path: P
 def test_export_import(cli: tuple[typer.Typer, Path], tmp_path: Path, suffix: str) -> None:
     app, db = cli
     runner = CliRunner()
-    runner.invoke(app, ["hashes", "add", "--sha256", "d" * 64, "--reason", "r1"])
+    runner.invoke(app, ["hashes", "add", "--block", "--sha256", "d" * 64, "--reason", "r1"])
     runner.invoke(app, ["hashes", "add", "--allow", "--pdq", "e" * 64, "--reason", "r2"])
     out = tmp_path / f"out{suffix}"
     result = runner.invoke(app, ["hashes", "export", str(out)])
