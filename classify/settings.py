@@ -13,6 +13,7 @@ from typing import Annotated, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from classify.feeds.settings import FeedsSettings
 from classify.remote.settings import RemoteSettings, WorkerSettings
 from pipeline.settings import SharedConfig
 
@@ -262,6 +263,7 @@ class ClassifySettings(BaseModel):
     nudenet: NudenetSettings = Field(default_factory=NudenetSettings)  # type: ignore[arg-type]
     policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
     hma: HmaSettings = Field(default_factory=HmaSettings)  # type: ignore[arg-type]
+    feeds: FeedsSettings = Field(default_factory=FeedsSettings)  # type: ignore[arg-type]
     remote: RemoteSettings = Field(default_factory=RemoteSettings)  # type: ignore[arg-type]
     worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
 
