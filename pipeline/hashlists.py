@@ -214,7 +214,7 @@ def first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "entry"
     message = str(first["msg"]).removeprefix("Value error, ")
-    return f"{where}: {message}"
+    return message if message.startswith(f"{where} ") else f"{where}: {message}"
 
 
 def parse_entry(key: str, value: bytes) -> HashEntry | None:
