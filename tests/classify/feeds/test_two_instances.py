@@ -130,6 +130,16 @@ async def test_a_block_allow_and_removal_on_a_act_on_b_within_one_interval(
             assert allowed.decision is Decision.ALLOW
             assert allowed.matched == "allowlist:sha256 (feed: instance-a.example)"
 
+            # A scan on B says which feed matched, in its summary and in the audit.
+            media = tmp_path / "media"
+            media.mkdir()
+            (media / "photo.jpg").write_bytes(PHOTO)
+            scanned = await b.cli("scan", str(media), "--json")
+            (item,) = json.loads(scanned.stdout)["items"]
+            assert item["matched"] == "blocklist:sha256 (feed: instance-a.example)"
+            (action,) = json.loads((await b.cli("audit", "--json")).stdout)
+            assert "matched blocklist:sha256 (feed: instance-a.example)" in action["detail"]
+
             listed = await b.cli("hashes", "list", "--source", "feed:instance-a.example", "--json")
             rows = json.loads(listed.output)
             assert {(r["list"], r["source"]) for r in rows} == {
