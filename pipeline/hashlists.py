@@ -366,13 +366,6 @@ class HashListStore:
     async def delete_meta(self, name: str) -> None:
         await self.table.delete(META_PREFIX + name)
 
-    async def meta_items(self, prefix: str) -> AsyncIterator[tuple[str, bytes]]:
-        """``(name, value)`` of every ``meta:<prefix>…`` record."""
-        full = META_PREFIX + prefix
-        async for key, value in self.table.items():
-            if key.startswith(full):
-                yield key[len(META_PREFIX) :], value
-
 
 def encode_entry(entry: HashEntry) -> bytes:
     """The stored form of an entry: its JSON without empty fields or defaults that say

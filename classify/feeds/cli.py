@@ -179,7 +179,7 @@ def make_feeds_app(open_context: OpenContext) -> typer.Typer:
     ) -> None:
         """Pull subscribed feeds now (what the feeds loop does every interval)."""
 
-        async def run() -> list[FeedStatus]:
+        async def run() -> tuple[list[FeedStatus], dict[str, int]]:
             async with open_context() as ctx:
                 feeds = ctx.settings.classify.feeds
                 puller = FeedSubscriber(
@@ -191,19 +191,21 @@ def make_feeds_app(open_context: OpenContext) -> typer.Typer:
                         subs = [s for s in subs if s.name == name]
                         if not subs:
                             raise subscriber.FeedError(f"no subscription named {name!r}")
-                    return [await puller.pull(s) for s in subs]
+                    pulled = [await puller.pull(s) for s in subs]
                 finally:
                     await puller.close()
+                return pulled, await subscriber.pending_counts(lists(ctx))
 
         failed = 0
-        for status in _run(run()):
+        pulled, pending = _run(run())
+        for status in pulled:
             if status.last_error:
                 failed += 1
                 console.print(f"{status.name}: not applied: {status.last_error}", highlight=False)
             else:
                 console.print(
                     f"{status.name}: applied up to seq {status.applied_seq} "
-                    f"({status.pending} pending review)",
+                    f"({pending.get(status.name, 0)} pending review)",
                     highlight=False,
                 )
         if failed:
@@ -213,18 +215,20 @@ def make_feeds_app(open_context: OpenContext) -> typer.Typer:
     def status_cmd(as_json: Json = False) -> None:
         """Subscriptions, what was applied of each, and why a pull was refused."""
 
-        async def run() -> list[tuple[Subscription, FeedStatus | None]]:
+        async def run() -> tuple[list[tuple[Subscription, FeedStatus | None]], dict[str, int]]:
             async with open_context() as ctx:
                 subs = await subscriber.subscriptions(lists(ctx))
                 states = await subscriber.statuses(lists(ctx))
-                return [(s, states.get(s.name)) for s in subs]
+                pending = await subscriber.pending_counts(lists(ctx))
+                return [(s, states.get(s.name)) for s in subs], pending
 
-        rows = _run(run())
+        rows, pending = _run(run())
         if as_json:
             out = [
                 {
                     **sub.model_dump(mode="json"),
                     "status": None if state is None else state.model_dump(mode="json"),
+                    "pending": pending.get(sub.name, 0),
                 }
                 for sub, state in rows
             ]
@@ -240,7 +244,7 @@ def make_feeds_app(open_context: OpenContext) -> typer.Typer:
                 sub.trust,
                 sub.url,
                 str(state.applied_seq) if state else "-",
-                str(state.pending) if state else "-",
+                str(pending.get(sub.name, 0)),
                 when,
                 (state.last_error or "") if state else "not pulled yet",
             )

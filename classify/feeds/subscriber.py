@@ -4,7 +4,8 @@ A subscription (``pictguard feeds subscribe``) and its progress are ``meta:`` re
 the hash-list table (:mod:`pipeline.hashlists`), so the CLI, ``pictguard serve`` and, on
 Kafka, the ``feeds`` role all see the same ones:
 
-- ``meta:feed-sub:<name>``: URL, public key, trust — written by the CLI only;
+- ``meta:feed-subscriptions``: every subscription (URL, public key, trust), one record the
+  loop reads with one lookup per interval — written by the CLI only;
 - ``meta:feed-status:<name>``: what was applied (sequence, bytes and their sha256) and the
   last pull's outcome — written by the subscriber only.
 
@@ -26,7 +27,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from classify.feeds import keys
 from classify.feeds.feed import FEED_FILE, SIG_SUFFIX, Feed, FeedError, check
@@ -37,7 +38,7 @@ from pipeline.hashlists import HashEntry, HashListStore, check_name, feed_key
 log = logging.getLogger(__name__)
 
 Trust = Literal["block", "review"]
-SUB_PREFIX = "feed-sub:"
+SUBSCRIPTIONS = "feed-subscriptions"
 STATUS_PREFIX = "feed-status:"
 
 
@@ -70,7 +71,6 @@ class FeedStatus(BaseModel):
     applied_sha256: str = ""
     added: int = 0
     removed: int = 0
-    pending: int = 0
     last_pull: datetime | None = None
     last_success: datetime | None = None
     last_error: str | None = None
@@ -93,27 +93,56 @@ def check_url(url: str) -> str:
     return url
 
 
+_Subscriptions = TypeAdapter(list[Subscription])
+
+
 async def subscriptions(lists: HashListStore) -> list[Subscription]:
     """Every recorded subscription, by name."""
-    found = []
-    async for _, value in lists.meta_items(SUB_PREFIX):
-        try:
-            found.append(Subscription.model_validate_json(value))
-        except ValidationError as exc:
-            log.warning("skipping an unreadable feed subscription", extra={"error": str(exc)})
-    return sorted(found, key=lambda s: s.name)
+    value = await lists.get_meta(SUBSCRIPTIONS)
+    if value is None:
+        return []
+    try:
+        return sorted(_Subscriptions.validate_json(value), key=lambda s: s.name)
+    except ValidationError as exc:
+        raise FeedError(
+            f"the feed subscriptions record is unreadable ({exc.errors()[0]['msg']}): "
+            "subscribe again to rewrite it"
+        ) from None
+
+
+async def _save_subscriptions(lists: HashListStore, subs: list[Subscription]) -> None:
+    await lists.put_meta(SUBSCRIPTIONS, _Subscriptions.dump_json(subs))
+
+
+async def load_status(lists: HashListStore, name: str) -> FeedStatus | None:
+    """The progress record of one subscription, if it was pulled."""
+    value = await lists.get_meta(STATUS_PREFIX + name)
+    if value is None:
+        return None
+    try:
+        return FeedStatus.model_validate_json(value)
+    except ValidationError:
+        log.warning("feed %s: its progress record is unreadable; starting over", name)
+        return None
 
 
 async def statuses(lists: HashListStore) -> dict[str, FeedStatus]:
     """The progress record of every subscription that has one."""
     found = {}
-    async for _, value in lists.meta_items(STATUS_PREFIX):
-        try:
-            status = FeedStatus.model_validate_json(value)
-        except ValidationError:
-            continue
-        found[status.name] = status
+    for sub in await subscriptions(lists):
+        status = await load_status(lists, sub.name)
+        if status is not None:
+            found[sub.name] = status
     return found
+
+
+async def pending_counts(lists: HashListStore) -> dict[str, int]:
+    """How many entries wait for review, per feed (one pass over the table)."""
+    counts: dict[str, int] = {}
+    async for entry in lists.entries(pending=True):
+        name = entry.feed or ""
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 async def subscribe(
@@ -137,11 +166,12 @@ async def subscribe(
         trust=trust,
         author=author,
     )
-    old = await _load_sub(lists, sub.name)
+    subs = await subscriptions(lists)
+    old = next((s for s in subs if s.name == sub.name), None)
     if old is not None and old.key != sub.key:
         # Another key means another publisher: what the old one said is not vouched for.
         await lists.delete_meta(STATUS_PREFIX + sub.name)
-    await lists.put_meta(SUB_PREFIX + sub.name, sub.model_dump_json().encode())
+    await _save_subscriptions(lists, [s for s in subs if s.name != sub.name] + [sub])
     log.info("feed subscribed", extra={"feed": sub.name, "url": sub.url, "trust": trust})
     return sub
 
@@ -149,9 +179,10 @@ async def subscribe(
 async def unsubscribe(lists: HashListStore, name: str, *, keep_entries: bool = False) -> int:
     """Forget a subscription; its entries go too unless ``keep_entries``. Returns how
     many entries were removed."""
-    if await _load_sub(lists, name) is None:
+    subs = await subscriptions(lists)
+    if not any(s.name == name for s in subs):
         raise FeedError(f"no subscription named {name!r} (see pictguard feeds status)")
-    await lists.delete_meta(SUB_PREFIX + name)
+    await _save_subscriptions(lists, [s for s in subs if s.name != name])
     await lists.delete_meta(STATUS_PREFIX + name)
     removed = 0
     if not keep_entries:
@@ -159,11 +190,6 @@ async def unsubscribe(lists: HashListStore, name: str, *, keep_entries: bool = F
             removed += await lists.delete(entry.key)
     log.info("feed unsubscribed", extra={"feed": name, "entries_removed": removed})
     return removed
-
-
-async def _load_sub(lists: HashListStore, name: str) -> Subscription | None:
-    value = await lists.get_meta(SUB_PREFIX + name)
-    return None if value is None else Subscription.model_validate_json(value)
 
 
 async def accept(lists: HashListStore, name: str | None, only: set[str] | None = None) -> int:
@@ -229,13 +255,7 @@ class FeedSubscriber:
     async def pull(self, sub: Subscription) -> FeedStatus:
         """Pull one feed; apply it if every check passes, else change nothing and record
         why."""
-        raw = await self.lists.get_meta(STATUS_PREFIX + sub.name)
-        status = FeedStatus(name=sub.name)
-        if raw is not None:
-            try:
-                status = FeedStatus.model_validate_json(raw)
-            except ValidationError:
-                log.warning("feed %s: its progress record is unreadable; starting over", sub.name)
+        status = await load_status(self.lists, sub.name) or FeedStatus(name=sub.name)
         status.last_pull = utcnow()
         try:
             key = keys.parse_public(sub.key)
@@ -289,9 +309,6 @@ class FeedSubscriber:
         status.applied_sha256 = hashlib.sha256(feed.signed).hexdigest()
         status.added += added
         status.removed += removed
-        status.pending = sum(
-            [1 async for _ in self.lists.entries(source=f"feed:{sub.name}", pending=True)]
-        )
         status.last_success = status.last_pull
         status.last_error = None
         await self._save(status)
