@@ -30,14 +30,20 @@ from rich.table import Table
 from classify.base import ClassifyTables
 from classify.decode import DecodeError
 from classify.hashing import sha256_hex
-from classify.hashlists import FileFormat, HashLists
+from classify.hashlist_formats import FORMATS, FileFormat, Written
+from classify.hashlists import HashLists
 from classify.registry import ClassifierError
 from classify.settings import ClassifySettings
 from pipeline.errors import PictguardError
 from pipeline.hashlists import (
+    HASH_TYPES,
+    LOCAL,
     Category,
     HashEntry,
+    HashListError,
+    HashType,
     ListName,
+    check_name,
 )
 
 T = TypeVar("T")
@@ -70,12 +76,56 @@ def _default_author() -> str:
 
 
 def _describe(entry: HashEntry) -> str:
-    pdq = f"pdq={entry.pdq} (quality {entry.pdq_quality})" if entry.pdq else "no pdq"
-    return f"{entry.list}list {entry.category} sha256={entry.sha256 or '-'} {pdq}"
+    hashes = " ".join(
+        f"{t}={v}" + (f" (quality {entry.pdq_quality})" if t == "pdq" else "")
+        for t, v in entry.hashes().items()
+    )
+    where = f" [{entry.provenance}]" if entry.provenance else ""
+    return f"{entry.list}list {entry.category} {hashes}{where}"
+
+
+def _list_option(allow: bool | None, what: str) -> ListName:
+    if allow is None:
+        # Never guess: an allowlist entry added as a block quarantines what it should let by.
+        raise typer.BadParameter(f"say which list {what}: --allow or --block")
+    return "allow" if allow else "block"
+
+
+def _category(value: str | None) -> Category | None:
+    if value is None:
+        return None
+    if value not in ("csam", "nsfw"):
+        raise typer.BadParameter("--category must be csam or nsfw")
+    return "nsfw" if value == "nsfw" else "csam"
+
+
+def _hash_type(value: str | None) -> HashType | None:
+    if value is None:
+        return None
+    if value not in HASH_TYPES:
+        raise typer.BadParameter(f"--type must be one of {', '.join(HASH_TYPES)}")
+    return value  # type: ignore[return-value]
+
+
+def _which(value: str | None) -> ListName | None:
+    if value not in (None, "allow", "block"):
+        raise typer.BadParameter("--list must be allow or block")
+    return None if value is None else ("allow" if value == "allow" else "block")
+
+
+def _source(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        if value.startswith("feed:"):
+            return "feed:" + check_name(value.removeprefix("feed:"), "feed")
+        return LOCAL if value == LOCAL else check_name(value, "--source")
+    except HashListError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def make_hashes_app(open_tables: OpenTables, load_settings: LoadSettings) -> typer.Typer:
-    """The ``hashes`` command group: add, remove, import, export."""
+    """The ``hashes`` command group: add, remove, list, import, export."""
     app = typer.Typer(help="Allowlist and blocklist of image hashes.", no_args_is_help=True)
 
     def lists(tables: ClassifyTables) -> HashLists:
@@ -92,9 +142,14 @@ def make_hashes_app(open_tables: OpenTables, load_settings: LoadSettings) -> typ
             list[Path] | None, typer.Argument(help="Image files to hash and add", exists=True)
         ] = None,
         allow: Annotated[
-            bool, typer.Option("--allow/--block", help="Allowlist (false positive) or blocklist")
-        ] = False,
+            bool | None,
+            typer.Option(
+                "--allow/--block", help="Allowlist (false positive) or blocklist (required)"
+            ),
+        ] = None,
         sha256: Annotated[str | None, typer.Option(help="Add a known sha256")] = None,
+        md5: Annotated[str | None, typer.Option(help="Add a known MD5 of the file")] = None,
+        sha1: Annotated[str | None, typer.Option(help="Add a known SHA-1 of the file")] = None,
         pdq: Annotated[str | None, typer.Option(help="Add a known PDQ hash (64 hex)")] = None,
         reason: Annotated[
             str, typer.Option(help="Why (kept with the entry, shown in verdicts)")
@@ -103,14 +158,12 @@ def make_hashes_app(open_tables: OpenTables, load_settings: LoadSettings) -> typ
         category: Annotated[str, typer.Option(help="Blocklist category: csam or nsfw")] = "csam",
     ) -> None:
         """Add images (by file) or known hashes to the allowlist or blocklist."""
-        if not paths and not sha256 and not pdq:
-            raise typer.BadParameter("give image files, --sha256 or --pdq")
-        if category not in ("csam", "nsfw"):
-            raise typer.BadParameter("--category must be csam or nsfw")
+        if not paths and not (sha256 or md5 or sha1 or pdq):
+            raise typer.BadParameter("give image files, --sha256, --md5, --sha1 or --pdq")
+        which = _list_option(allow, "to add to")
+        cat = _category(category) or "csam"
         settings = load_settings()
-        which: ListName = "allow" if allow else "block"
         who = author or _default_author()
-        cat: Category = "nsfw" if category == "nsfw" else "csam"
 
         async def run() -> list[HashEntry]:
             async with open_tables() as tables:
@@ -128,10 +181,12 @@ def make_hashes_app(open_tables: OpenTables, load_settings: LoadSettings) -> typ
                             max_pixels=settings.max_pixels,
                         )
                     )
-                if sha256 or pdq:
+                if sha256 or md5 or sha1 or pdq:
                     added.append(
                         await hl.add(
                             sha256=sha256,
+                            md5=md5,
+                            sha1=sha1,
                             pdq=pdq,
                             list=which,
                             reason=reason,
@@ -156,11 +211,13 @@ def make_hashes_app(open_tables: OpenTables, load_settings: LoadSettings) -> typ
             list[Path] | None, typer.Argument(help="Image files whose entries to remove")
         ] = None,
         sha256: Annotated[str | None, typer.Option(help="Remove the entry of this sha256")] = None,
+        md5: Annotated[str | None, typer.Option(help="Remove the entry with this MD5")] = None,
+        sha1: Annotated[str | None, typer.Option(help="Remove the entry with this SHA-1")] = None,
         pdq: Annotated[str | None, typer.Option(help="Remove a PDQ-only entry")] = None,
     ) -> None:
-        """Remove entries, by image file, sha256 or (for PDQ-only entries) PDQ."""
-        if not paths and not sha256 and not pdq:
-            raise typer.BadParameter("give image files, --sha256 or --pdq")
+        """Remove local entries, by image file or hash (feed entries go with their feed)."""
+        if not paths and not (sha256 or md5 or sha1 or pdq):
+            raise typer.BadParameter("give image files, --sha256, --md5, --sha1 or --pdq")
 
         async def run() -> list[tuple[str, bool]]:
             async with open_tables() as tables:
@@ -169,8 +226,11 @@ def make_hashes_app(open_tables: OpenTables, load_settings: LoadSettings) -> typ
                 for path in paths or []:
                     digest = sha256_hex(await asyncio.to_thread(path.read_bytes))
                     done.append((digest, await hl.remove(sha256=digest)))
-                if sha256 or pdq:
-                    done.append((sha256 or pdq or "", await hl.remove(sha256=sha256, pdq=pdq)))
+                if sha256 or md5 or sha1 or pdq:
+                    named = sha256 or md5 or sha1 or pdq or ""
+                    done.append(
+                        (named, await hl.remove(sha256=sha256, md5=md5, sha1=sha1, pdq=pdq))
+                    )
                 return done
 
         missing = 0
@@ -180,11 +240,71 @@ def make_hashes_app(open_tables: OpenTables, load_settings: LoadSettings) -> typ
         if missing:
             raise typer.Exit(1)
 
+    @app.command("list")
+    def list_(
+        only: Annotated[str | None, typer.Option("--list", help="allow or block only")] = None,
+        source: Annotated[
+            str | None,
+            typer.Option(help="local, an imported list's label, or feed:<name> only"),
+        ] = None,
+        hash_type: Annotated[
+            str | None, typer.Option("--type", help="Entries with this hash: " + _TYPES)
+        ] = None,
+        pending: Annotated[
+            bool, typer.Option("--pending", help="Feed entries waiting for review instead")
+        ] = False,
+        limit: Annotated[int, typer.Option(help="Show at most this many (0: all)")] = 200,
+        as_json: Annotated[bool, typer.Option("--json", help="JSON lines, every field")] = False,
+    ) -> None:
+        """Show entries with their list, hashes, source and reason."""
+        which, src, kind = _which(only), _source(source), _hash_type(hash_type)
+
+        async def run() -> list[HashEntry]:
+            async with open_tables() as tables:
+                found = []
+                async for entry in lists(tables).entries(
+                    which, source=src, hash_type=kind, pending=pending
+                ):
+                    found.append(entry)
+                return found
+
+        found = sorted(_run(run()), key=lambda e: (e.created_at, e.key))
+        shown = found if limit <= 0 else found[-limit:]
+        if as_json:
+            rows = [{"key": e.key, **e.model_dump(mode="json", exclude_none=True)} for e in shown]
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table("list", "category", "hash", "source", "reason", "author", "added")
+        for entry in shown:
+            table.add_row(
+                entry.list,
+                entry.category,
+                f"{entry.hash_type}:{entry.hash_value[:16]}…",
+                entry.source + (" (pending)" if entry.pending else ""),
+                entry.reason,
+                entry.author,
+                entry.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+        console.print(table)
+        more = (
+            f" (the last {len(shown)} shown; --limit 0 for all)" if len(shown) < len(found) else ""
+        )
+        console.print(f"{len(found)} entries{more}", highlight=False)
+
     @app.command("import")
     def import_(
-        file: Annotated[Path, typer.Argument(help="CSV or JSONL file", exists=True)],
+        file: Annotated[Path, typer.Argument(help="CSV, JSONL, te or txt file", exists=True)],
         fmt: Annotated[
-            str | None, typer.Option("--format", help="csv or jsonl; default: from the name")
+            str | None,
+            typer.Option(
+                "--format",
+                help="csv, jsonl, te ('pdq <hex>' lines) or txt (one hash per line); "
+                "default: from the name, else from the content",
+            ),
+        ] = None,
+        hash_type: Annotated[
+            str | None,
+            typer.Option("--type", help="Type of bare hashes (txt, te): " + _TYPES),
         ] = None,
         allow: Annotated[
             bool | None,
@@ -196,18 +316,20 @@ def make_hashes_app(open_tables: OpenTables, load_settings: LoadSettings) -> typ
         reason: Annotated[str | None, typer.Option(help="Reason for rows without one")] = None,
         author: Annotated[str | None, typer.Option(help="Author for rows without one")] = None,
         category: Annotated[str | None, typer.Option(help="Category for rows without one")] = None,
+        source: Annotated[
+            str | None,
+            typer.Option(help="Label the entries with where the list came from (ncmec-2024)"),
+        ] = None,
     ) -> None:
-        """Import entries (columns: list, sha256, pdq, pdq_quality, category, reason, author).
+        """Import a hash list: CSV or JSONL (columns list, sha256, md5, sha1, pdq,
+        pdq_quality, category, reason, author), ThreatExchange/HMA 'pdq <hex>' lines (te),
+        or one hash per line with --type (txt).
 
         Say which list with --allow or --block unless every row has a list column.
         """
         file_format = _format(fmt)
         which: ListName | None = None if allow is None else ("allow" if allow else "block")
-        cat: Category | None = None
-        if category is not None:
-            if category not in ("csam", "nsfw"):
-                raise typer.BadParameter("--category must be csam or nsfw")
-            cat = "nsfw" if category == "nsfw" else "csam"
+        cat, kind, src = _category(category), _hash_type(hash_type), _source(source)
 
         async def run() -> int:
             async with open_tables() as tables:
@@ -218,39 +340,59 @@ def make_hashes_app(open_tables: OpenTables, load_settings: LoadSettings) -> typ
                     reason=reason,
                     author=author or _default_author(),
                     category=cat,
+                    source=src,
+                    hash_type=kind,
                 )
 
         console.print(f"imported {_run(run())} entries from {file}", highlight=False)
 
     @app.command("export")
     def export(
-        file: Annotated[Path, typer.Argument(help="CSV or JSONL file to write")],
+        file: Annotated[Path, typer.Argument(help="File to write")],
         fmt: Annotated[
-            str | None, typer.Option("--format", help="csv or jsonl; default: from the name")
+            str | None,
+            typer.Option("--format", help="csv, jsonl, te or txt; default: from the name"),
+        ] = None,
+        hash_type: Annotated[
+            str | None,
+            typer.Option("--type", help="Only entries with this hash (txt: the one written)"),
         ] = None,
         only: Annotated[str | None, typer.Option("--list", help="allow or block only")] = None,
+        source: Annotated[
+            str | None, typer.Option(help="local, a label, or feed:<name> only")
+        ] = None,
     ) -> None:
-        """Export entries with their reasons to a CSV or JSONL file."""
+        """Export entries: CSV/JSONL with every field, te ('pdq <hex>' and 'video_md5 <hex>'
+        lines, for ThreatExchange and HMA), or txt (one hash of --type per line)."""
         file_format = _format(fmt)
-        if only not in (None, "allow", "block"):
-            raise typer.BadParameter("--list must be allow or block")
-        which: ListName | None = None if only is None else ("allow" if only == "allow" else "block")
+        which, src, kind = _which(only), _source(source), _hash_type(hash_type)
 
-        async def run() -> int:
+        async def run() -> Written:
             async with open_tables() as tables:
-                return await lists(tables).export(file, file_format, list=which)
+                return await lists(tables).export(
+                    file, file_format, list=which, source=src, hash_type=kind
+                )
 
-        console.print(f"exported {_run(run())} entries to {file}", highlight=False)
+        written = _run(run())
+        console.print(f"exported {written.written} entries to {file}", highlight=False)
+        if written.skipped:
+            console.print(
+                f"  left out {written.skipped} entries with {written.why_skipped}",
+                highlight=False,
+            )
 
     return app
+
+
+_TYPES = "md5, sha1, sha256 or pdq"
 
 
 def _format(value: str | None) -> FileFormat | None:
     if value is None:
         return None
-    if value not in ("csv", "jsonl"):
-        raise typer.BadParameter("--format must be csv or jsonl")
-    return "csv" if value == "csv" else "jsonl"
+    if value not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}")
+    return value  # type: ignore[return-value]
 
 
 def make_models_command(load_settings: LoadSettings) -> Callable[..., None]:

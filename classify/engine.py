@@ -1,14 +1,16 @@
 """The classification engine: bytes in, :class:`~classify.base.Assessment` out.
 
-Per image, cheapest first: sha256 → exact allow/block entry → verdict cache → an identical
-image already in flight → decode + PDQ (pool) → PDQ-near allow/block entry → every loaded
-model, through its dynamic batcher → policy → verdict cache. The stage calls
+Per image, cheapest first: sha256 (with MD5 and SHA-1 in the same pass when a list entry
+has them) → exact allow/block entry → verdict cache → an identical image already in flight
+→ decode + PDQ (pool) → PDQ-near allow/block entry → every loaded model, through its
+dynamic batcher, while the matchers (HMA) are asked → policy → verdict cache. The stage calls
 :meth:`ClassifyEngine.evaluate` for many images at once; batching happens underneath.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import replace
@@ -17,10 +19,21 @@ from classify.base import Assessment, ClassifyTables
 from classify.batcher import DynamicBatcher
 from classify.cache import VerdictCache
 from classify.decode import DecodeFailure, DecodeOptions, DecodePool, Prepared
-from classify.hashing import sha256_hex
+from classify.hashing import ContentHashes, content_hashes, sha256_hex
 from classify.hashlists import HashLists, HashMatch
-from classify.policy import Judgement, Policy
-from classify.registry import HASHLIST, ClassifierError, Model, ModelOutput, WeightsMissingError
+from classify.policy import SEVERITY, Judgement, Policy
+from classify.registry import (
+    HASHLIST,
+    ClassifierError,
+    HashQuery,
+    Matcher,
+    MatchOutcome,
+    Model,
+    ModelOutput,
+    WeightsMissingError,
+    create_matcher,
+    is_matcher,
+)
 from classify.registry import create as create_model
 from classify.settings import ClassifySettings
 from pipeline.errors import PictguardError
@@ -55,6 +68,7 @@ class ClassifyEngine:
         self.cache = VerdictCache(tables.verdict_cache)
         self.pool = DecodePool(settings.decode_workers, settings.decode_pool)
         self.models: list[Model] = []
+        self.matchers: list[Matcher] = []
         self.batchers: dict[str, DynamicBatcher[object, ModelOutput]] = {}
         self.missing: dict[str, str] = {}
         self.policy = Policy(settings.policy)
@@ -84,6 +98,11 @@ class ClassifyEngine:
             log.warning("hash lists are disabled: 'hashlist' is not in classify.classifiers")
         for name in dict.fromkeys(self.settings.classifiers):
             if name == HASHLIST:
+                continue
+            if is_matcher(name):
+                matcher = create_matcher(name, self.settings)
+                await matcher.start()
+                self.matchers.append(matcher)
                 continue
             model = create_model(name, self.settings)
             try:
@@ -143,6 +162,9 @@ class ClassifyEngine:
         for model in self.models:
             model.close()
         self.models.clear()
+        for matcher in self.matchers:
+            await matcher.close()
+        self.matchers.clear()
         await asyncio.to_thread(self.pool.stop)
 
     @property
@@ -157,7 +179,7 @@ class ClassifyEngine:
 
     def _classifier_names(self) -> list[str]:
         names = [HASHLIST] if self.use_hashlists else []
-        return names + [model.name for model in self.models]
+        return names + [model.name for model in self.models] + [m.name for m in self.matchers]
 
     # -- evaluation --------------------------------------------------------------------
 
@@ -219,12 +241,22 @@ class ClassifyEngine:
                 ErrorReason.OBJECT_TOO_BIG,
                 f"{len(data)} bytes exceeds {self.settings.max_object_bytes}",
             )
+        # MD5 and SHA-1 cost about twice what sha256 does: only when some entry has one.
+        digest = content_hashes if self.use_hashlists and self.hashlists.wants_md5_sha1 else None
+        hashed: ContentHashes | str
         if len(data) > _INLINE_HASH_BYTES:
             # hashlib releases the GIL: a thread is enough, and no bytes cross processes.
-            sha256 = await asyncio.to_thread(sha256_hex, data)
+            hashed = await asyncio.to_thread(digest or sha256_hex, data)
         else:
-            sha256 = sha256_hex(data)
-        if self.use_hashlists and (match := self.hashlists.match_exact(sha256)) is not None:
+            hashed = (digest or sha256_hex)(data)
+        if isinstance(hashed, ContentHashes):
+            sha256, md5, sha1 = hashed.sha256, hashed.md5, hashed.sha1
+        else:
+            sha256, md5, sha1 = hashed, None, None
+        if (
+            self.use_hashlists
+            and (match := self.hashlists.match_exact(sha256, md5, sha1)) is not None
+        ):
             return self._from_match(match, sha256, None, None)
         if self.settings.verdict_cache and self.models:
             cached = await self.cache.get(sha256, self.model_version, self.policy_version)
@@ -288,12 +320,38 @@ class ClassifyEngine:
         if matched is not None:
             matched.timings_ms.update(timings)
             return matched
-        if not self.models:
-            return self._assessment(Judgement(Decision.ALLOW), sha256, prepared, timings)
+        # The matchers answer over the network while the models run.
+        asking = (
+            asyncio.ensure_future(self._ask_matchers(data, sha256, prepared, timings))
+            if self.matchers
+            else None
+        )
         try:
-            per_model = await self._run_models(prepared, lane, timings)
-        except ClassifierError as exc:
-            return self._error(ErrorReason.MODEL_FAILED, str(exc), sha256)
+            judgement: Judgement | ClassifierError = Judgement(Decision.ALLOW)
+            if self.models:
+                try:
+                    judgement = self._judge(
+                        await self._run_models(prepared, lane, timings), prepared
+                    )
+                except ClassifierError as exc:
+                    judgement = exc
+            outcomes = await asking if asking is not None else []
+        finally:
+            if asking is not None and not asking.done():
+                asking.cancel()
+        if isinstance(judgement, ClassifierError):
+            found = next((o for o in outcomes if o.matched), None)
+            if found is None:
+                return self._error(ErrorReason.MODEL_FAILED, str(judgement), sha256)
+            judgement = Judgement(Decision.ALLOW)
+        assessment = self._assessment(judgement, sha256, prepared, timings)
+        if outcomes:
+            return await self._with_outcomes(assessment, outcomes)
+        if self.settings.verdict_cache and self.models:
+            await self.cache.put(assessment)
+        return assessment
+
+    def _judge(self, per_model: list[list[ModelOutput]], prepared: Prepared) -> Judgement:
         with span(
             "classify.policy", attributes={"pictguard.policy": self.policy_version}
         ) as current:
@@ -304,9 +362,61 @@ class ClassifyEngine:
                 ]
             )
             current.set_attribute("pictguard.decision", judgement.decision.value)
-        assessment = self._assessment(judgement, sha256, prepared, timings)
-        if self.settings.verdict_cache:
-            await self.cache.put(assessment)
+        return judgement
+
+    async def _ask_matchers(
+        self, data: bytes, sha256: str, prepared: Prepared, timings: dict[str, float]
+    ) -> list[MatchOutcome]:
+        started = time.perf_counter()
+        md5 = None
+        if any(m.wants_md5 for m in self.matchers):
+            md5 = await asyncio.to_thread(_md5_hex, data)
+        query = HashQuery(sha256, md5, prepared.pdq, prepared.pdq_quality)
+        with span("classify.match"):
+            answers = await asyncio.gather(
+                *(m.lookup(query) for m in self.matchers), return_exceptions=True
+            )
+        timings["matchers"] = _ms_since(started)
+        outcomes = []
+        for matcher, answer in zip(self.matchers, answers, strict=True):
+            if isinstance(answer, asyncio.CancelledError):
+                raise answer
+            if isinstance(answer, BaseException):
+                log.warning("%s lookup failed", matcher.name, extra={"error": repr(answer)})
+                answer = MatchOutcome(unavailable=f"{matcher.name} failed: {answer!r}")
+            outcomes.append(answer)
+        return outcomes
+
+    async def _with_outcomes(
+        self, assessment: Assessment, outcomes: list[MatchOutcome]
+    ) -> Assessment:
+        """The assessment with what the matchers said: a match flags the image (hash
+        evidence, never cached); no answer is recorded, and never read as clean."""
+        found = [o for o in outcomes if o.matched]
+        for outcome in found:
+            decision = Decision.FLAG_NSFW if outcome.category == "nsfw" else Decision.FLAG_CSAM
+            if SEVERITY[decision] > SEVERITY[assessment.decision]:
+                assessment.decision = decision
+            assessment.labels += [
+                label for label in outcome.labels if label not in assessment.labels
+            ]
+        if found:
+            assessment.matched = found[0].matched
+            return assessment
+        down = [(m, o) for m, o in zip(self.matchers, outcomes, strict=True) if o.unavailable]
+        if not down:
+            if self.settings.verdict_cache and self.models:
+                await self.cache.put(assessment)
+            return assessment
+        why = "; ".join(o.unavailable or "" for _, o in down)
+        if assessment.decision is Decision.ALLOW and any(
+            m.on_unavailable == "error" for m, _ in down
+        ):
+            timed_out = all(o.timed_out for _, o in down)
+            reason = ErrorReason.TIMEOUT if timed_out else ErrorReason.MODEL_FAILED
+            return self._error(reason, why, assessment.sha256)
+        assessment.labels += [f"{m.name}:unavailable" for m, _ in down]
+        assessment.detail = why
         return assessment
 
     async def _run_models(
@@ -394,6 +504,10 @@ class ClassifyEngine:
             model_version=self.model_version,
             policy_version=self.policy_version,
         )
+
+
+def _md5_hex(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _ms_since(started: float) -> float:

@@ -1,47 +1,65 @@
-"""Allowlist and blocklist of image hashes, stored in the ``hashlists`` table.
+"""Matching images against the allow/block lists of the ``hashlists`` table.
 
-One entry per image, keyed by its sha256 (``pdq:<hex>`` for entries known only by PDQ,
-as imported lists often are). The value is the JSON of :class:`HashEntry`. Writes go to the
-table; every process that matches keeps an in-memory copy and a PDQ index, loaded at
-:meth:`HashLists.start` and kept in step through the table's ``subscribe``, so an entry
-added by ``pictguard hashes add`` (or another replica, on Kafka) takes effect without a
-restart.
+The entry model, its keys and the store live in :mod:`pipeline.hashlists` (enforce writes
+entries too); the file formats in :mod:`classify.hashlist_formats`. Every process that
+matches keeps an in-memory copy: exact indexes by sha256, MD5 and SHA-1, and PDQ indexes,
+loaded at :meth:`HashLists.start` and kept in step through the table's ``subscribe``, so an
+entry added by ``pictguard hashes add``, a feed, or another replica (on Kafka) takes effect
+without a restart. Pending feed entries are stored but never matched.
 
-Matching order — exact evidence beats approximate, and at the same strength the allowlist
-beats the blocklist: exact allow, exact block, PDQ-near allow, PDQ-near block.
+Matching order — exact evidence beats approximate; then this instance's own entries
+(added or imported here) beat entries from feeds; then the allowlist beats the blocklist:
+
+1. exact (sha256, SHA-1, MD5): local allow, local block, feed allow, feed block;
+2. PDQ within ``pdq_max_distance``: in the same order.
+
+So a reviewed false positive allowed here is never blocked by a feed, a feed's allow (a
+known-safe image on another instance) stops this instance acting on its models' verdict,
+and a feed's allow never overrides a block an admin made here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from pydantic import ValidationError
 
 from classify.decode import hash_file
+from classify.hashlist_formats import FileFormat, RowDefaults, Written, format_of, read_entries
+from classify.hashlist_formats import render as render_file
 from classify.pdq_index import PdqIndex
 from pipeline.hashlists import (
+    LOCAL,
     Category,
     HashEntry,
     HashListError,
     HashListStore,
+    HashType,
     ListName,
-    first_error,
+    is_entry_key,
     parse_entry,
 )
 from pipeline.state.table import Table
 
 log = logging.getLogger(__name__)
 
-FileFormat = Literal["csv", "jsonl"]
-CSV_COLUMNS = ("list", "sha256", "pdq", "pdq_quality", "category", "reason", "author", "created_at")
+__all__ = ["HashListError", "HashLists", "HashMatch"]
+
+# (tier, list) in matching order; tier "local" holds entries added or imported here.
+_Slot = tuple[str, ListName]
+_SLOTS: tuple[_Slot, ...] = (
+    ("local", "allow"),
+    ("local", "block"),
+    ("feed", "allow"),
+    ("feed", "block"),
+)
+_EXACT_TYPES: tuple[HashType, ...] = ("sha256", "sha1", "md5")
+
+
+def _slot(entry: HashEntry) -> _Slot:
+    return ("feed" if entry.feed is not None else "local", entry.list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +67,17 @@ class HashMatch:
     """A hash list entry that matched an image."""
 
     entry: HashEntry
-    how: Literal["sha256", "pdq"]
+    how: HashType
     distance: int = 0
 
     @property
     def label(self) -> str:
-        """``blocklist:sha256``, ``allowlist:pdq:12``, … (the verdict's ``matched``)."""
+        """The verdict's ``matched``: ``blocklist:sha256``, ``allowlist:pdq:12``,
+        ``blocklist:md5 (list: ncmec-2024)``, ``blocklist:sha256 (feed: instance-a.example)``."""
         name = f"{self.entry.list}list"
-        return f"{name}:sha256" if self.how == "sha256" else f"{name}:pdq:{self.distance}"
+        base = f"{name}:pdq:{self.distance}" if self.how == "pdq" else f"{name}:{self.how}"
+        provenance = self.entry.provenance
+        return f"{base} ({provenance})" if provenance else base
 
 
 class HashLists(HashListStore):
@@ -68,8 +89,9 @@ class HashLists(HashListStore):
         super().__init__(table)
         self.pdq_max_distance = pdq_max_distance
         self.pdq_min_quality = pdq_min_quality
-        self._entries: dict[str, HashEntry] = {}
-        self._pdq: dict[ListName, PdqIndex] = {"allow": PdqIndex(), "block": PdqIndex()}
+        self._entries: dict[str, HashEntry] = {}  # matchable entries by table key
+        self._exact: dict[HashType, dict[str, list[str]]] = {t: {} for t in _EXACT_TYPES}
+        self._pdq: dict[_Slot, PdqIndex] = {slot: PdqIndex() for slot in _SLOTS}
         self._started = False
 
     # -- matching ----------------------------------------------------------------------
@@ -82,41 +104,67 @@ class HashLists(HashListStore):
         # Subscribe before the scan so no change slips between the two; applying an
         # entry twice is harmless.
         self.table.subscribe(self._on_change)
-        batch: dict[ListName, list[tuple[str, str]]] = {"allow": [], "block": []}
+        batch: dict[_Slot, list[tuple[str, str]]] = {slot: [] for slot in _SLOTS}
         async for key, value in self.table.items():
-            entry = parse_entry(key, value)
+            entry = self._matchable(key, value)
             if entry is None:
                 continue
-            self._entries[key] = entry
+            self._index_exact(key, entry)
             if self._indexable(entry) and entry.pdq is not None:
-                batch[entry.list].append((key, entry.pdq))
-        for name, pairs in batch.items():
-            self._pdq[name].add_many(pairs)
+                batch[_slot(entry)].append((key, entry.pdq))
+        for slot, pairs in batch.items():
+            self._pdq[slot].add_many(pairs)
         self._started = True
         log.info(
             "hash lists loaded",
             extra={
                 "entries": len(self._entries),
-                "pdq_allow": len(self._pdq["allow"]),
-                "pdq_block": len(self._pdq["block"]),
+                "md5": len(self._exact["md5"]),
+                "sha1": len(self._exact["sha1"]),
+                "pdq": self.pdq_entries,
             },
         )
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _on_change(self, key: str, value: bytes | None) -> None:
-        for index in self._pdq.values():
-            index.remove(key)
-        self._entries.pop(key, None)
-        if value is None:
-            return
+    @staticmethod
+    def _matchable(key: str, value: bytes | None) -> HashEntry | None:
+        if value is None or not is_entry_key(key):
+            return None
         entry = parse_entry(key, value)
+        return None if entry is None or entry.pending else entry
+
+    def _on_change(self, key: str, value: bytes | None) -> None:
+        if not is_entry_key(key):
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._unindex_exact(key, old)
+            if old.pdq is not None:
+                self._pdq[_slot(old)].remove(key)
+        entry = self._matchable(key, value)
         if entry is None:
             return
-        self._entries[key] = entry
+        self._index_exact(key, entry)
         if self._indexable(entry) and entry.pdq is not None:
-            self._pdq[entry.list].add(key, entry.pdq)
+            self._pdq[_slot(entry)].add(key, entry.pdq)
+
+    def _index_exact(self, key: str, entry: HashEntry) -> None:
+        self._entries[key] = entry
+        for hash_type in _EXACT_TYPES:
+            value = getattr(entry, hash_type)
+            if value is not None:
+                self._exact[hash_type].setdefault(value, []).append(key)
+
+    def _unindex_exact(self, key: str, entry: HashEntry) -> None:
+        for hash_type in _EXACT_TYPES:
+            value = getattr(entry, hash_type)
+            keys = self._exact[hash_type].get(value) if value is not None else None
+            if keys is not None and key in keys:
+                keys.remove(key)
+                if not keys:
+                    del self._exact[hash_type][value]
 
     def _indexable(self, entry: HashEntry) -> bool:
         # An entry hashed from a flat or tiny image has an unreliable PDQ: exact-only.
@@ -124,13 +172,28 @@ class HashLists(HashListStore):
             entry.pdq_quality is None or entry.pdq_quality >= self.pdq_min_quality
         )
 
-    def match_exact(self, sha256: str) -> HashMatch | None:
+    @property
+    def wants_md5_sha1(self) -> bool:
+        """Whether any entry has an MD5 or SHA-1, so images need those digests too."""
+        return bool(self._exact["md5"] or self._exact["sha1"])
+
+    def match_exact(
+        self, sha256: str, md5: str | None = None, sha1: str | None = None
+    ) -> HashMatch | None:
         """The entry for this exact content, if any (no decode needed)."""
-        entry = self._entries.get(sha256)
-        return HashMatch(entry, "sha256") if entry is not None else None
+        best: tuple[tuple[int, int, int], HashMatch] | None = None
+        for rank, (how, value) in enumerate((("sha256", sha256), ("sha1", sha1), ("md5", md5))):
+            if value is None:
+                continue
+            for key in self._exact[how].get(value, ()):  # type: ignore[index]
+                entry = self._entries[key]
+                order = (_SLOTS.index(_slot(entry)), rank, 0 if entry.source == LOCAL else 1)
+                if best is None or order < best[0]:
+                    best = (order, HashMatch(entry, how))  # type: ignore[arg-type]
+        return None if best is None else best[1]
 
     def match_pdq(self, pdq: str | None, quality: int | None) -> HashMatch | None:
-        """The nearest allow entry within distance, else the nearest block entry."""
+        """The nearest entry within distance, in matching order (see the module)."""
         return self.match_pdq_many([(pdq, quality)])[0]
 
     def match_pdq_many(
@@ -143,9 +206,8 @@ class HashLists(HashListStore):
             for i, (pdq, quality) in enumerate(queries)
             if pdq is not None and quality is not None and quality >= self.pdq_min_quality
         ]
-        lists: tuple[ListName, ...] = ("allow", "block")
-        for name in lists:
-            index = self._pdq[name]
+        for slot in _SLOTS:
+            index = self._pdq[slot]
             pending = [i for i in usable if results[i] is None]
             if len(index) == 0 or not pending:
                 continue
@@ -177,7 +239,8 @@ class HashLists(HashListStore):
         hash_size: int = 256,
         max_pixels: int = 64_000_000,
     ) -> HashEntry:
-        """Hash an image file (sha256 + PDQ, decoded as the engine decodes) and add it.
+        """Hash an image file (sha256, MD5, SHA-1 and PDQ, decoded as the engine decodes)
+        and add it.
 
         Raises :class:`classify.decode.DecodeError` for a file that is not a usable image.
         """
@@ -186,6 +249,8 @@ class HashLists(HashListStore):
         )
         return await self.add(
             sha256=hashes.sha256,
+            md5=hashes.md5,
+            sha1=hashes.sha1,
             pdq=hashes.pdq,
             pdq_quality=hashes.pdq_quality,
             list=list,
@@ -205,21 +270,21 @@ class HashLists(HashListStore):
         reason: str | None = None,
         author: str | None = None,
         category: Category | None = None,
+        source: str | None = None,
+        hash_type: HashType | None = None,
     ) -> int:
-        """Import a CSV or JSONL file; returns the number of entries stored.
+        """Import a hash-list file (see :mod:`classify.hashlist_formats`); returns the
+        number of entries stored.
 
-        Columns/keys are those of :data:`CSV_COLUMNS`; ``list``, ``reason``, ``author`` and
-        ``category`` given here fill in rows that lack them. Every row must end up with a
-        list (its own column or ``list``). A bad row stops the import with its line number
-        before anything is written.
+        ``list``, ``reason``, ``author``, ``category`` and ``source`` fill in rows that lack
+        them; ``hash_type`` is the type of bare hashes (``txt``, ``te`` without types).
+        Every row must end up with a list. A bad row stops the import with its line number
+        before anything is written; so does a file with no entry in it.
         """
-        fmt = fmt or _format_of(path)
+        fmt = format_of(path, fmt)
         text = await asyncio.to_thread(path.read_text, encoding="utf-8")
-        defaults = {"list": list, "reason": reason, "author": author, "category": category}
-        entries = [
-            _entry_from_row(row, defaults, where=f"{path}:{line}")
-            for line, row in _read_rows(text, fmt)
-        ]
+        defaults = RowDefaults(list, reason, author, category, source, hash_type)
+        entries = await asyncio.to_thread(read_entries, text, fmt, defaults, name=str(path))
         for entry in entries:
             await self.put(entry)
         return len(entries)
@@ -230,67 +295,12 @@ class HashLists(HashListStore):
         fmt: FileFormat | None = None,
         *,
         list: ListName | None = None,
-    ) -> int:
-        """Write every entry (or one list) to a CSV or JSONL file; returns the count."""
-        fmt = fmt or _format_of(path)
-        entries = [entry async for entry in self.entries(list)]
-        await asyncio.to_thread(path.write_text, _render(entries, fmt), encoding="utf-8")
-        return len(entries)
-
-
-def _format_of(path: Path) -> FileFormat:
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return "csv"
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    raise HashListError(f"cannot tell the format of {path} from its name: use .csv or .jsonl")
-
-
-def _read_rows(text: str, fmt: FileFormat) -> Iterable[tuple[int, dict[str, object]]]:
-    if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text))
-        for row in reader:
-            yield reader.line_num, {k: v for k, v in row.items() if k is not None}
-        return
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise HashListError(f"line {number}: not JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise HashListError(f"line {number}: expected a JSON object")
-        yield number, row
-
-
-def _entry_from_row(
-    row: dict[str, object], defaults: dict[str, str | None], *, where: str
-) -> HashEntry:
-    data = {k: v for k, v in row.items() if v not in (None, "")}
-    for key, value in defaults.items():
-        if value is not None:
-            data.setdefault(key, value)
-    if "list" not in data:
-        # Never guess: an allowlist imported as a blocklist quarantines what it should let by.
-        raise HashListError(
-            f"{where}: the row does not say which list it is for: give --allow or --block, "
-            "or a list column (allow or block) on every row"
-        )
-    try:
-        return HashEntry.model_validate(data)
-    except ValidationError as exc:
-        raise HashListError(f"{where}: {first_error(exc)}") from None
-
-
-def _render(entries: list[HashEntry], fmt: FileFormat) -> str:
-    if fmt == "jsonl":
-        return "".join(entry.model_dump_json(exclude_none=True) + "\n" for entry in entries)
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for entry in entries:
-        row = entry.model_dump(mode="json")
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
-    return out.getvalue()
+        source: str | None = None,
+        hash_type: HashType | None = None,
+    ) -> Written:
+        """Write the matching entries (or one list, source, hash type) to a file."""
+        fmt = format_of(path, fmt) or ("txt" if hash_type is not None else "te")
+        entries = [entry async for entry in self.entries(list, source=source, hash_type=hash_type)]
+        text, written = render_file(entries, fmt, hash_type=hash_type)
+        await asyncio.to_thread(path.write_text, text, encoding="utf-8")
+        return written

@@ -3,7 +3,9 @@
 Like open_clip's model registry, a classifier is a name plus a loader that takes the
 settings; ``classify.classifiers`` lists names in order. ``hashlist`` is not a model (the
 engine checks hash lists before any model) but is a name in the same list so it can be
-switched off for a benchmark.
+switched off for a benchmark. A :class:`Matcher` (``hma``) is a classifier that looks an
+image's hashes up in a service instead of running on its pixels; the engine asks it after
+the hash lists, while the models run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import importlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -87,14 +90,96 @@ class Model(abc.ABC):
         """Release the model (sessions, GPU memory)."""
 
 
+@dataclass(frozen=True, slots=True)
+class HashQuery:
+    """What a matcher is asked about one image: its hashes (``md5`` only when a matcher
+    wants it, ``pdq`` None when the image has no usable one)."""
+
+    sha256: str
+    md5: str | None
+    pdq: str | None
+    pdq_quality: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MatchOutcome:
+    """A matcher's answer for one image.
+
+    ``matched`` is the verdict's ``matched`` when the service knows the image (with its
+    provenance: bank and content id), ``category`` what that makes it; ``unavailable``
+    says why there is no answer (timeout, unreachable, refused) — never read as clean.
+    """
+
+    matched: str | None = None
+    category: Literal["csam", "nsfw"] = "csam"
+    labels: tuple[str, ...] = ()
+    unavailable: str | None = None
+    timed_out: bool = False
+
+
+class Matcher(abc.ABC):
+    """A hash lookup service as a classifier. ``lookup`` is async and bounds its own time."""
+
+    name: str
+    wants_md5: bool = False
+    # An unanswered lookup when the models would allow: an error verdict, or the models'.
+    on_unavailable: Literal["error", "models"] = "error"
+
+    @property
+    @abc.abstractmethod
+    def version(self) -> str:
+        """Identifies the service and what is asked of it."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Open connections; raise :class:`ClassifierError` when it is not configured."""
+
+    @abc.abstractmethod
+    async def lookup(self, query: HashQuery) -> MatchOutcome:
+        """The service's answer; never raises for a service that is down or slow."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
 ModelFactory = Callable[[ClassifySettings], Model]
 WeightsProbe = Callable[[ClassifySettings], WeightsInfo]
 _MODELS: dict[str, tuple[ModelFactory, WeightsProbe]] = {}
+MatcherFactory = Callable[[ClassifySettings], Matcher]
+_MATCHERS: dict[str, tuple[MatcherFactory, WeightsProbe]] = {}
 
 
 def register(name: str, factory: ModelFactory, probe: WeightsProbe) -> None:
     """Make a model available under ``name`` in ``classify.classifiers``."""
     _MODELS[name] = (factory, probe)
+
+
+def register_matcher(name: str, factory: MatcherFactory, probe: WeightsProbe) -> None:
+    """Make a matcher available under ``name`` in ``classify.classifiers``."""
+    _MATCHERS[name] = (factory, probe)
+
+
+# Built-in matchers, imported on first use; each module exposes ``MATCHER`` and
+# ``describe_weights``.
+_BUILTIN_MATCHERS = {"hma": "classify.models.hma"}
+
+
+def is_matcher(name: str) -> bool:
+    """Whether ``name`` is a matcher (a lookup service), not a model."""
+    return name in _MATCHERS or name in _BUILTIN_MATCHERS
+
+
+def _lookup_matcher(name: str) -> tuple[MatcherFactory, WeightsProbe]:
+    if name not in _MATCHERS:
+        module = importlib.import_module(_BUILTIN_MATCHERS[name])
+        register_matcher(name, module.MATCHER, module.describe_weights)
+    return _MATCHERS[name]
+
+
+def create_matcher(name: str, settings: ClassifySettings) -> Matcher:
+    """A new, not yet started matcher by name."""
+    factory, _ = _lookup_matcher(name)
+    return factory(settings)
 
 
 # Built-in models, imported on first use: the clip module pulls in torch, which the CLI's
@@ -180,7 +265,7 @@ def _certainly_missing(name: str, settings: ClassifySettings) -> WeightsMissingE
 
 def available() -> list[str]:
     """Every known classifier name."""
-    return [HASHLIST, *dict.fromkeys([*_BUILTIN, *_MODELS])]
+    return [HASHLIST, *dict.fromkeys([*_BUILTIN, *_MODELS, *_BUILTIN_MATCHERS, *_MATCHERS])]
 
 
 def create(name: str, settings: ClassifySettings) -> Model:
@@ -197,6 +282,8 @@ def describe(name: str, settings: ClassifySettings) -> WeightsInfo:
     if name == HASHLIST:
         # Built in: sha256 and PDQ against the hashlists table; nothing to download.
         return WeightsInfo(HASHLIST, "built in (needs none)", None, True)
+    if is_matcher(name):
+        return _lookup_matcher(name)[1](settings)
     missing = _certainly_missing(name, settings)
     if missing is not None:
         return WeightsInfo(

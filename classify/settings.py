@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from classify.feeds.settings import FeedsSettings
 from classify.remote.settings import RemoteSettings, WorkerSettings
 from pipeline.settings import SharedConfig
 
@@ -81,6 +82,67 @@ class NudenetSettings(BaseModel):
     threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads; 0 = default")
 
 
+class HmaSettings(BaseModel):
+    """An HMA 2.0 (Hasher-Matcher-Actioner / OpenMediaMatch) instance asked for every image
+    when ``hma`` is in ``classify.classifiers``: its banks (filled from NCMEC, StopNCII,
+    Tech Against Terrorism or your own curation) then match here too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        default=None,
+        description="Base URL of the HMA instance (its matcher role), e.g. http://hma:5000; "
+        "lookups go to <url>/m/lookup",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="Sent as the whole value of `auth_header` on every lookup (HMA has no "
+        "authentication of its own; the proxy in front of it may want one), e.g. 'Bearer …'",
+    )
+    auth_header: str = Field(default="Authorization", description="Header that carries `token`")
+    banks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Only match these banks (HMA's `banks` filter; comma-separated in the "
+        "environment); empty: every enabled bank",
+    )
+    signal_types: Annotated[list[Literal["pdq", "video_md5"]], NoDecode] = Field(
+        default_factory=lambda: list[Literal["pdq", "video_md5"]](["pdq"]),
+        description="What is looked up: pdq (of the decoded image; images whose PDQ quality "
+        "is below classify.pdq_min_quality are not asked, as HMA's own hasher would give "
+        "none) and/or video_md5 (MD5 of the bytes, HMA's only MD5 type)",
+    )
+    timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Longest wait for HMA's answer per image (it runs while the models run)",
+    )
+    on_unavailable: Literal["error", "models"] = Field(
+        default="error",
+        description="When HMA does not answer (timeout, unreachable, an error status) and "
+        "the models would allow the image. error: an error verdict (reason timeout or "
+        "model_failed; uploads follow api.on_error), so nothing is called clean unasked; "
+        "models: the models' allow stands, labelled hma:unavailable. A model flag always "
+        "stands; such verdicts are never cached",
+    )
+    default_category: Literal["csam", "nsfw"] = Field(
+        default="csam", description="What a match in a bank not named in `categories` is"
+    )
+    categories: dict[str, Literal["csam", "nsfw"]] = Field(
+        default_factory=dict,
+        description="Bank name → csam or nsfw (e.g. a StopNCII bank: nsfw)",
+    )
+
+    @field_validator("banks", "signal_types", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [name.strip() for name in text.split(",") if name.strip()]
+        return value
+
+
 class PolicySettings(BaseModel):
     """How category scores become a decision."""
 
@@ -141,8 +203,9 @@ class ClassifySettings(BaseModel):
 
     classifiers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["hashlist", "nudenet", "clip"],
-        description="Classifiers by name (hashlist, nudenet, clip, or a registered one), in "
-        "order; hashlist runs before any model",
+        description="Classifiers by name (hashlist, nudenet, clip, hma, or a registered one), "
+        "in order; hashlist runs before any model, hma (an HMA 2.0 lookup, see classify.hma) "
+        "while the models run",
     )
     # Decoding
     decode_workers: int = Field(default=2, gt=0, description="Decode/hash pool size")
@@ -199,6 +262,8 @@ class ClassifySettings(BaseModel):
     clip: ClipSettings = Field(default_factory=ClipSettings)  # type: ignore[arg-type]
     nudenet: NudenetSettings = Field(default_factory=NudenetSettings)  # type: ignore[arg-type]
     policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
+    hma: HmaSettings = Field(default_factory=HmaSettings)  # type: ignore[arg-type]
+    feeds: FeedsSettings = Field(default_factory=FeedsSettings)  # type: ignore[arg-type]
     remote: RemoteSettings = Field(default_factory=RemoteSettings)  # type: ignore[arg-type]
     worker: WorkerSettings = Field(default_factory=WorkerSettings)  # type: ignore[arg-type]
 

@@ -81,6 +81,7 @@ SECRET_HOMES: dict[str, str] = {
     "enforce.platform.mastodon.token": "secrets.env.PICTGUARD_ENFORCE__PLATFORM__MASTODON__TOKEN",
     "classify.remote.workers": "secrets.env.PICTGUARD_CLASSIFY__REMOTE__WORKERS (JSON list)",
     "classify.worker.token": "secrets.env.PICTGUARD_CLASSIFY__WORKER__TOKEN",
+    "classify.hma.token": "secrets.env.PICTGUARD_CLASSIFY__HMA__TOKEN",
 }
 NOT_SECRET_BUT_WITH_ONE = {"kafka.sasl_username", "s3.access_key_id"}
 

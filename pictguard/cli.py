@@ -60,7 +60,7 @@ class ExitStatus(IntEnum):
     INTERRUPTED = 130
 
 
-# The roles' own commands (classify: hashes, models; enforce: audit, allow, block, restore,
+# The roles' own commands (classify: hashes, feeds, models; enforce: audit, allow, block, restore,
 # enforce) import numpy, faiss, the S3 client and the notifiers, so they are loaded only
 # when one of them runs; ``--help`` lists them with these lines (a test keeps them equal
 # to the commands' own help).
@@ -71,6 +71,8 @@ ROLE_COMMANDS: dict[str, str] = {
     "block": "Blocklist an image and act on every stored copy pictguard knows of.",
     "restore": "Put a quarantined image back under its original key, byte-identical.",
     "hashes": "Allowlist and blocklist of image hashes.",
+    "feeds": "Signed hash-list feeds: share what this instance blocks and allows, follow "
+    "other instances'.",
     "enforce": "The blast-radius guard: see why it tripped, release held actions.",
     "review": "Serve the review console on 127.0.0.1 only, over this machine's state.",
     "evidence": "Evidence packages for a report to the authorities (never sent by pictguard).",
@@ -547,7 +549,7 @@ def _print_notable(summary: ScanSummary) -> None:
 @app.command("run")
 def run_role_cmd(
     ctx: typer.Context,
-    role: Annotated[str, typer.Argument(help="ingest, classify, enforce or api")],
+    role: Annotated[str, typer.Argument(help="ingest, classify, enforce, api or feeds")],
     remote: Annotated[
         str | None,
         typer.Option(
@@ -685,8 +687,10 @@ async def _admin_runtime(settings: Settings) -> AsyncIterator[Runtime]:
 
 
 def _register_role_commands(target: typer.Typer) -> None:
-    """Commands owned by the roles: hash lists and models (classify), admin flows (enforce)."""
+    """Commands owned by the roles: hash lists, feeds and models (classify), admin flows
+    (enforce)."""
     from classify.cli import register as register_classify
+    from classify.feeds.cli import register as register_feeds
     from enforce.admin import EnforceContext
     from enforce.cli import register as register_enforce
     from pipeline.state.shared import SharedTables
@@ -712,7 +716,13 @@ def _register_role_commands(target: typer.Typer) -> None:
                 media_roots=settings.ingest.watch.roots,
             )
 
+    @contextlib.asynccontextmanager
+    async def runtime() -> AsyncIterator[Runtime]:
+        async with _admin_runtime(root_settings()) as rt:
+            yield rt
+
     register_classify(target, tables, lambda: root_settings().classify)
+    register_feeds(target, runtime)
     register_enforce(target, enforce_context)
 
 

@@ -13,6 +13,7 @@ from pictguard.roles import (
     api_loops,
     classify_loops,
     enforce_loops,
+    feeds_loops,
     ingest_loops,
     verdict_ledger,
 )
@@ -100,7 +101,8 @@ async def run_role(settings: Settings, name: str) -> None:
 
 
 async def run_serve(settings: Settings, started: asyncio.Event | None = None) -> None:
-    """Every role in this process on the in-process bus: API, classify, enforce, ingest."""
+    """Every role in this process on the in-process bus: API, classify, enforce, ingest,
+    feeds."""
     from classify.role import start_engine
 
     for warning in unscanned_uploads(settings):
@@ -118,6 +120,7 @@ async def run_serve(settings: Settings, started: asyncio.Event | None = None) ->
             + await enforce_loops(rt)
             + [sink_loop(settings, rt.bus, rt.state, rt.stop)]
             + await ingest_loops(rt)
+            + await feeds_loops(rt)
         )
         loops += await api_loops(rt, engine, started)
         try:

@@ -66,6 +66,14 @@ async def enforce_loops(runtime: Runtime, on_outcome: Any = None) -> Loops:
     return (await enforce_stage(runtime, on_outcome))[1]
 
 
+async def feeds_loops(runtime: Runtime) -> Loops:
+    """Pull subscribed hash-list feeds (and publish this instance's) on an interval."""
+    from classify.feeds import role
+
+    await runtime.start_tables()
+    return await role.tasks(runtime)
+
+
 async def verdict_ledger(runtime: Runtime) -> VerdictLedger:
     """Enforce's verdict ledger, for reconcile (enforce's records in one process, the
     ``object-verdicts`` topic on Kafka)."""
@@ -230,5 +238,6 @@ ROLES: dict[str, Role] = {
             metrics_port=9103,
         ),
         Role("api", "pict-rs upload validation and the scan API", api_loops, True),
+        Role("feeds", "pull subscribed hash-list feeds, publish this instance's", feeds_loops),
     )
 }

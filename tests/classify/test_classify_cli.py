@@ -84,11 +84,11 @@ def test_add_known_hash_and_bad_input(cli: tuple[typer.Typer, Path], tmp_path: P
     ok = runner.invoke(app, ["hashes", "add", "--allow", "--sha256", "c" * 64, "--reason", "fp"])
     assert ok.exit_code == 0, ok.output
     assert entries(db)["c" * 64]["list"] == "allow"
-    bad = runner.invoke(app, ["hashes", "add", "--sha256", "nothex"])
+    bad = runner.invoke(app, ["hashes", "add", "--block", "--sha256", "nothex"])
     assert bad.exit_code == 2 and "64 hex" in bad.output
     pdf = tmp_path / "doc.pdf"
     pdf.write_bytes(images.PDF)
-    not_image = runner.invoke(app, ["hashes", "add", str(pdf)])
+    not_image = runner.invoke(app, ["hashes", "add", "--block", str(pdf)])
     assert not_image.exit_code == 2 and "unsupported_type" in not_image.output
 
 
@@ -96,7 +96,7 @@ def test_add_known_hash_and_bad_input(cli: tuple[typer.Typer, Path], tmp_path: P
 def test_export_import(cli: tuple[typer.Typer, Path], tmp_path: Path, suffix: str) -> None:
     app, db = cli
     runner = CliRunner()
-    runner.invoke(app, ["hashes", "add", "--sha256", "d" * 64, "--reason", "r1"])
+    runner.invoke(app, ["hashes", "add", "--block", "--sha256", "d" * 64, "--reason", "r1"])
     runner.invoke(app, ["hashes", "add", "--allow", "--pdq", "e" * 64, "--reason", "r2"])
     out = tmp_path / f"out{suffix}"
     result = runner.invoke(app, ["hashes", "export", str(out)])
@@ -154,3 +154,59 @@ def test_models_lists_sources(cli: tuple[typer.Typer, Path]) -> None:
     assert rows["nudenet"]["location"].endswith("320n.onnx")
     assert not rows["clip"]["present"]
     assert "PICTGUARD_CLASSIFY__CLIP__CHECKPOINT_PATH" in rows["clip"]["detail"]
+
+
+def test_add_needs_a_list(cli: tuple[typer.Typer, Path]) -> None:
+    app, db = cli
+    result = CliRunner().invoke(app, ["hashes", "add", "--sha256", "c" * 64])
+    assert result.exit_code == 2 and "--allow or --block" in result.output
+    assert not db.exists() or entries(db) == {}
+
+
+def test_list_filters_and_json(cli: tuple[typer.Typer, Path], tmp_path: Path) -> None:
+    app, _ = cli
+    runner = CliRunner()
+    md5s = tmp_path / "industry.txt"
+    md5s.write_text("ab" * 16 + "\n" + "cd" * 16 + "\n")
+    imported = runner.invoke(
+        app,
+        ["hashes", "import", str(md5s), "--block", "--type", "md5", "--source", "industry"],
+    )
+    assert imported.exit_code == 0 and "imported 2 entries" in imported.output
+    runner.invoke(app, ["hashes", "add", "--allow", "--sha256", "e" * 64, "--reason", "fp"])
+
+    rows = json.loads(runner.invoke(app, ["hashes", "list", "--json"]).output)
+    assert {(r["list"], r["source"]) for r in rows} == {("block", "industry"), ("allow", "local")}
+    md5_rows = json.loads(runner.invoke(app, ["hashes", "list", "--json", "--type", "md5"]).output)
+    assert sorted(r["md5"] for r in md5_rows) == ["ab" * 16, "cd" * 16]
+    assert all(r["key"].startswith("md5:") for r in md5_rows)
+    local = json.loads(runner.invoke(app, ["hashes", "list", "--json", "--source", "local"]).output)
+    assert [r["sha256"] for r in local] == ["e" * 64]
+    table = runner.invoke(app, ["hashes", "list", "--list", "block"], terminal_width=200)
+    assert "industry" in table.output and "2 entries" in table.output
+    assert runner.invoke(app, ["hashes", "list", "--type", "crc32"]).exit_code == 2
+
+    out = tmp_path / "for-hma.te"
+    exported = runner.invoke(app, ["hashes", "export", str(out), "--list", "block"])
+    assert exported.exit_code == 0 and "exported 2 entries" in exported.output
+    assert sorted(out.read_text().splitlines()) == [
+        f"video_md5 {'ab' * 16}",
+        f"video_md5 {'cd' * 16}",
+    ]
+
+
+def test_import_of_bare_hashes_in_a_csv_says_which_line_and_how(
+    cli: tuple[typer.Typer, Path], tmp_path: Path
+) -> None:
+    app, db = cli
+    bare = tmp_path / "hashes.csv"
+    bare.write_text("ab" * 16 + "\n")
+    result = CliRunner().invoke(app, ["hashes", "import", "--block", str(bare)], terminal_width=300)
+    assert result.exit_code == 2, result.output
+    assert "hashes.csv:1" in result.output and "--format txt --type" in result.output
+    assert "imported" not in result.output
+    fixed = CliRunner().invoke(
+        app, ["hashes", "import", "--block", "--format", "txt", "--type", "md5", str(bare)]
+    )
+    assert fixed.exit_code == 0 and "imported 1 entries" in fixed.output
+    assert list(entries(db)) == ["md5:" + "ab" * 16]
