@@ -150,6 +150,11 @@ class ScanRequest(_Event):
         return self.object.id if self.object else self.request_id
 
 
+# How ``matched`` starts when a hash list flagged the image: a blocklist entry (local or
+# from a feed) or an HMA bank.
+HASH_LIST_FLAGS = ("blocklist", "hma:")
+
+
 class Findings(BaseModel):
     """What classification concluded about one image.
 
@@ -173,6 +178,13 @@ class Findings(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     # Set when a remote worker classified the image (``classify.remote``): which one.
     worker: str | None = None
+
+    @property
+    def by_hash_list(self) -> bool:
+        """Whether a block entry decided this — a local list, a feed, or a bank reached
+        through HMA — rather than a model's judgement alone (which a human must confirm
+        before a report, and which never bans by default)."""
+        return (self.matched or "").startswith(HASH_LIST_FLAGS)
 
 
 class Verdict(_Event, Findings):

@@ -73,8 +73,8 @@ def mastodon_content(sha: str, key: str) -> str | None:
 
 
 def model_only(verdict: Verdict) -> bool:
-    """Whether only models spoke: no hash list (sha256 or PDQ) matched."""
-    return not verdict.matched
+    """Whether only models spoke: no hash list (sha256, PDQ, a feed or HMA) flagged it."""
+    return not verdict.by_hash_list
 
 
 def _basis(verdict: Verdict) -> str:

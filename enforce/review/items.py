@@ -93,8 +93,7 @@ class ReviewItem:
     @property
     def list_match(self) -> bool:
         """Whether a hash list (not a model) flagged it: bulk decisions are allowed then."""
-        matched = self.matched or ""
-        return matched.startswith("blocklist")
+        return self.verdict is not None and self.verdict.by_hash_list
 
     @property
     def model_only(self) -> bool:

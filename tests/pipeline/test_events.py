@@ -74,3 +74,17 @@ def test_unknown_version_is_rejected_with_advice() -> None:
 def test_malformed_events_raise_schema_error(data: bytes, match: str) -> None:
     with pytest.raises(SchemaError, match=match):
         decode(data, ScanRequest)
+
+
+def test_hash_list_decisions_are_told_from_model_ones() -> None:
+    """Review bulk actions, the report warning and platform bans all ask this one question."""
+    from pipeline.events import Decision, Findings
+
+    def flagged(matched: str | None) -> Findings:
+        return Findings(decision=Decision.FLAG_CSAM, matched=matched)
+
+    assert flagged("blocklist:sha256").by_hash_list
+    assert flagged("blocklist:pdq:12 (feed: instance-a.example)").by_hash_list
+    assert flagged("hma:pdq:4 (bank: NCMEC, content: 7)").by_hash_list
+    assert not flagged(None).by_hash_list
+    assert not Findings(decision=Decision.ALLOW, matched="allowlist:sha256").by_hash_list
