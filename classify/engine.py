@@ -639,7 +639,10 @@ class ClassifyEngine:
             type=prepared.media_type,
             frames=prepared.n_frames,
             duration_s=prepared.duration_s,
-            sampled=[FrameRef(index=f.index, time_s=f.time_s) for f in frames],
+            sampled=[
+                FrameRef(index=f.index, time_s=f.time_s, pdq=f.pdq, pdq_quality=f.pdq_quality)
+                for f in frames
+            ],
             flagged=[
                 FrameRef(
                     index=frames[i].index,

@@ -155,6 +155,8 @@ class FrameRef(BaseModel):
 
     index: int = Field(description="Frame number in display order, from 0")
     time_s: float | None = Field(None, description="Presentation time from the start, seconds")
+    pdq: str | None = None  # the frame's PDQ: the video's frame hashes, as vPDQ keeps them
+    pdq_quality: int | None = None
     decision: Decision | None = None
     matched: str | None = None  # the hash-list entry this frame's PDQ matched
 
@@ -233,6 +235,9 @@ class EnforcementAction(_Event):
     quarantine: ObjectRef | None = None
     sha256: str | None = None
     scores: dict[str, float] = Field(default_factory=dict)
+    # An ``error`` verdict's reason (unscannable content is worth a warning, a vanished
+    # object is not).
+    reason: ErrorReason | None = None
     # For purge/reimport/moderate: what the step touched on the platform (``system``,
     # ``phase``, per-step ids such as the pict-rs hash and aliases, Lemmy post/comment/
     # person/report ids, Mastodon account/status/report ids) and ``links`` to the
