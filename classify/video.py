@@ -161,7 +161,8 @@ def prepare_video(data: bytes, media_type: str, options: DecodeOptions) -> Prepa
             else "data stops short or is corrupt"
         )
         limited = f"{why}: {len(decoded)} of {len(targets)} planned frames"
-    return _prepared(label, width, height, index, decoded, factor, options, duration, limited)
+    length = max(duration, declared or 0.0)
+    return _prepared(label, width, height, index, decoded, factor, options, length, limited)
 
 
 def plan(index: _Index, max_frames: int) -> list[int]:
@@ -255,7 +256,7 @@ def _read_index(container: Any, stream: Any, stop_at: float, label: str) -> _Ind
     packets: list[_Packet] = []
     try:
         for count, packet in enumerate(container.demux(stream)):
-            if count % _CHECK_EVERY == 0 and time.perf_counter() > stop_at:
+            if count and count % _CHECK_EVERY == 0 and time.perf_counter() > stop_at:
                 raise DecodeError(
                     ErrorReason.TOO_LARGE,
                     f"{label}: more than {count:,} frames to index within "
@@ -315,11 +316,11 @@ def _decode_keyframes(
     pending, unfed = set(wanted), set(wanted)
     with _decoding(data, media_type, options) as container:
         codec = container.streams.video[0].codec_context
-        for count, packet in enumerate(_packets(container)):
-            if count % _CHECK_EVERY == 0 and time.perf_counter() > stop_at:
-                return True
+        for packet in _packets(container):
             if packet.pts not in unfed:
                 continue
+            if decoded and time.perf_counter() > stop_at:  # the first frame always decodes
+                return True
             unfed.discard(packet.pts)
             _take(_decode(codec, packet), pending, decoded, factor, options)
             if not unfed:
@@ -363,7 +364,7 @@ def _decode_others(
                 return False
             if gop not in by_gop:
                 continue
-            if time.perf_counter() > stop_at:
+            if decoded and time.perf_counter() > stop_at:
                 return True
             feeding = gop
             _take(_decode(codec, packet), by_gop[gop], decoded, factor, options)
