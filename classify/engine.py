@@ -568,13 +568,21 @@ class ClassifyEngine:
                     flagged[j] = (decision, other.label)
         else:
             allowed = [m for m in matches if m is not None]
-            if not allowed or len(allowed) < len(matches):
+            if not allowed or len(allowed) < len(matches) or not self._complete(prepared):
                 return None
             i, match = 0, allowed[0]
         pdq, quality = queries[i]
         result = self._from_match(match, sha256, pdq, quality)
         result.media = self._media(prepared, flagged)
         return result
+
+    def _complete(self, prepared: Prepared) -> bool:
+        """Whether ``prepared`` holds every frame a full scan samples (the fast path's
+        first frame of an animation, or a sample cut short, does not)."""
+        if not prepared.multi_frame:
+            return True
+        wanted = min(prepared.n_frames, self.settings.max_frames)
+        return prepared.limited is None and len(prepared.frames) >= wanted
 
     # -- building assessments ----------------------------------------------------------
 

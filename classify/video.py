@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from classify.decode import (
@@ -69,6 +70,8 @@ DECODERS = frozenset({"h264", "hevc", "vp8", "vp9", "av1", "libdav1d", "mpeg4"})
 _REFERENCE_FRAMES = 16
 # Packets between two looks at the clock while indexing (a look costs ~0.1 µs).
 _CHECK_EVERY = 256
+# NAL units looked at for a slice header (parameter sets and SEI come first).
+_MAX_NALS = 16
 # Display rotation (degrees counter-clockwise, as FFmpeg reports it) → the transpose
 # that shows the frame upright.
 _ROTATIONS = {
@@ -82,6 +85,7 @@ _ROTATIONS = {
 class _Packet:
     pts: int
     key: bool
+    reference: bool = True  # other frames may need it (False only where the bitstream says)
 
 
 @dataclass
@@ -102,6 +106,10 @@ class _Index:
             self.gop.append(start)
         self.gop_of_pts = {p.pts: self.gop[i] for i, p in enumerate(self.packets)}
 
+    def is_key(self, pts: int) -> bool:
+        """Whether the frame at ``pts`` starts its group of pictures (decodes alone)."""
+        return self.packets[self.gop_of_pts[pts]].pts == pts
+
     def seconds(self, pts: int) -> float:
         return float((pts - self.display[0]) * self.time_base)
 
@@ -109,8 +117,7 @@ class _Index:
 def prepare_video(data: bytes, media_type: str, options: DecodeOptions) -> Prepared:
     """Sample, shrink, hash and preprocess a video's frames; :class:`DecodeError` if it
     cannot be, or may not be, decoded."""
-    started = time.perf_counter()
-    stop_at = started + options.time_limit_s
+    stop_at = time.perf_counter() + options.time_limit_s
     limits = options.video
     label = media_type
     with _open(data, media_type) as container:
@@ -126,23 +133,25 @@ def prepare_video(data: bytes, media_type: str, options: DecodeOptions) -> Prepa
                 f"({_duration(limits.max_duration_s)})",
             )
         index = _read_index(container, stream, stop_at, label)
-    if not index.display:
-        raise DecodeError(ErrorReason.UNDECODABLE, f"{label}: the video stream holds no frames")
-    duration = index.seconds(index.display[-1])
-    if duration > limits.max_duration_s:
-        raise DecodeError(
-            ErrorReason.TOO_LARGE,
-            f"{label}: frames run to {_duration(duration)}, above "
-            f"classify.video_max_duration_s ({_duration(limits.max_duration_s)})",
-        )
-    targets = plan(index, options.max_frames)
-    keyed = [pts for pts in targets if index.packets[index.gop_of_pts[pts]].pts == pts]
-    decoded: dict[int, Image.Image] = {}
-    factor = shrink_factor(width, height, options)
-    timed_out = _decode_keyframes(data, media_type, options, keyed, decoded, factor, stop_at)
-    if not timed_out:
-        rest = [pts for pts in targets if pts not in decoded]
-        timed_out = _decode_others(data, media_type, options, index, rest, decoded, factor, stop_at)
+        if not index.display:
+            raise DecodeError(ErrorReason.UNDECODABLE, f"{label}: the video stream holds no frames")
+        duration = index.seconds(index.display[-1])
+        if duration > limits.max_duration_s:
+            raise DecodeError(
+                ErrorReason.TOO_LARGE,
+                f"{label}: frames run to {_duration(duration)}, above "
+                f"classify.video_max_duration_s ({_duration(limits.max_duration_s)})",
+            )
+        targets = plan(index, options.max_frames)
+        decoder = _Decoder(data, media_type, container, index, options, stop_at)
+        decoder.factor = shrink_factor(width, height, options)
+        try:
+            timed_out = decoder.keyframes([pts for pts in targets if index.is_key(pts)])
+            if not timed_out:
+                timed_out = decoder.others([p for p in targets if p not in decoder.decoded])
+        finally:
+            decoder.close(container)
+        decoded, factor = decoder.decoded, decoder.factor
     if not decoded:
         if timed_out:
             raise DecodeError(
@@ -254,6 +263,7 @@ def _declared_duration(container: Any, stream: Any) -> float | None:
 
 def _read_index(container: Any, stream: Any, stop_at: float, label: str) -> _Index:
     packets: list[_Packet] = []
+    references = _reference_reader(stream)
     try:
         for count, packet in enumerate(container.demux(stream)):
             if count and count % _CHECK_EVERY == 0 and time.perf_counter() > stop_at:
@@ -264,7 +274,7 @@ def _read_index(container: Any, stream: Any, stop_at: float, label: str) -> _Ind
                 )
             pts = packet.pts if packet.pts is not None else packet.dts
             if packet.size and pts is not None:
-                packets.append(_Packet(int(pts), bool(packet.is_keyframe)))
+                packets.append(_Packet(int(pts), bool(packet.is_keyframe), references(packet)))
     except av.FFmpegError:
         pass  # the data stops or breaks here: the frames before it are still there
     if packets and not packets[0].key:
@@ -275,145 +285,198 @@ def _read_index(container: Any, stream: Any, stop_at: float, label: str) -> _Ind
     return _Index(packets, display, stream.time_base or Fraction(1, 1000))
 
 
+def _reference_reader(stream: Any) -> Callable[[Any], bool]:
+    """A function telling whether a packet's picture may be referenced by others.
+
+    H.264 (``nal_ref_idc``) and HEVC (sub-layer non-reference NAL types) say so in the
+    first slice's NAL header; a frame nothing refers to need not be decoded on the way to
+    a later one, which halves the work between keyframes of a typical phone or x264
+    video. Anything else, or data that does not parse, counts as a reference.
+    """
+    name = stream.codec_context.name
+    extradata = bytes(stream.codec_context.extradata or b"")
+    if name == "h264" and len(extradata) > 4 and extradata[0] == 1:
+        size, hevc = (extradata[4] & 3) + 1, False
+    elif name == "hevc" and len(extradata) > 21 and extradata[0] == 1:
+        size, hevc = (extradata[21] & 3) + 1, True
+    else:
+        return lambda packet: True
+
+    def is_reference(packet: Any) -> bool:
+        data = memoryview(packet)
+        at = 0
+        for _ in range(_MAX_NALS):
+            if at + size >= len(data):
+                return True
+            length = int.from_bytes(data[at : at + size], "big")
+            header = data[at + size]
+            if hevc:
+                kind = (header >> 1) & 0x3F
+                if kind < 32:  # a slice: even types up to 14 are sub-layer non-reference
+                    return not (kind <= 14 and kind % 2 == 0)
+            else:
+                kind = header & 0x1F
+                if kind in (1, 5):  # a slice of a non-IDR or IDR picture
+                    return bool(header & 0x60)
+            at += size + length
+        return True
+
+    return is_reference
+
+
 # -- decoding ----------------------------------------------------------------------------
 
 
-def _decoding(data: bytes, media_type: str, options: DecodeOptions) -> Any:
-    container = _open(data, media_type)
-    stream = container.streams.video[0]
-    codec = stream.codec_context
-    codec.thread_count = options.video.threads
-    codec.thread_type = "AUTO" if options.video.threads > 1 else "SLICE"
-    # FFmpeg refuses to allocate a bigger frame than this, whatever the bitstream says.
-    codec.options = {"max_pixels": str(options.video.max_pixels)}
-    return container
+class _Decoder:
+    """Decodes chosen frames of one open video, shrunk to RGB as they come out."""
 
+    def __init__(
+        self,
+        data: bytes,
+        media_type: str,
+        container: Any,
+        index: _Index,
+        options: DecodeOptions,
+        stop_at: float,
+    ) -> None:
+        self.data = data
+        self.media_type = media_type
+        self.container = container
+        self.index = index
+        self.options = options
+        self.stop_at = stop_at
+        self.factor = 1
+        self.decoded: dict[int, Image.Image] = {}
+        # One converter for every frame: FFmpeg's scaler is set up once, not per frame.
+        self.reformatter = VideoReformatter()
+        self.codec = self._configured(container)
 
-def _packets(container: Any) -> Iterator[Any]:
-    """The video stream's packets as the index counts them: empty ones (the end-of-stream
-    marker) and ones without any timestamp left out."""
-    try:
-        for packet in container.demux(container.streams.video[0]):
-            if packet.size and (packet.pts is not None or packet.dts is not None):
-                yield packet
-    except av.FFmpegError:
-        return
-
-
-def _decode_keyframes(
-    data: bytes,
-    media_type: str,
-    options: DecodeOptions,
-    wanted: list[int],
-    decoded: dict[int, Image.Image],
-    factor: int,
-    stop_at: float,
-) -> bool:
-    """Decode the keyframes among the targets, feeding the decoder nothing else; True if
-    the clock ran out."""
-    if not wanted:
-        return False
-    pending, unfed = set(wanted), set(wanted)
-    with _decoding(data, media_type, options) as container:
+    def _configured(self, container: Any) -> Any:
         codec = container.streams.video[0].codec_context
-        for packet in _packets(container):
-            if packet.pts not in unfed:
+        codec.thread_count = self.options.video.threads
+        codec.thread_type = "AUTO" if self.options.video.threads > 1 else "SLICE"
+        # FFmpeg refuses to allocate a bigger frame than this, whatever the bitstream says.
+        codec.options = {"max_pixels": str(self.options.video.max_pixels)}
+        return codec
+
+    def close(self, opened: Any) -> None:
+        """Close the container if it is not ``opened`` (the one the caller closes)."""
+        if self.container is not opened:
+            self.container.close()
+
+    def keyframes(self, wanted: list[int]) -> bool:
+        """Decode the keyframes among the targets, feeding the decoder nothing else; True
+        if the clock ran out."""
+        if not wanted:
+            return False
+        pending, unfed = set(wanted), set(wanted)
+        for packet in self._packets():
+            pts = _pts(packet)
+            if pts not in unfed:
                 continue
-            if decoded and time.perf_counter() > stop_at:  # the first frame always decodes
-                return True
-            unfed.discard(packet.pts)
-            _take(_decode(codec, packet), pending, decoded, factor, options)
+            if self.decoded and time.perf_counter() > self.stop_at:
+                return True  # the first frame always decodes
+            unfed.discard(pts)
+            self._take(self._decode(packet), pending)
             if not unfed:
                 break
         # Frames the decoder still holds back for reordering come out as it drains.
-        _take(_decode(codec, None), pending, decoded, factor, options)
-    return False
-
-
-def _decode_others(
-    data: bytes,
-    media_type: str,
-    options: DecodeOptions,
-    index: _Index,
-    wanted: list[int],
-    decoded: dict[int, Image.Image],
-    factor: int,
-    stop_at: float,
-) -> bool:
-    """Decode the remaining targets from their groups' keyframes; True if the clock ran
-    out."""
-    if not wanted:
+        self._take(self._decode(None), pending)
+        self.codec.flush_buffers()
         return False
-    by_gop: dict[int, set[int]] = {}
-    for pts in wanted:
-        by_gop.setdefault(index.gop_of_pts.get(pts, 0), set()).add(pts)
-    with _decoding(data, media_type, options) as container:
-        codec = container.streams.video[0].codec_context
+
+    def others(self, wanted: list[int]) -> bool:
+        """Decode the remaining targets from their groups' keyframes, skipping groups
+        without a target and the rest of a group once its targets are out; True if the
+        clock ran out."""
+        if not wanted:
+            return False
+        gop_of = self.index.gop_of_pts
+        skippable = {p.pts for p in self.index.packets if not p.reference} - set(wanted)
+        by_gop: dict[int, set[int]] = {}
+        for pts in wanted:
+            by_gop.setdefault(gop_of[pts], set()).add(pts)
         feeding: int | None = None  # the group whose packets go to the decoder
-        for position, packet in enumerate(_packets(container)):
-            if position >= len(index.gop):
-                break
-            gop = index.gop[position]
+        for packet in self._packets():
+            pts = _pts(packet)
+            gop = gop_of.get(pts)
+            if gop is None:
+                continue
             if gop != feeding and feeding is not None:
-                # Leaving a group: what it still owes comes out when the decoder drains.
-                _take(_decode(codec, None), by_gop[feeding], decoded, factor, options)
-                codec.flush_buffers()
-                del by_gop[feeding]
+                # Leaving a group: what it still owes comes out as the decoder drains.
+                self._take(self._decode(None), by_gop.pop(feeding))
+                self.codec.flush_buffers()
                 feeding = None
             if not by_gop:
                 return False
             if gop not in by_gop:
                 continue
-            if decoded and time.perf_counter() > stop_at:
+            if self.decoded and time.perf_counter() > self.stop_at:
                 return True
             feeding = gop
-            _take(_decode(codec, packet), by_gop[gop], decoded, factor, options)
+            if pts in skippable:
+                continue  # no other frame needs it, and it is not sampled
+            self._take(self._decode(packet), by_gop[gop])
             if not by_gop[gop]:
-                codec.flush_buffers()  # its targets are out: skip the rest of the group
-                del by_gop[gop]
+                del by_gop[gop]  # its targets are out: skip the rest of the group
+                self.codec.flush_buffers()
                 feeding = None
         if feeding is not None:
-            _take(_decode(codec, None), by_gop[feeding], decoded, factor, options)
-    return False
+            self._take(self._decode(None), by_gop[feeding])
+        return False
+
+    def _packets(self) -> Iterator[Any]:
+        """The video stream's packets from the start (empty ones, the end-of-stream
+        marker, left out); a stream that cannot seek back is opened again."""
+        try:
+            self.container.seek(0, backward=True, any_frame=False)
+        except av.FFmpegError:
+            self.close(None)
+            self.container = _open(self.data, self.media_type)
+            self.codec = self._configured(self.container)
+        stream = self.container.streams.video[0]
+        try:
+            for packet in self.container.demux(stream):
+                if packet.size:
+                    yield packet
+        except av.FFmpegError:
+            return
+
+    def _decode(self, packet: Any) -> list[Any]:
+        """The frames ``packet`` completes (None drains the decoder); a broken packet gives
+        none."""
+        try:
+            return list(self.codec.decode(packet))
+        except av.FFmpegError:
+            return []
+
+    def _take(self, frames: list[Any], pending: set[int]) -> None:
+        for frame in frames:
+            if frame.pts in pending:
+                pending.discard(frame.pts)
+                self.decoded[int(frame.pts)] = self._to_rgb(frame)
+
+    def _to_rgb(self, frame: Any) -> Image.Image:
+        """The frame as a shrunken RGB image, turned upright."""
+        width, height = int(frame.width), int(frame.height)
+        if width * height > self.options.video.max_pixels:  # FFmpeg's max_pixels refuses first
+            raise DecodeError(ErrorReason.TOO_LARGE, f"a {width}×{height} frame")
+        small = self.reformatter.reformat(
+            frame,
+            width=-(-width // self.factor),
+            height=-(-height // self.factor),
+            format="rgb24",
+            interpolation="AREA",
+        )
+        image = Image.fromarray(small.to_ndarray())
+        rotation = round(getattr(frame, "rotation", 0) or 0) % 360
+        if rotation in _ROTATIONS:
+            image = image.transpose(_ROTATIONS[rotation])
+        return image
 
 
-def _decode(codec: Any, packet: Any) -> list[Any]:
-    """The frames ``packet`` completes (None drains the decoder); a broken packet gives none."""
-    try:
-        return list(codec.decode(packet))
-    except av.FFmpegError:
-        return []
-
-
-def _take(
-    frames: list[Any],
-    pending: set[int],
-    decoded: dict[int, Image.Image],
-    factor: int,
-    options: DecodeOptions,
-) -> None:
-    for frame in frames:
-        if frame.pts in pending:
-            pending.discard(frame.pts)
-            decoded[int(frame.pts)] = _to_rgb(frame, factor, options)
-
-
-def _to_rgb(frame: Any, factor: int, options: DecodeOptions) -> Image.Image:
-    """The frame as a shrunken RGB image, turned upright."""
-    width, height = int(frame.width), int(frame.height)
-    if width * height > options.video.max_pixels:  # max_pixels makes FFmpeg refuse first
-        raise DecodeError(ErrorReason.TOO_LARGE, f"a {width}×{height} frame")
-    small = frame.reformat(
-        width=-(-width // factor),
-        height=-(-height // factor),
-        format="rgb24",
-        interpolation="AREA",
-    )
-    image: Image.Image = small.to_image()
-    rotation = round(getattr(frame, "rotation", 0) or 0) % 360
-    if rotation in _ROTATIONS:
-        image = image.transpose(_ROTATIONS[rotation])
-    return image
+def _pts(packet: Any) -> int | None:
+    return packet.pts if packet.pts is not None else packet.dts
 
 
 def _prepared(
@@ -435,8 +498,9 @@ def _prepared(
         displayed = (height, width) if swapped else (width, height)
         pdq, quality = pdq_from_frame(np.asarray(image.convert("L")), displayed)
         position = index.position[pts]
-        key = index.packets[index.gop_of_pts[pts]].pts == pts
-        frames.append(FrameInfo(position, round(index.seconds(pts), 3), pdq, quality, key))
+        frames.append(
+            FrameInfo(position, round(index.seconds(pts), 3), pdq, quality, index.is_key(pts))
+        )
         inputs.append(tuple(pre(image) for pre in options.preprocessors))
     first = decoded[min(decoded)]
     return Prepared(

@@ -8,14 +8,25 @@ testable without any objectionable content.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from datetime import timedelta
+from pathlib import Path
 
+import av
 import pytest
 from PIL import Image, ImageOps
 
 from classify.base import ClassifyTables
-from classify.decode import DecodeFailure, DecodeOptions, Prepared, VideoLimits, prepare
+from classify.decode import (
+    DecodeFailure,
+    DecodeOptions,
+    Prepared,
+    VideoLimits,
+    hash_file,
+    prepare,
+)
+from classify.hashing import sha256_hex
 from classify.hashlists import HashLists
 from classify.preprocess import CenterCrop
 from pipeline.events import Decision, ErrorReason, utcnow
@@ -62,6 +73,22 @@ def test_each_container_is_sampled_at_its_keyframes_and_evenly(
     assert len(result.inputs) == 8 and result.inputs[0][0].shape == (32, 32, 3)
     assert result.duration_s == pytest.approx(3.0, abs=0.15)
     assert result.limited is None
+
+
+@pytest.mark.parametrize("container", media.VIDEO_CONTAINERS)
+def test_sampled_frames_are_the_frames_a_full_decode_gives(
+    container: media.VideoContainer,
+) -> None:
+    """Frames decoded from their keyframe with the unreferenced ones skipped are the same
+    pictures a player shows."""
+    data = media.video(3, 320, 240, 6.0, 10, container, keyframe_interval=60)
+    result = ok(data, DecodeOptions(max_frames=4))
+    with av.open(io.BytesIO(data)) as player:
+        shown = [frame.to_image() for frame in player.decode(video=0)]
+    assert len(shown) == 60 and [f.index for f in result.frames] == [0, 20, 39, 59]
+    for frame in result.frames:
+        reference, _ = media.pdq_hash(shown[frame.index])
+        assert frame.pdq is not None and media.pdq_distance(frame.pdq, reference) <= 8
 
 
 @pytest.mark.parametrize("kind", ["gif", "apng", "webp"])
@@ -190,11 +217,16 @@ async def test_keyframes_are_sampled_even_where_an_even_spread_passes(
     assert len(result.media.sampled) == 4
 
 
-async def test_frames_between_keyframes_are_sampled(make_engine: EngineFactory) -> None:
+@pytest.mark.parametrize("container", media.VIDEO_CONTAINERS)
+async def test_frames_between_keyframes_are_sampled(
+    make_engine: EngineFactory, container: media.VideoContainer
+) -> None:
     # One keyframe in 60 frames (as x264 makes them by default at 30 fps): the even spread
-    # decodes frame 20 from the keyframe on.
+    # decodes frame 20 from the keyframe on (frames no other frame refers to skipped).
     engine = await make_engine(classifiers=["colour"], max_frames=4)
-    data = media.video(9, 160, 120, 6.0, 10, keyframe_interval=60, special_frame=(20, MAGENTA))
+    data = media.video(
+        9, 160, 120, 6.0, 10, container, keyframe_interval=60, special_frame=(20, MAGENTA)
+    )
     result = await engine.evaluate(data)
     assert result.decision is Decision.FLAG_CSAM
     assert result.media is not None and [f.index for f in result.media.flagged] == [20]
@@ -222,7 +254,9 @@ async def test_a_frame_near_a_blocklisted_pdq_flags_the_video(
 async def test_an_allowlisted_first_frame_does_not_clear_the_video(
     make_engine: EngineFactory, tables: ClassifyTables
 ) -> None:
-    engine = await make_engine(classifiers=["hashlist", "colour"], max_frames=16)
+    engine = await make_engine(
+        classifiers=["hashlist", "colour"], max_frames=16, verdict_cache=False
+    )
     data = media.video(12, 160, 120, seconds=2.0, fps=8, special_frame=(12, MAGENTA))
     first = (await engine.evaluate(data)).media
     assert first is not None
@@ -231,6 +265,22 @@ async def test_an_allowlisted_first_frame_does_not_clear_the_video(
     )
     again = await engine.evaluate(data)
     assert again.decision is Decision.FLAG_CSAM
+
+
+async def test_the_fast_path_never_clears_an_animation_by_its_first_frame(
+    make_engine: EngineFactory, tables: ClassifyTables
+) -> None:
+    engine = await make_engine(
+        classifiers=["hashlist", "colour"], max_frames=16, verdict_cache=False
+    )
+    data = media.animated_gif(16, 160, 120, 10, 50, special_frame=(8, MAGENTA))
+    first = (await engine.evaluate(data)).media
+    assert first is not None
+    await HashLists(tables.hashlists).add(
+        pdq=first.sampled[0].pdq, pdq_quality=100, list="allow", reason="intro"
+    )
+    assert await engine.lookup_fast(data) is None  # it hashed frame 0 only: the models decide
+    assert (await engine.evaluate(data)).decision is Decision.FLAG_CSAM
 
 
 async def test_a_near_deadline_samples_fewer_frames_and_says_so(
@@ -259,6 +309,15 @@ async def test_a_declared_type_that_lies_is_noted_and_ignored(make_engine: Engin
     result = await engine.evaluate(video.data, content_type=video.content_type)
     assert result.media is not None and result.media.type == "video/mp4"
     assert result.detail == "declared image/jpeg, content is video/mp4"
+
+
+def test_hash_file_of_a_video_gives_its_content_hashes(tmp_path: Path) -> None:
+    data = media.video(17, 160, 120, seconds=1.0, fps=8)
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    hashes = hash_file(path)
+    assert (hashes.sha256, hashes.md5) == (sha256_hex(data), hashlib.md5(data).hexdigest())
+    assert hashes.pdq is None  # a frame's PDQ is an image's, not the video's
 
 
 async def test_the_still_formats_reach_the_models(make_engine: EngineFactory) -> None:
