@@ -398,8 +398,8 @@ class _Decoder:
             by_gop.setdefault(gop_of[pts], set()).add(pts)
         feeding: int | None = None  # the group whose packets go to the decoder
         for packet in self._packets():
-            pts = _pts(packet)
-            gop = gop_of.get(pts)
+            at = _pts(packet)
+            gop = None if at is None else gop_of.get(at)
             if gop is None:
                 continue
             if gop != feeding and feeding is not None:
@@ -414,7 +414,7 @@ class _Decoder:
             if self.decoded and time.perf_counter() > self.stop_at:
                 return True
             feeding = gop
-            if pts in skippable:
+            if at in skippable:
                 continue  # no other frame needs it, and it is not sampled
             self._take(self._decode(packet), by_gop[gop])
             if not by_gop[gop]:
