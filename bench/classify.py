@@ -22,6 +22,11 @@ It also measures, on one core:
   hashing one (:mod:`classify.pdq_index`) at 1M entries — build time, memory, lookups/s
   one query per call and in batches of 256, and misses against brute force on 10,000
   queries (bit-flipped copies at distance 0–31, real near-duplicate images, strangers);
+- **video** (``--video``): generated H.264 MP4, VP9 WebM, HEVC MOV, H.264 MKV (640×360,
+  10 s at 24 fps, a keyframe every 2 s) and GIF animations through the decoder —
+  pictguard's sampling (keyframes + an even spread, ``classify.max_frames`` frames shrunk
+  while converting) against decoding every frame — then through the engine, hash lists
+  only and with NudeNet: videos/s and frames/s;
 - **PDQ interoperability** (``--pdq-interop``, a few minutes): on 1,000 generated photos,
   screenshots, crops and re-encodes, the distance between pictguard's PDQ and the
   reference (``pdqhash`` on every pixel) for several frame sizes, and near-duplicate
@@ -31,6 +36,7 @@ Random CLIP weights are fine for throughput. Examples::
 
     python bench/classify.py --quick
     python bench/classify.py --skip-models --pdq-interop
+    python bench/classify.py --skip-models --skip-decode --skip-pdq --video
     python bench/classify.py --device cuda --n 4096 --models clip-l14 --batch 256 \\
         --decode-pool process --decode-workers 14
 """
@@ -307,6 +313,100 @@ def bench_decode(n: int) -> list[str]:
     return lines
 
 
+def _every_frame(data: bytes) -> int:
+    """Decode every frame of a video at full size and convert it to RGB (what sampling
+    every frame would cost); the number of frames."""
+    import av
+
+    count = 0
+    with av.open(io.BytesIO(data)) as container:
+        for frame in container.decode(video=0):
+            frame.to_ndarray(format="rgb24")
+            count += 1
+    return count
+
+
+def make_videos(n: int) -> dict[str, list[bytes]]:
+    """``n`` realistic videos per container (640×360, 10 s, 24 fps) and ``n`` GIFs."""
+    from tests import media
+
+    out: dict[str, list[bytes]] = {}
+    for container in media.VIDEO_CONTAINERS:
+        out[container] = [
+            media.video(100 + i, 640, 360, seconds=10.0, fps=24, container=container)
+            for i in range(n)
+        ]
+    out["gif"] = [media.animated_gif(200 + i, 480, 270, 48, 80) for i in range(n)]
+    return out
+
+
+def bench_video(n: int, args: argparse.Namespace, models: bool) -> list[str]:
+    """Videos/s and frames/s: the decoder's sampling against every frame, then the engine."""
+    from classify.decode import DecodeOptions, Prepared, prepare
+    from classify.preprocess import CenterCrop, Letterbox
+
+    videos = make_videos(n)
+    options = DecodeOptions(preprocessors=(CenterCrop(224), Letterbox(320)))
+    lines = [
+        f"video decode, {n} per kind, one thread (wall ms per file; frames sampled of all; "
+        "sampled frames/s; every frame decoded to RGB for comparison):"
+    ]
+    for kind, items in videos.items():
+        started, cpu = time.perf_counter(), time.process_time()
+        results = [prepare(item, options) for item in items]
+        wall, used = time.perf_counter() - started, time.process_time() - cpu
+        done = [r for r in results if isinstance(r, Prepared)]
+        if len(done) != len(results):
+            raise RuntimeError(f"{kind}: {results}")
+        sampled = sum(len(r.frames) for r in done)
+        total = sum(r.n_frames for r in done)
+        line = (
+            f"  {kind:5s} sampled {wall * 1000 / len(items):7.1f} ms/file "
+            f"(CPU {used * 1000 / len(items):7.1f})  {sampled // len(items):3d} of "
+            f"{total // len(items):4d} frames  {sampled / wall:7.1f} frames/s"
+        )
+        if kind != "gif":
+            started = time.perf_counter()
+            every = sum(_every_frame(item) for item in items)
+            spent = time.perf_counter() - started
+            line += (
+                f"   every frame {spent * 1000 / len(items):7.1f} ms/file "
+                f"({every / spent:6.1f} frames/s)"
+            )
+        lines.append(line)
+    mixed = [item for items in videos.values() for item in items]
+    classifier_sets = [["hashlist"]] + ([["hashlist", "nudenet"]] if models else [])
+    for classifiers in classifier_sets:
+        settings = ClassifySettings(
+            classifiers=classifiers,
+            max_batch=args.batch,
+            max_wait_ms=args.wait_ms,
+            decode_workers=args.decode_workers,
+            decode_pool=args.decode_pool,
+            verdict_cache=False,
+            nudenet=NudenetSettings(device=args.device),
+        )
+
+        async def go(settings: ClassifySettings = settings) -> tuple[float, int]:
+            engine = await start_engine(settings)
+            try:
+                started = time.perf_counter()
+                found = await asyncio.gather(*(engine.evaluate(item) for item in mixed))
+                spent = time.perf_counter() - started
+            finally:
+                await engine.stop()
+            frames = sum(len(f.media.sampled) for f in found if f.media is not None)
+            return spent, frames
+
+        spent, frames = asyncio.run(go())
+        lines.append(
+            f"  engine [{'+'.join(classifiers)}] on {len(mixed)} files: "
+            f"{len(mixed) / spent:6.2f} videos/s, {frames / spent:7.1f} frames/s "
+            f"(decode {settings.decode_pool}x{settings.decode_workers})"
+        )
+    return lines
+
+
 def _old_frame(data: bytes, shrink: bool = True) -> Image.Image:
     with Image.open(io.BytesIO(data)) as image:
         image.draft(None, (320, 320))
@@ -520,6 +620,8 @@ def main(argv: list[str] | None = None) -> None:
         "--pdq-interop", action="store_true", help="PDQ vs the reference on --interop-n images"
     )
     parser.add_argument("--interop-n", type=int, default=1000)
+    parser.add_argument("--video", action="store_true", help="video decode and engine section")
+    parser.add_argument("--video-n", type=int, default=None, help="videos per kind (default 3)")
     args = parser.parse_args(argv)
 
     import torch
@@ -566,6 +668,11 @@ def main(argv: list[str] | None = None) -> None:
             print(line, flush=True)
     if args.pdq_interop:
         for line in bench_interop(args.interop_n):
+            print(line, flush=True)
+    if args.video:
+        print("generating videos …", flush=True)
+        video_n = args.video_n or (1 if args.quick else 3)
+        for line in bench_video(video_n, args, models=not args.skip_models):
             print(line, flush=True)
     if results:
         print("\nsummary (images/s, bytes → verdict):")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from pipeline.events import Findings, Lane
@@ -27,7 +28,13 @@ class Evaluator(Protocol):
     def policy_version(self) -> str: ...
 
     async def evaluate(
-        self, data: bytes, *, content_type: str | None = None, lane: Lane = Lane.BULK
+        self,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        lane: Lane = Lane.BULK,
+        deadline: datetime | None = None,
     ) -> Assessment:
-        """The assessment of one image; bad input gives ``Decision.ERROR``, never raises."""
+        """The assessment of one image, animation or video; bad input gives
+        ``Decision.ERROR``, never raises. ``deadline``: when the answer is due."""
         ...

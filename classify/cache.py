@@ -14,7 +14,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field, ValidationError
 
 from classify.base import Assessment
-from pipeline.events import Decision, utcnow
+from pipeline.events import Decision, MediaSummary, utcnow
 from pipeline.state.table import Table
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class CachedVerdict(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict)
     labels: list[str] = Field(default_factory=list)
     classifiers: list[str] = Field(default_factory=list)
+    media: MediaSummary | None = None  # videos and animations: frames sampled and flagged
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -62,6 +63,7 @@ class VerdictCache:
             classifiers=list(cached.classifiers),
             model_version=cached.model_version,
             policy_version=cached.policy_version,
+            media=cached.media,
             cached=True,
         )
 
@@ -78,5 +80,6 @@ class VerdictCache:
             scores=assessment.scores,
             labels=assessment.labels,
             classifiers=assessment.classifiers,
+            media=assessment.media,
         )
         await self.table.put(assessment.sha256, cached.model_dump_json(exclude_none=True).encode())

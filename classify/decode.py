@@ -11,6 +11,13 @@ preprocessor's side ≥ its input size, lets libjpeg apply it while decoding (DC
 conversion, so a 64-MP image never exists as a full-size RGB or RGBA copy. PDQ then comes
 from that frame through :func:`classify.hashing.pdq_from_frame`, within a few bits of the
 reference computed on every pixel.
+
+The type comes from the bytes (:func:`pipeline.mediatype.sniff`), never from a header:
+video containers go to :mod:`classify.video`, everything else to Pillow, restricted to
+:data:`ALLOWED_FORMATS`. HEIC/HEIF (``pillow-heif``) and JPEG XL (``pillow-jxl-plugin``)
+are registered with Pillow once, when this module is imported; AVIF is Pillow's own.
+Animations (GIF, APNG, animated WebP) and videos give up to ``max_frames`` sampled frames,
+each with its index, time and PDQ (:class:`FrameInfo`).
 """
 
 from __future__ import annotations
@@ -28,12 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import filetype
 import numpy as np
+import pillow_heif
+import pillow_jxl  # noqa: F401 — registers the JPEG XL plugin with Pillow
 from PIL import Image, UnidentifiedImageError
 
 from classify.hashing import ImageHashes, content_hashes, pdq_from_frame
 from classify.preprocess import Preprocessor
+from pipeline import mediatype
 from pipeline.errors import PictguardError
 from pipeline.events import ErrorReason
 
@@ -41,7 +50,18 @@ log = logging.getLogger(__name__)
 
 # Only plain raster formats. Pillow can open many more (EPS runs Ghostscript, FITS, PSD,
 # …); a media store has no business with them and each is attack surface.
-ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "ICO")
+ALLOWED_FORMATS: tuple[str, ...] = (
+    "JPEG",
+    "PNG",
+    "GIF",
+    "WEBP",
+    "BMP",
+    "TIFF",
+    "AVIF",
+    "HEIF",
+    "JXL",
+    "ICO",
+)
 _SUPPORTED_MIMES = frozenset(
     {
         "image/jpeg",
@@ -51,10 +71,17 @@ _SUPPORTED_MIMES = frozenset(
         "image/bmp",
         "image/tiff",
         "image/avif",
+        "image/heic",
+        "image/heif",
+        "image/jxl",
         "image/x-icon",
+        "image/vnd.microsoft.icon",
         "image/apng",
     }
 )
+# JPEG XL: pillow-jxl-plugin decodes the whole image when it opens the file, so the size
+# is read from the codestream's SizeHeader first; these are its aspect-ratio codes.
+_JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
 # EXIF orientation → the transpose that undoes it (as ImageOps.exif_transpose does).
 _ORIENTATION = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -89,6 +116,8 @@ _PILLOW_ERRORS: tuple[type[BaseException], ...] = (
 # pictguard enforces its own pixel limit (``max_pixels``) before any pixel is decoded;
 # Pillow's warning between its own two limits would only be noise in the logs.
 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+# HEIC/HEIF through libheif; it decodes when the pixels are loaded, after the size checks.
+pillow_heif.register_heif_opener()
 
 
 class DecodeError(PictguardError):
@@ -99,6 +128,17 @@ class DecodeError(PictguardError):
         self.reason = reason
         self.detail = detail
         self.sha256 = sha256
+
+
+@dataclass(frozen=True, slots=True)
+class VideoLimits:
+    """Limits a video is checked against before its first frame decodes (the settings
+    ``classify.video_*``), and its decoder's threads."""
+
+    max_pixels: int = 3840 * 2160
+    max_duration_s: float = 3600.0
+    max_memory_mb: int = 512
+    threads: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,18 +170,39 @@ class DecodeOptions:
     within 10 bits of the reference, 99 % within 8.
     ``draft_size``: the frame's long side is kept at least this (0: only what
     ``hash_size`` and the preprocessors need).
+    ``max_frames``: frames sampled from an animation or a video; ``time_limit_s``: what
+    decoding one of them may take before the frames decoded so far are used.
     """
 
     max_pixels: int = 64_000_000
-    max_frames: int = 4
+    max_frames: int = 16
     hash_size: int = 256
     draft_size: int = 0
     preprocessors: tuple[Preprocessor, ...] = ()
+    time_limit_s: float = 10.0
+    video: VideoLimits = VideoLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class FrameInfo:
+    """One sampled frame: its number in display order, time, PDQ, and whether the video
+    has a keyframe there."""
+
+    index: int
+    time_s: float | None
+    pdq: str | None
+    pdq_quality: int | None
+    keyframe: bool = False
 
 
 @dataclass(slots=True)
 class Prepared:
-    """A decoded image: its PDQ (of the first frame) and per-frame model inputs."""
+    """A decoded image, animation or video: its PDQ (of the first sampled frame), each
+    sampled frame's :class:`FrameInfo` and per-frame model inputs.
+
+    ``limited`` says why fewer frames were decoded than planned (the time limit, data
+    that stops short); ``n_frames`` is the frame count of the whole file.
+    """
 
     format: str
     width: int
@@ -153,6 +214,15 @@ class Prepared:
     # inputs[frame][i] is the array for preprocessors[i]
     inputs: list[tuple[np.ndarray, ...]] = field(default_factory=list)
     decode_ms: float = 0.0
+    media_type: str = ""  # from the bytes
+    frames: list[FrameInfo] = field(default_factory=list)  # one per entry of ``inputs``
+    duration_s: float | None = None
+    limited: str | None = None
+
+    @property
+    def multi_frame(self) -> bool:
+        """An animation or a video (even one whose sample is a single frame)."""
+        return self.n_frames > 1 or mediatype.is_video(self.media_type)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +234,7 @@ class DecodeFailure:
 
 
 def prepare(data: bytes, options: DecodeOptions) -> Prepared | DecodeFailure:
-    """Decode ``data``, hash its first frame with PDQ and run the preprocessors.
+    """Decode ``data``, hash its sampled frames with PDQ and run the preprocessors.
 
     Never raises for bad input; a bug (or MemoryError) still propagates.
     """
@@ -180,6 +250,16 @@ def prepare(data: bytes, options: DecodeOptions) -> Prepared | DecodeFailure:
 def _prepare(data: bytes, options: DecodeOptions) -> Prepared:
     if not data:
         raise DecodeError(ErrorReason.EMPTY, "0 bytes")
+    media_type = mediatype.sniff(data)
+    if mediatype.is_video(media_type):
+        if media_type not in mediatype.VIDEO_TYPES:
+            raise DecodeError(ErrorReason.UNSUPPORTED_TYPE, media_type)
+        # Imported here: classify.video imports this module.
+        from classify.video import prepare_video
+
+        return prepare_video(data, media_type, options)
+    if media_type == "image/jxl":
+        _check_jxl_size(data, options.max_pixels)
     image = _open(data)
     with image:
         width, height = image.size
@@ -193,7 +273,7 @@ def _prepare(data: bytes, options: DecodeOptions) -> Prepared:
         fmt = image.format or "unknown"
         orientation = _orientation(image)
         try:
-            frames, n_frames, scale = _read_frames(image, orientation, options)
+            sampled = _read_frames(image, orientation, options)
         except DecodeError:
             raise
         except Image.DecompressionBombError as exc:
@@ -202,11 +282,30 @@ def _prepare(data: bytes, options: DecodeOptions) -> Prepared:
             raise DecodeError(ErrorReason.UNDECODABLE, f"{fmt}: {exc}") from None
     swap, reversed_axes = _AXES.get(orientation, (False, (False, False)))
     displayed = (height, width) if swap else (width, height)
-    pdq, quality = pdq_from_frame(
-        np.asarray(frames[0].convert("L")), displayed, scale=scale, reversed_axes=reversed_axes
+    infos = []
+    for frame, (index, time_s) in zip(sampled.images, sampled.where, strict=True):
+        pdq, quality = pdq_from_frame(
+            np.asarray(frame.convert("L")),
+            displayed,
+            scale=sampled.scale,
+            reversed_axes=reversed_axes,
+        )
+        infos.append(FrameInfo(index, time_s, pdq, quality, index == 0))
+    inputs = [tuple(pre(frame) for pre in options.preprocessors) for frame in sampled.images]
+    return Prepared(
+        fmt,
+        width,
+        height,
+        sampled.n_frames,
+        infos[0].pdq,
+        infos[0].pdq_quality,
+        sampled.images[0].size,
+        inputs,
+        media_type=media_type,
+        frames=infos,
+        duration_s=sampled.duration_s,
+        limited=sampled.limited,
     )
-    inputs = [tuple(pre(frame) for pre in options.preprocessors) for frame in frames]
-    return Prepared(fmt, width, height, n_frames, pdq, quality, frames[0].size, inputs)
 
 
 def hash_file(path: Path, *, hash_size: int = 256, max_pixels: int = 64_000_000) -> ImageHashes:
@@ -217,6 +316,9 @@ def hash_file(path: Path, *, hash_size: int = 256, max_pixels: int = 64_000_000)
     """
     data = path.read_bytes()
     digests = content_hashes(data)
+    if mediatype.is_video(mediatype.sniff(data)):
+        # Video lists carry the file's MD5 (and sha256); a frame's PDQ is an image's.
+        return ImageHashes(digests.sha256, None, None, digests.md5, digests.sha1)
     result = prepare(data, DecodeOptions(max_pixels=max_pixels, max_frames=1, hash_size=hash_size))
     if isinstance(result, DecodeFailure):
         raise DecodeError(result.reason, result.detail, sha256=digests.sha256)
@@ -229,7 +331,7 @@ def _open(data: bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise DecodeError(ErrorReason.TOO_LARGE, str(exc)) from None
     except UnidentifiedImageError:
-        mime = sniff(data)
+        mime = mediatype.sniff(data)
         if mime in _SUPPORTED_MIMES:
             raise DecodeError(ErrorReason.UNDECODABLE, f"{mime}: header not readable") from None
         raise DecodeError(ErrorReason.UNSUPPORTED_TYPE, mime) from None
@@ -238,16 +340,68 @@ def _open(data: bytes) -> Image.Image:
 
 
 def sniff(data: bytes) -> str:
-    """Best guess of the media type of something Pillow does not open."""
-    kind = filetype.guess(data[:8192])
-    if kind is not None:
-        return str(kind.mime)
-    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if b"<svg" in head or (head.startswith(b"<?xml") and b"<svg" in data[:8192].lower()):
-        return "image/svg+xml"
-    if head.startswith((b"<!doctype html", b"<html")):
-        return "text/html"
-    return "application/octet-stream"
+    """The media type of ``data`` from its bytes (:func:`pipeline.mediatype.sniff`)."""
+    return mediatype.sniff(data)
+
+
+def _check_jxl_size(data: bytes, max_pixels: int) -> None:
+    """Refuse a JPEG XL whose header declares more than ``max_pixels``, before
+    pillow-jxl-plugin (which decodes while opening) allocates them."""
+    size = jxl_size(data)
+    if size is None:
+        raise DecodeError(ErrorReason.UNDECODABLE, "image/jxl: header not readable")
+    width, height = size
+    if width * height > max_pixels:
+        raise DecodeError(
+            ErrorReason.TOO_LARGE, f"JXL {width}x{height} exceeds {max_pixels} pixels"
+        )
+
+
+def jxl_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a JPEG XL SizeHeader (bare codestream or container)."""
+    head = _jxl_codestream(data)
+    if head is None or not head.startswith(b"\xff\x0a"):
+        return None
+    bits, at = int.from_bytes(head[2:34], "little"), 0
+
+    def read(n: int) -> int:
+        nonlocal at
+        value = (bits >> at) & ((1 << n) - 1)
+        at += n
+        return value
+
+    def u32() -> int:
+        return read((9, 13, 18, 30)[read(2)]) + 1
+
+    small = read(1)
+    height = (read(5) + 1) * 8 if small else u32()
+    ratio = read(3)
+    if ratio:
+        num, den = _JXL_RATIOS[ratio]
+        return height * num // den, height
+    return ((read(5) + 1) * 8 if small else u32()), height
+
+
+def _jxl_codestream(data: bytes) -> bytes | None:
+    """The start of the codestream: the file itself, or its first jxlc/jxlp box."""
+    if data.startswith(b"\xff\x0a"):
+        return data[:64]
+    at = 0
+    while at + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[at : at + 8])
+        header = 8
+        if size == 1 and at + 16 <= len(data):
+            size, header = struct.unpack(">Q", data[at + 8 : at + 16])[0], 16
+        elif size == 0:
+            size = len(data) - at
+        if kind == b"jxlc":
+            return data[at + header : at + header + 64]
+        if kind == b"jxlp":  # partial codestream boxes start with a 4-byte sequence number
+            return data[at + header + 4 : at + header + 68]
+        if size < header:
+            return None
+        at += size
+    return None
 
 
 def shrink_factor(width: int, height: int, options: DecodeOptions) -> int:
@@ -266,10 +420,18 @@ def shrink_factor(width: int, height: int, options: DecodeOptions) -> int:
     return max(1, factor)
 
 
-def _read_frames(
-    image: Image.Image, orientation: int, options: DecodeOptions
-) -> tuple[list[Image.Image], int, int]:
-    """The sampled frames, the frame count and the factor the frames were shrunk by."""
+@dataclass(slots=True)
+class _Sampled:
+    images: list[Image.Image]
+    where: list[tuple[int, float | None]]  # (frame index, time in seconds) per image
+    n_frames: int
+    scale: int  # the factor the frames were shrunk by
+    duration_s: float | None = None
+    limited: str | None = None
+
+
+def _read_frames(image: Image.Image, orientation: int, options: DecodeOptions) -> _Sampled:
+    """The sampled frames, where they are, the frame count and the shrink factor."""
     width, height = image.size
     n_frames = int(getattr(image, "n_frames", 1))
     factor = shrink_factor(width, height, options)
@@ -280,18 +442,52 @@ def _read_frames(
             drafted = image.draft(None, (width // jpeg_scale, height // jpeg_scale))
             jpeg_scale = 1 if drafted is None else round(width / drafted[1][2])
             rest = factor // jpeg_scale
-            return [_finish(image, orientation, rest)], 1, jpeg_scale * rest
-        return [_finish(image, orientation, factor)], 1, factor
+            frame = _finish(image, orientation, rest)
+            return _Sampled([frame], [(0, None)], 1, jpeg_scale * rest)
+        return _Sampled([_finish(image, orientation, factor)], [(0, None)], 1, factor)
     walkable = max(1, min(n_frames, _FRAME_WALK_FACTOR * options.max_pixels // (width * height)))
-    frames = []
-    for index in _sample(walkable, options.max_frames):
-        image.seek(index)
-        frames.append(_finish(image, orientation, factor))
-    return frames, n_frames, factor
+    wanted = sample_indices(walkable, options.max_frames)
+    stop_at = time.perf_counter() + options.time_limit_s
+    sampled = _Sampled([], [], n_frames, factor)
+    if image.format == "WEBP":
+        # WebP seeks to any frame and reports its start time.
+        for index in wanted:
+            if sampled.images and time.perf_counter() > stop_at:
+                break
+            image.seek(index)
+            frame = _finish(image, orientation, factor)
+            sampled.images.append(frame)
+            start_ms = float(image.info.get("timestamp", 0))
+            sampled.where.append((index, round(start_ms / 1000, 3)))
+            if index == n_frames - 1:
+                end_ms = start_ms + float(image.info.get("duration", 0) or 0)
+                sampled.duration_s = round(end_ms / 1000, 3)
+    else:
+        # GIF and APNG seek by stepping through every frame anyway; stepping here adds up
+        # the frames' durations on the way.
+        elapsed_ms, wanted_set = 0.0, set(wanted)
+        for index in range(wanted[-1] + 1):
+            if sampled.images and time.perf_counter() > stop_at:
+                break
+            image.seek(index)
+            if index in wanted_set:
+                sampled.images.append(_finish(image, orientation, factor))
+                sampled.where.append((index, round(elapsed_ms / 1000, 3)))
+            elapsed_ms += float(image.info.get("duration", 0) or 0)
+        if wanted[-1] == n_frames - 1 and len(sampled.images) == len(wanted):
+            sampled.duration_s = round(elapsed_ms / 1000, 3)
+    if len(sampled.images) < len(wanted):
+        sampled.limited = (
+            f"decode time limit ({options.time_limit_s:g} s): "
+            f"{len(sampled.images)} of {len(wanted)} planned frames"
+        )
+    elif walkable < n_frames:
+        sampled.limited = f"frames after {walkable} of {n_frames} not sampled (classify.max_pixels)"
+    return sampled
 
 
-def _sample(n: int, k: int) -> list[int]:
-    """``k`` frame indices spread evenly over ``range(n)``, first frame included."""
+def sample_indices(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)``, first and last included."""
     if n <= k:
         return list(range(n))
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if k > 1 else [0]

@@ -5,6 +5,12 @@ has them) → exact allow/block entry → verdict cache → an identical image a
 → decode + PDQ (pool) → PDQ-near allow/block entry → every loaded model, through its
 dynamic batcher, while the matchers (HMA) are asked → policy → verdict cache. The stage calls
 :meth:`ClassifyEngine.evaluate` for many images at once; batching happens underneath.
+
+Videos and animations take the same path with several frames: every sampled frame's PDQ
+is matched (one near a blocklisted PDQ flags the file), every frame goes through the
+same model batchers, the worst frame decides, and the verdict's ``media`` names the
+frames that flagged. With a deadline (an upload that pict-rs waits for) fewer frames are
+sampled when the time left would not cover them all, and ``media.limited`` says so.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import replace
+from datetime import datetime
 
 from classify.base import Assessment, ClassifyTables
 from classify.batcher import DynamicBatcher
 from classify.cache import VerdictCache
-from classify.decode import DecodeFailure, DecodeOptions, DecodePool, Prepared
+from classify.decode import DecodeFailure, DecodeOptions, DecodePool, Prepared, VideoLimits
 from classify.hashing import ContentHashes, content_hashes, sha256_hex
 from classify.hashlists import HashLists, HashMatch
 from classify.policy import SEVERITY, Judgement, Policy
@@ -36,8 +44,16 @@ from classify.registry import (
 )
 from classify.registry import create as create_model
 from classify.settings import ClassifySettings
+from pipeline import mediatype
 from pipeline.errors import PictguardError
-from pipeline.events import Decision, ErrorReason, Lane
+from pipeline.events import (
+    Decision,
+    ErrorReason,
+    FrameRef,
+    Lane,
+    MediaSummary,
+    utcnow,
+)
 from pipeline.tracing import span
 
 log = logging.getLogger(__name__)
@@ -48,6 +64,13 @@ _INLINE_HASH_BYTES = 1 << 20
 # ~0.15 ms at 1M entries with the multi-index; batched off the loop they cost less each and
 # never hold up the event loop while the index rebuilds).
 _INLINE_PDQ_ENTRIES = 20_000
+# With a deadline, the shares of the time left that decoding a video or an animation and
+# running its frames through the models may take (the rest covers the queues and the
+# answer's way back).
+_DECODE_SHARE = 0.4
+_MODEL_SHARE = 0.4
+# Weight of the newest measurement in the running average of model time per frame.
+_COST_WEIGHT = 0.2
 
 
 class EngineNotReadyError(PictguardError, RuntimeError):
@@ -81,6 +104,9 @@ class ClassifyEngine:
         self._pdq_batcher: DynamicBatcher[tuple[str | None, int | None], HashMatch | None] = (
             DynamicBatcher(self.hashlists.match_pdq_many, max_batch=256, max_wait_ms=1, name="pdq")
         )
+        # Model time per frame, averaged over recent runs (None before the first): how
+        # many frames of a video fit before a deadline.
+        self.frame_cost_ms: float | None = None
         self._ready = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -133,7 +159,16 @@ class ClassifyEngine:
         self.policy_version = self.policy.version
         self.model_version = "+".join(model.version for model in self.models) or "none"
         self._hash_options = DecodeOptions(
-            max_pixels=self.settings.max_pixels, max_frames=1, hash_size=self.settings.hash_size
+            max_pixels=self.settings.max_pixels,
+            max_frames=1,
+            hash_size=self.settings.hash_size,
+            time_limit_s=self.settings.video_max_decode_s,
+            video=VideoLimits(
+                max_pixels=self.settings.video_max_pixels,
+                max_duration_s=self.settings.video_max_duration_s,
+                max_memory_mb=self.settings.video_max_memory_mb,
+                threads=self.settings.video_threads,
+            ),
         )
         preprocessors = tuple(model.preprocessor for model in self.models)
         self._decode_options = replace(
@@ -184,16 +219,32 @@ class ClassifyEngine:
     # -- evaluation --------------------------------------------------------------------
 
     async def evaluate(
-        self, data: bytes, *, content_type: str | None = None, lane: Lane = Lane.BULK
+        self,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        lane: Lane = Lane.BULK,
+        deadline: datetime | None = None,
     ) -> Assessment:
-        """The assessment of one image. Bad input gives ``Decision.ERROR``, never an exception."""
+        """The assessment of one image, animation or video. Bad input gives
+        ``Decision.ERROR``, never an exception.
+
+        The type is read from the bytes; a ``content_type`` that disagrees is noted in the
+        verdict's ``detail``. ``deadline``: when the answer is due (the sync lane); a video
+        is then sampled to fit.
+        """
         if not self._ready:
             raise EngineNotReadyError("ClassifyEngine.evaluate() called before start()")
         started = time.perf_counter()
         try:
-            assessment = await self._evaluate(data, content_type, lane)
+            assessment = await self._evaluate(data, lane, deadline)
         except ClassifierError as exc:
             assessment = self._error(ErrorReason.MODEL_FAILED, str(exc))
+        note = mediatype.mismatch(content_type, mediatype.sniff(data)) if data else None
+        if note is not None:
+            # A copy: the object may be shared with requests for the same bytes.
+            detail = f"{assessment.detail}; {note}" if assessment.detail else note
+            assessment = assessment.model_copy(update={"detail": detail})
         assessment.timings_ms["total"] = _ms_since(started)
         return assessment
 
@@ -211,6 +262,8 @@ class ClassifyEngine:
             early.timings_ms["total"] = _ms_since(started)
             return early
         sha256 = early
+        if mediatype.is_video(mediatype.sniff(data)):
+            return None  # its frames are sampled and matched on the model path, not twice
         if self.use_hashlists and self.hashlists.has_pdq_entries:
             prepared = await self.pool.prepare(data, self._hash_options)
             if isinstance(prepared, DecodeFailure):
@@ -264,7 +317,7 @@ class ClassifyEngine:
                 return cached
         return sha256
 
-    async def _evaluate(self, data: bytes, content_type: str | None, lane: Lane) -> Assessment:
+    async def _evaluate(self, data: bytes, lane: Lane, deadline: datetime | None) -> Assessment:
         early = await self._before_decode(data)
         if isinstance(early, Assessment):
             return early
@@ -282,11 +335,13 @@ class ClassifyEngine:
                     raise  # this request was cancelled
                 # The run we shared was cancelled, not us: classify on our own below.
             else:
-                return shared.model_copy(update={"cached": True, "timings_ms": {}}, deep=True)
+                if not (lane is Lane.BULK and shared.media and shared.media.limited):
+                    return shared.model_copy(update={"cached": True, "timings_ms": {}}, deep=True)
+                # A sampling cut short for an upload's deadline: the bulk scan does it fully.
         future: asyncio.Future[Assessment] = asyncio.get_running_loop().create_future()
         self._inflight[sha256] = (lane, future)
         try:
-            result = await self._classify(data, sha256, content_type, lane)
+            result = await self._classify(data, sha256, lane, deadline)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -302,19 +357,19 @@ class ClassifyEngine:
         return result
 
     async def _classify(
-        self, data: bytes, sha256: str, content_type: str | None, lane: Lane
+        self, data: bytes, sha256: str, lane: Lane, deadline: datetime | None
     ) -> Assessment:
+        options, cut = self._options_for(deadline)
         with span("classify.decode") as current:
-            prepared = await self.pool.prepare(data, self._decode_options)
+            prepared = await self.pool.prepare(data, options)
             if isinstance(prepared, DecodeFailure):
                 current.set_attribute("pictguard.error", prepared.reason.value)
             else:
                 current.set_attribute("pictguard.frames", len(prepared.inputs))
         if isinstance(prepared, DecodeFailure):
-            detail = prepared.detail
-            if prepared.reason is ErrorReason.UNSUPPORTED_TYPE and content_type:
-                detail = f"{detail} (declared {content_type})"
-            return self._error(prepared.reason, detail, sha256)
+            return self._error(prepared.reason, prepared.detail, sha256)
+        if cut is not None and prepared.multi_frame and len(prepared.inputs) < prepared.n_frames:
+            prepared.limited = "; ".join(filter(None, (cut, prepared.limited)))
         timings = {"decode": round(prepared.decode_ms, 3)}
         matched = await self._match_pdq(sha256, prepared, lane)
         if matched is not None:
@@ -328,13 +383,18 @@ class ClassifyEngine:
         )
         try:
             judgement: Judgement | ClassifierError = Judgement(Decision.ALLOW)
+            flagged: dict[int, tuple[Decision, str | None]] = {}
             if self.models:
+                started = time.perf_counter()
                 try:
-                    judgement = self._judge(
-                        await self._run_models(prepared, lane, timings), prepared
-                    )
+                    per_model = await self._run_models(prepared, lane, timings)
                 except ClassifierError as exc:
                     judgement = exc
+                else:
+                    self._note_frame_cost(
+                        (time.perf_counter() - started) * 1000 / len(prepared.inputs)
+                    )
+                    judgement, flagged = self._judge(per_model, prepared)
             outcomes = await asking if asking is not None else []
         finally:
             if asking is not None and not asking.done():
@@ -344,25 +404,38 @@ class ClassifyEngine:
             if found is None:
                 return self._error(ErrorReason.MODEL_FAILED, str(judgement), sha256)
             judgement = Judgement(Decision.ALLOW)
-        assessment = self._assessment(judgement, sha256, prepared, timings)
+        assessment = self._assessment(judgement, sha256, prepared, timings, flagged)
         if outcomes:
             return await self._with_outcomes(assessment, outcomes)
-        if self.settings.verdict_cache and self.models:
+        if self._cacheable(assessment):
             await self.cache.put(assessment)
         return assessment
 
-    def _judge(self, per_model: list[list[ModelOutput]], prepared: Prepared) -> Judgement:
+    def _cacheable(self, assessment: Assessment) -> bool:
+        """A model verdict, and not a sample cut short by a clock (a full scan may see
+        more)."""
+        limited = assessment.media is not None and assessment.media.limited is not None
+        return self.settings.verdict_cache and bool(self.models) and not limited
+
+    def _judge(
+        self, per_model: list[list[ModelOutput]], prepared: Prepared
+    ) -> tuple[Judgement, dict[int, tuple[Decision, str | None]]]:
+        """The worst frame's judgement, and the frames that flagged (by position)."""
         with span(
             "classify.policy", attributes={"pictguard.policy": self.policy_version}
         ) as current:
-            judgement = Policy.worst(
-                [
-                    self.policy.decide_frame(outputs[frame] for outputs in per_model)
-                    for frame in range(len(prepared.inputs))
-                ]
-            )
+            frames = [
+                self.policy.decide_frame(outputs[frame] for outputs in per_model)
+                for frame in range(len(prepared.inputs))
+            ]
+            judgement = Policy.worst(frames)
             current.set_attribute("pictguard.decision", judgement.decision.value)
-        return judgement
+        flagged: dict[int, tuple[Decision, str | None]] = {
+            i: (frame.decision, None)
+            for i, frame in enumerate(frames)
+            if frame.decision in (Decision.FLAG_CSAM, Decision.FLAG_NSFW)
+        }
+        return judgement, flagged
 
     async def _ask_matchers(
         self, data: bytes, sha256: str, prepared: Prepared, timings: dict[str, float]
@@ -405,7 +478,7 @@ class ClassifyEngine:
             return assessment
         down = [(m, o) for m, o in zip(self.matchers, outcomes, strict=True) if o.unavailable]
         if not down:
-            if self.settings.verdict_cache and self.models:
+            if self._cacheable(assessment):
                 await self.cache.put(assessment)
             return assessment
         why = "; ".join(o.unavailable or "" for _, o in down)
@@ -418,6 +491,26 @@ class ClassifyEngine:
         assessment.labels += [f"{m.name}:unavailable" for m, _ in down]
         assessment.detail = why
         return assessment
+
+    def _options_for(self, deadline: datetime | None) -> tuple[DecodeOptions, str | None]:
+        """Decode options that fit the time left before ``deadline``, and a note when they
+        sample fewer frames than ``classify.max_frames``."""
+        if deadline is None:
+            return self._decode_options, None
+        left = max(0.0, (deadline - utcnow()).total_seconds())
+        options = self._decode_options
+        frames = options.max_frames
+        if self.frame_cost_ms:
+            frames = max(1, min(frames, int(left * 1000 * _MODEL_SHARE / self.frame_cost_ms)))
+        limit = max(0.05, min(options.time_limit_s, left * _DECODE_SHARE))
+        cut = None
+        if frames < options.max_frames:
+            cut = f"sync deadline: {frames} of {options.max_frames} frames sampled"
+        return replace(options, max_frames=frames, time_limit_s=limit), cut
+
+    def _note_frame_cost(self, ms: float) -> None:
+        previous = self.frame_cost_ms
+        self.frame_cost_ms = ms if previous is None else previous + _COST_WEIGHT * (ms - previous)
 
     async def _run_models(
         self, prepared: Prepared, lane: Lane, timings: dict[str, float]
@@ -445,29 +538,67 @@ class ClassifyEngine:
         return per_model
 
     async def _match_pdq(self, sha256: str, prepared: Prepared, lane: Lane) -> Assessment | None:
+        """The hash-list verdict from the frames' PDQs, or None to go on to the models.
+
+        One frame near a blocklisted PDQ flags a video or an animation; an allowlist
+        match allows it only when every sampled frame matches one (a shared intro must
+        not clear the rest). A still image has one frame: its nearest entry decides.
+        """
         if not self.use_hashlists or not self.hashlists.has_pdq_entries:
             return None
-        query = (prepared.pdq, prepared.pdq_quality)
+        queries = [(f.pdq, f.pdq_quality) for f in prepared.frames] or [
+            (prepared.pdq, prepared.pdq_quality)
+        ]
         if self.hashlists.pdq_entries < _INLINE_PDQ_ENTRIES:
-            match = self.hashlists.match_pdq(*query)
+            matches = self.hashlists.match_pdq_many(queries)
         else:
-            match = await self._pdq_batcher.submit(query, lane)
-        if match is None:
-            return None
-        return self._from_match(match, sha256, prepared.pdq, prepared.pdq_quality)
+            matches = list(
+                await asyncio.gather(*(self._pdq_batcher.submit(q, lane) for q in queries))
+            )
+        blocked = [
+            (i, m) for i, m in enumerate(matches) if m is not None and m.entry.list != "allow"
+        ]
+        flagged: dict[int, tuple[Decision, str | None]] = {}
+        if blocked:
+            # CSAM entries before nsfw ones, then the first frame.
+            i, match = min(blocked, key=lambda im: (im[1].entry.category == "nsfw", im[0]))
+            decision = self._decision_of(match)
+            for j, other in blocked:
+                if self._decision_of(other) is decision:
+                    flagged[j] = (decision, other.label)
+        else:
+            allowed = [m for m in matches if m is not None]
+            if not allowed or len(allowed) < len(matches) or not self._complete(prepared):
+                return None
+            i, match = 0, allowed[0]
+        pdq, quality = queries[i]
+        result = self._from_match(match, sha256, pdq, quality)
+        result.media = self._media(prepared, flagged)
+        return result
+
+    def _complete(self, prepared: Prepared) -> bool:
+        """Whether ``prepared`` holds every frame a full scan samples (the fast path's
+        first frame of an animation, or a sample cut short, does not)."""
+        if not prepared.multi_frame:
+            return True
+        wanted = min(prepared.n_frames, self.settings.max_frames)
+        return prepared.limited is None and len(prepared.frames) >= wanted
 
     # -- building assessments ----------------------------------------------------------
+
+    @staticmethod
+    def _decision_of(match: HashMatch) -> Decision:
+        entry = match.entry
+        if entry.list == "allow":
+            return Decision.ALLOW
+        return Decision.FLAG_NSFW if entry.category == "nsfw" else Decision.FLAG_CSAM
 
     def _from_match(
         self, match: HashMatch, sha256: str, pdq: str | None, quality: int | None
     ) -> Assessment:
         entry = match.entry
-        if entry.list == "allow":
-            decision = Decision.ALLOW
-        else:
-            decision = Decision.FLAG_NSFW if entry.category == "nsfw" else Decision.FLAG_CSAM
         return Assessment(
-            decision=decision,
+            decision=self._decision_of(match),
             sha256=sha256,
             pdq=pdq or entry.pdq,
             pdq_quality=quality if pdq else entry.pdq_quality,
@@ -479,7 +610,12 @@ class ClassifyEngine:
         )
 
     def _assessment(
-        self, judgement: Judgement, sha256: str, prepared: Prepared, timings: dict[str, float]
+        self,
+        judgement: Judgement,
+        sha256: str,
+        prepared: Prepared,
+        timings: dict[str, float],
+        flagged: Mapping[int, tuple[Decision, str | None]] | None = None,
     ) -> Assessment:
         return Assessment(
             decision=judgement.decision,
@@ -492,6 +628,39 @@ class ClassifyEngine:
             model_version=self.model_version,
             policy_version=self.policy_version,
             timings_ms=dict(timings),
+            media=self._media(prepared, flagged or {}),
+        )
+
+    @staticmethod
+    def _media(
+        prepared: Prepared, flagged: Mapping[int, tuple[Decision, str | None]]
+    ) -> MediaSummary | None:
+        """The verdict's account of a video's or an animation's frames (None for a still).
+
+        ``flagged`` maps a position in ``prepared.frames`` to the decision it got and the
+        hash-list entry it matched.
+        """
+        if not prepared.multi_frame:
+            return None
+        frames = prepared.frames
+        return MediaSummary(
+            type=prepared.media_type,
+            frames=prepared.n_frames,
+            duration_s=prepared.duration_s,
+            sampled=[
+                FrameRef(index=f.index, time_s=f.time_s, pdq=f.pdq, pdq_quality=f.pdq_quality)
+                for f in frames
+            ],
+            flagged=[
+                FrameRef(
+                    index=frames[i].index,
+                    time_s=frames[i].time_s,
+                    decision=decision,
+                    matched=matched,
+                )
+                for i, (decision, matched) in sorted(flagged.items())
+            ],
+            limited=prepared.limited,
         )
 
     def _error(self, reason: ErrorReason, detail: str, sha256: str | None = None) -> Assessment:

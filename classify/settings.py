@@ -217,7 +217,44 @@ class ClassifySettings(BaseModel):
         default=64_000_000, gt=0, description="Decompression-bomb limit per frame"
     )
     max_frames: int = Field(
-        default=4, gt=0, description="Frames sampled from an animation; worst wins"
+        default=16,
+        gt=0,
+        description="Frames classified per video or animation (GIF, APNG, WebP): half spread "
+        "over the keyframes, the rest evenly over all frames; the worst frame decides. An "
+        "upload with a deadline gets fewer when the models could not finish them in time",
+    )
+    video_max_pixels: int = Field(
+        default=3840 * 2160,
+        gt=0,
+        description="Largest video frame (width × height) decoded, checked from the headers "
+        "before any frame decodes and enforced inside FFmpeg (pict-rs's default "
+        "media.video.max_area is the same 4K UHD); larger videos get a too_large verdict",
+    )
+    video_max_duration_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Longer videos (declared or timestamped) get a too_large verdict",
+    )
+    video_max_decode_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Decoding time per video or animation (index and frames); when it runs "
+        "out the frames decoded so far are classified and the verdict says so "
+        "(media.limited), or the video gets a timeout verdict if none was",
+    )
+    video_max_memory_mb: int = Field(
+        default=512,
+        gt=0,
+        description="Largest decoder working set per video, estimated from the declared "
+        "frame size and pixel format (16 reference frames + 2 + threads) before decoding; "
+        "above it the video gets a too_large verdict",
+    )
+    video_threads: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="FFmpeg decoder threads per video (the decode pool already runs "
+        "classify.decode_workers files at once)",
     )
     hash_size: int = Field(
         default=256,

@@ -136,7 +136,7 @@ class ClassifyStage:
     async def assess(self, request: ScanRequest, data: bytes) -> Assessment:
         """The assessment of ``request``'s bytes (a subclass may ask remote workers)."""
         return await self.engine.evaluate(
-            data, content_type=request.content_type, lane=request.lane
+            data, content_type=request.content_type, lane=request.lane, deadline=request.deadline
         )
 
     async def _fetch(self, request: ScanRequest) -> tuple[bytes | None, Assessment | None]:

@@ -61,7 +61,7 @@ api:
   deadline_s: 8
   on_timeout: accept
   on_error: accept
-  video: accept
+  video: scan                     # videos are sampled like any upload (accept, reject: 415)
   clients:
     - id: lemmy
       cidrs: [172.16.0.0/12]      # the Docker network pict-rs calls from

@@ -326,6 +326,7 @@ class Enforcer:
             quarantine=quarantine,
             sha256=verdict.sha256,
             scores=verdict.scores,
+            reason=verdict.reason,
         )
 
     async def record(self, verdict: Verdict, action: EnforcementAction) -> None:

@@ -11,8 +11,9 @@ preset's. Layouts (PROTOCOLS.md, "Storage layouts worth presets"):
 - Misskey: ``<prefix>/<uuid>.<ext>`` plus ``webpublic-`` (re-encoded copy of the original)
   and ``thumbnail-`` variants; local storage names files without an extension.
 
-Video, audio, documents and archives are skipped: classify decodes still images only, and
-Mastodon and Misskey keep a still thumbnail of every video, which is scanned.
+Video is scanned (classify samples its frames; MP4, MOV, WebM and MKV, and any other video
+gets an ``unsupported_type`` verdict an admin hears of rather than silence). Audio,
+documents and archives are skipped: they hold no picture.
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ from dataclasses import dataclass
 
 from ingest.settings import IngestSettings
 
-# Types classify cannot decode; extensionless and unknown names are still scanned.
+# Types that hold no picture; extensionless and unknown names are still scanned.
 NON_IMAGE_EXTENSIONS: tuple[str, ...] = (
-    # video (pict-rs stores animations as mp4/webm; Mastodon converts GIFs to mp4)
-    ".mp4", ".m4v", ".webm", ".mov", ".mkv", ".avi", ".ogv", ".mpg", ".mpeg",
     # audio
     ".mp3", ".ogg", ".oga", ".opus", ".wav", ".flac", ".m4a", ".aac",
     # documents and archives (Mastodon backups and imports, Misskey drive files)

@@ -155,6 +155,32 @@ class ScanRequest(_Event):
 HASH_LIST_FLAGS = ("blocklist", "hma:")
 
 
+class FrameRef(BaseModel):
+    """One frame of a video or an animation: where it is, and what it showed."""
+
+    index: int = Field(description="Frame number in display order, from 0")
+    time_s: float | None = Field(None, description="Presentation time from the start, seconds")
+    pdq: str | None = None  # the frame's PDQ: the video's frame hashes, as vPDQ keeps them
+    pdq_quality: int | None = None
+    decision: Decision | None = None
+    matched: str | None = None  # the hash-list entry this frame's PDQ matched
+
+
+class MediaSummary(BaseModel):
+    """What classification saw of a video or an animation (absent for still images).
+
+    ``limited`` says why fewer frames were looked at than planned (the sync deadline, the
+    decode time limit, data that stops short), so a verdict on a partial scan says so.
+    """
+
+    type: str  # from the bytes (``video/mp4``, ``image/gif``…), never from a header
+    frames: int | None = None  # frames in the file, when known
+    duration_s: float | None = None
+    sampled: list[FrameRef] = Field(default_factory=list)
+    flagged: list[FrameRef] = Field(default_factory=list)
+    limited: str | None = None
+
+
 class Findings(BaseModel):
     """What classification concluded about one image.
 
@@ -178,6 +204,8 @@ class Findings(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     # Set when a remote worker classified the image (``classify.remote``): which one.
     worker: str | None = None
+    # Videos and animations: the frames sampled, which of them flagged, and any limit hit.
+    media: MediaSummary | None = None
 
     @property
     def by_hash_list(self) -> bool:
@@ -219,6 +247,9 @@ class EnforcementAction(_Event):
     quarantine: ObjectRef | None = None
     sha256: str | None = None
     scores: dict[str, float] = Field(default_factory=dict)
+    # An ``error`` verdict's reason (unscannable content is worth a warning, a vanished
+    # object is not).
+    reason: ErrorReason | None = None
     # For purge/reimport/moderate: what the step touched on the platform (``system``,
     # ``phase``, per-step ids such as the pict-rs hash and aliases, Lemmy post/comment/
     # person/report ids, Mastodon account/status/report ids) and ``links`` to the

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, Protocol
 
+from pipeline import mediatype
 from pipeline.bus.base import Bus, BusError
 from pipeline.events import (
     Decision,
@@ -221,12 +222,15 @@ class Validator:
                 record_unverified_accept(reason)
 
     async def _validate(self, data: bytes, content_type: str | None, deadline: float) -> Outcome:
-        if content_type and content_type.lower().startswith("video/"):
+        policy = self.settings.video
+        if policy != "scan" and mediatype.is_video(kind := mediatype.sniff(data)):
+            # What the bytes are, not what the header claims: a PNG sent as video/mp4 is
+            # scanned, and an MP4 sent as image/jpeg is a video.
             return Outcome(
-                accepted=self._policy(self.settings.video),
+                accepted=policy == "accept",
                 decision=None,
                 path="video",
-                unverified=f"{content_type} is not scanned (api.video={self.settings.video})",
+                unverified=f"{kind} is not scanned (api.video={policy})",
             )
         with tracer.start_as_current_span("validate.fast_path"):
             fast = await self.fast_path.lookup(data)

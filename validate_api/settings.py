@@ -96,10 +96,14 @@ class ApiSettings(BaseModel):
         "the stored object is rescanned from the bucket and enforced there",
     )
     on_error: Literal["accept", "reject"] = Field(
-        "accept", description="When the image cannot be classified (corrupt, model failure)"
+        "accept",
+        description="When the upload cannot be classified: corrupt, unsupported or "
+        "unscannable type, over a classify limit, model failure (reject: 422)",
     )
-    video: Literal["accept", "reject"] = Field(
-        "accept", description="video/* uploads (pict-rs turns GIFs into MP4/WebM) are not scanned"
+    video: Literal["scan", "accept", "reject"] = Field(
+        "scan",
+        description="Videos, told from the bytes (never the Content-Type): scan samples their "
+        "frames like any upload; accept lets them through unscanned; reject answers 415",
     )
     max_body_bytes: int = Field(40 * 1024 * 1024, gt=0, description="Larger bodies get 413")
     max_inflight: int = Field(256, gt=0, description="Concurrent scans; beyond: api.on_overload")

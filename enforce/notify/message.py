@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from enforce.settings import NotifySettings, Severity
-from pipeline.events import ActionOutcome, Decision, EnforcementAction, utcnow
+from pipeline.events import ActionOutcome, Decision, EnforcementAction, ErrorReason, utcnow
 from pipeline.logs import printable
 
 DIGEST_ITEMS = 20
@@ -37,14 +37,22 @@ class Notice:
     created: float = field(default=0.0, compare=False)
 
 
+# Error verdicts about content that is simply not there: nothing went unscanned.
+_QUIET_ERRORS = frozenset({ErrorReason.NOT_FOUND, ErrorReason.EMPTY})
+
+
 def severity_of(action: EnforcementAction) -> Severity:
-    """CSAM is critical; nsfw, failures and held actions are warnings; errors are info."""
+    """CSAM is critical; nsfw, failures, held actions and content that could not be
+    scanned (unsupported or corrupt, over a limit, a model failure) are warnings, so the
+    default channels carry them; the rest (an object gone before its scan) is info."""
     if action.decision is Decision.FLAG_CSAM:
         return Severity.CRITICAL
     if action.decision is Decision.FLAG_NSFW or action.outcome in (
         ActionOutcome.FAILED,
         ActionOutcome.HELD,
     ):
+        return Severity.WARNING
+    if action.decision is Decision.ERROR and action.reason not in _QUIET_ERRORS:
         return Severity.WARNING
     return Severity.INFO
 
@@ -71,6 +79,8 @@ def action_notice(action: EnforcementAction, settings: NotifySettings) -> Notice
         "quarantine": action.quarantine.id if action.quarantine else None,
         "time": action.created_at.isoformat(),
     }
+    if action.reason is not None:
+        payload["reason"] = action.reason.value  # why an error verdict is one
     if action.platform is not None:
         # Ids on pict-rs/Lemmy/Mastodon and links to their moderation pages (never the image).
         payload["platform"] = action.platform
@@ -189,8 +199,9 @@ def _line(payload: Mapping[str, Any]) -> str:
     if payload["event"] != "action":
         return str(payload.get("summary", payload["event"]))
     where = payload.get("object") or "inline upload (not stored)"
+    reason = f" ({payload['reason']})" if payload.get("reason") else ""
     text = (
-        f"{payload['decision']} → {payload['action']} ({payload['outcome']}): {where} "
+        f"{payload['decision']}{reason} → {payload['action']} ({payload['outcome']}): {where} "
         f"[{_scores(payload.get('scores', {}))}] verdict {payload['verdict_id']}"
     )
     if payload.get("detail"):

@@ -49,7 +49,7 @@ def failure(data: bytes, options: DecodeOptions = OPTIONS) -> DecodeFailure:
             images.png_header_only(100_000, 100_000), ErrorReason.TOO_LARGE, "", id="bomb"
         ),
         pytest.param(images.SVG, ErrorReason.UNSUPPORTED_TYPE, "image/svg+xml", id="svg"),
-        pytest.param(images.MP4_HEADER, ErrorReason.UNSUPPORTED_TYPE, "video/mp4", id="mp4"),
+        pytest.param(images.MP4_HEADER, ErrorReason.UNDECODABLE, "video/mp4", id="mp4-header"),
         pytest.param(images.PDF, ErrorReason.UNSUPPORTED_TYPE, "application/pdf", id="pdf"),
         pytest.param(
             images.zip_archive(), ErrorReason.UNSUPPORTED_TYPE, "application/zip", id="zip"

@@ -16,6 +16,7 @@ from pipeline.events import (
     ActionType,
     Decision,
     EnforcementAction,
+    ErrorReason,
     ObjectRef,
     StoreKind,
 )
@@ -229,6 +230,32 @@ async def test_min_severity_per_channel() -> None:
         )
     assert [r.json()["key"] for r in critical_only.requests] == ["a.jpg"]
     assert sorted(r.json()["key"] for r in everything.requests) == ["a.jpg", "b.jpg", "c.jpg"]
+
+
+async def test_unscannable_content_reaches_the_default_channels() -> None:
+    """Content that could not be scanned is a warning (the channels' default minimum); an
+    object that vanished before its scan is not worth a message."""
+    with http_receiver() as rx:
+        settings = NotifySettings.model_validate(
+            {"channels": [{"type": "webhook", "url": rx.url, **FAST}]}
+        )
+        errors = {
+            "heic.heic": ErrorReason.UNSUPPORTED_TYPE,
+            "huge.webm": ErrorReason.TOO_LARGE,
+            "cut.mp4": ErrorReason.UNDECODABLE,
+            "gone.jpg": ErrorReason.NOT_FOUND,
+        }
+        await notify_all(
+            settings,
+            *(
+                action(key, Decision.ERROR, f"{i:032x}").model_copy(update={"reason": reason})
+                for i, (key, reason) in enumerate(errors.items())
+            ),
+        )
+    received = {r.json()["key"]: r.json() for r in rx.requests}
+    assert sorted(received) == ["cut.mp4", "heic.heic", "huge.webm"]
+    assert received["huge.webm"]["severity"] == "warning"
+    assert received["huge.webm"]["reason"] == "too_large"
 
 
 async def test_a_flood_becomes_a_digest() -> None:

@@ -46,12 +46,15 @@ PICTRS_NEW = "1f/2e/3d/4c/5b/6a/79/88/97/a6/0123456789ab.webp"
 PICTRS_OLD = "1f/2e/3d/4c/5b/6a/79/88/97/a6/4b6a7c38-2d6e-4c1e-9c1a-0f1e2d3c4b5a"
 
 
-def test_pictrs_preset_scans_every_image_including_extensionless_keys() -> None:
+def test_pictrs_preset_scans_every_image_and_video_including_extensionless_keys() -> None:
     rules = f(preset="pictrs")
     assert rules.admits(PICTRS_NEW)
     assert rules.admits(PICTRS_OLD)
     assert rules.admits("1f/2e/3d/4c/5b/6a/79/88/97/a6/0123456789ab.jpg")
-    assert not rules.admits("1f/2e/3d/4c/5b/6a/79/88/97/a6/0123456789ab.mp4")
+    # pict-rs keeps uploaded video (and, unless configured otherwise, GIFs as GIFs).
+    assert rules.admits("1f/2e/3d/4c/5b/6a/79/88/97/a6/0123456789ab.mp4")
+    assert rules.admits("1f/2e/3d/4c/5b/6a/79/88/97/a6/0123456789ab.webm")
+    assert not rules.admits("1f/2e/3d/4c/5b/6a/79/88/97/a6/0123456789ab.mp3")
 
 
 LOCAL = "media_attachments/files/110/123/456/789/012/345/original/3c2b1a.png"
@@ -61,19 +64,20 @@ BACKUP = "backups/dumps/000/000/001/original/archive-20240501.tar.gz"
 IMPORT = "imports/data/000/000/001/original/following.csv"
 VIDEO = "media_attachments/files/110/123/456/789/012/345/original/clip.mp4"
 VIDEO_THUMB = "media_attachments/files/110/123/456/789/012/345/small/clip.png"
+AUDIO = "media_attachments/files/110/123/456/789/012/345/original/voice.mp3"
 
 
 @pytest.mark.parametrize(
     ("media", "expected"),
     [
-        ("all", {LOCAL, REMOTE, AVATAR, VIDEO_THUMB}),
-        ("local", {LOCAL, AVATAR, VIDEO_THUMB}),
+        ("all", {LOCAL, REMOTE, AVATAR, VIDEO, VIDEO_THUMB}),
+        ("local", {LOCAL, AVATAR, VIDEO, VIDEO_THUMB}),
         ("remote", {REMOTE}),
     ],
 )
 def test_mastodon_preset(media: str, expected: set[str]) -> None:
     rules = f(preset="mastodon", mastodon_media=media)
-    keys = {LOCAL, REMOTE, AVATAR, BACKUP, IMPORT, VIDEO, VIDEO_THUMB}
+    keys = {LOCAL, REMOTE, AVATAR, BACKUP, IMPORT, VIDEO, VIDEO_THUMB, AUDIO}
     assert {k for k in keys if rules.admits(k)} == expected
 
 
@@ -90,6 +94,7 @@ def test_misskey_preset_skips_webpublic_copies_unless_asked() -> None:
         "files/6f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0.jpg",
         "files/thumbnail-6f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0.webp",
         "files/0a9b8c7d-6e5f-4a3b-2c1d-0e9f8a7b6c5d",
+        "files/0a9b8c7d-6e5f-4a3b-2c1d-0e9f8a7b6c5e.mp4",
     }
     assert f(preset="misskey", misskey_webpublic=True).admits(
         "files/webpublic-6f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0.webp"
@@ -98,5 +103,5 @@ def test_misskey_preset_skips_webpublic_copies_unless_asked() -> None:
 
 def test_admin_lists_replace_the_presets() -> None:
     rules = f(preset="mastodon", exclude_extensions=[".zip"])
-    assert rules.admits(VIDEO)  # the admin's exclude list replaced the preset's
+    assert rules.admits(AUDIO)  # the admin's exclude list replaced the preset's
     assert not rules.admits(BACKUP)  # the preset's prefixes still apply

@@ -1,6 +1,7 @@
-"""A malicious image set, generated: bombs, huge dimensions, huge or deeply nested
-metadata, polyglots. Every file is built here from bytes and shapes; none holds a picture
-of anything.
+"""A malicious media set, generated: bombs, huge dimensions, huge or deeply nested
+metadata, polyglots, and hostile videos (tests/media.py ``hostile_videos``: truncated,
+declaring 16000×16000 frames, 10,000 frames, 10 hours). Every file is built from bytes
+and shapes; none holds a picture of anything.
 
 ``hostile_set()`` maps a file name to its bytes; the name says what the file attacks.
 """
@@ -16,6 +17,7 @@ import zlib
 from PIL import Image
 
 from pipeline.samples import image_bytes
+from tests.media import hostile_videos
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -190,6 +192,18 @@ def webp_huge_canvas() -> bytes:
     return bytes(data)
 
 
+def jxl_huge_dimensions(side: int = 60_000) -> bytes:
+    """A JPEG XL codestream whose SizeHeader declares side×side pixels, then garbage.
+
+    pillow-jxl-plugin decodes the whole image while opening the file; the size must be
+    read and refused first.
+    """
+    # SizeHeader, bits from the least significant: small=0, height as U32 selector 2
+    # (18 bits, minus one), aspect-ratio code 1 (width = height).
+    bits = (2 << 1) | ((side - 1) << 3) | (1 << 21)
+    return b"\xff\x0a" + bits.to_bytes(8, "little") + b"\x5a" * 256
+
+
 def gifar() -> bytes:
     """A GIF with a ZIP archive appended (the classic GIFAR polyglot)."""
     archive = io.BytesIO()
@@ -255,6 +269,8 @@ def hostile_set() -> dict[str, bytes]:
         "html-png-magic.png": html_with_png_magic(),
         "xxe.svg": svg_xxe(),
         "zip-bomb.png": zip_named_png(),
+        "huge-dims.jxl": jxl_huge_dimensions(),
+        **{item.name: item.data for item in hostile_videos()},
     }
 
 
@@ -282,4 +298,13 @@ HOSTILE_NAMES = (
     "html-png-magic.png",
     "xxe.svg",
     "zip-bomb.png",
+    "huge-dims.jxl",
+    "truncated.mp4",
+    "truncated-fragmented.mp4",
+    "huge-frame.webm",
+    "many-frames.mp4",
+    "long-declared.mp4",
+    "long-real.mp4",
 )
+
+HOSTILE_VIDEO_NAMES = tuple(name for name in HOSTILE_NAMES if name.endswith((".mp4", ".webm")))

@@ -1,6 +1,6 @@
-"""Hostile input: a malicious image set through a whole scan and through the API, and
-fuzzed events into the classify and enforce stages. 0 crashes, 0 server errors, bounded
-memory.
+"""Hostile input: a malicious image and video set through a whole scan and through the
+API, and fuzzed events into the classify and enforce stages. 0 crashes, 0 server errors,
+bounded memory.
 
 Existing coverage this file builds on: the decoding corpus and byte-level fuzzing of the
 decoder (tests/classify/test_decode.py), fuzzed notifications into the webhook and the raw
@@ -32,7 +32,7 @@ from pipeline.bus.memory import MemoryBus
 from pipeline.events import DeadLetter, ScanRequest, Verdict, decode, encode
 from pipeline.topics import DEAD_LETTER, SCAN_BULK, VERDICTS
 from tests.reliability.audit import record
-from tests.reliability.hostile import HOSTILE_NAMES, hostile_set
+from tests.reliability.hostile import HOSTILE_NAMES, HOSTILE_VIDEO_NAMES, hostile_set
 from tests.servers import free_port, poll_ready
 
 # Peak memory of a whole scan of the set, NudeNet loaded. The costliest decodable file, a
@@ -81,6 +81,12 @@ def test_malicious_images_each_get_a_verdict_in_bounded_memory(
     assert reasons["huge-canvas.webp"] == "too_large"
     assert reasons["text-bomb-64mb.png"] == "undecodable"
     assert reasons["xxe.svg"] == reasons["zip-bomb.png"] == "unsupported_type"
+    assert reasons["huge-dims.jxl"] == "too_large"  # refused from its header
+    assert reasons["truncated.mp4"] == "undecodable"
+    for name in ("huge-frame.webm", "long-declared.mp4", "long-real.mp4"):
+        assert reasons[name] == "too_large", name
+    # Bounded scans, not errors: a sample of the 10,000 frames, the frames before the cut.
+    assert "many-frames.mp4" not in reasons and "truncated-fragmented.mp4" not in reasons
     assert "Traceback" not in err.read_text()
     peak_mb = usage.ru_maxrss / 1024
     assert peak_mb < MAX_SCAN_RSS_MB
@@ -93,6 +99,65 @@ def test_malicious_images_each_get_a_verdict_in_bounded_memory(
         peak_rss_mb=round(peak_mb),
         elapsed_s=round(elapsed, 1),
         reasons=dict(sorted(reasons.items())),
+    )
+
+
+# Peak memory of decoding one hostile video, above the process's size before it. The
+# costliest, 10,000 frames, holds a packet index and 16 small frames; a refused 16000×16000
+# frame would take about 400 MB if FFmpeg were let to allocate it.
+MAX_VIDEO_PEAK_MB = 100
+MAX_REFUSED_PEAK_MB = 20
+
+_MEASURE = """
+import json, re, sys, time
+from classify.decode import DecodeFailure, DecodeOptions, prepare
+from classify.preprocess import CenterCrop, Letterbox
+from tests.reliability.hostile import HOSTILE_VIDEO_NAMES, hostile_set
+
+def status(field):
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+
+files = {name: hostile_set()[name] for name in HOSTILE_VIDEO_NAMES}
+options = DecodeOptions(preprocessors=(CenterCrop(224), Letterbox(320)))
+prepare(files["many-frames.mp4"], options)  # libraries loaded and warm before measuring
+out = {}
+for name, data in files.items():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current size
+    before, started = status("VmRSS"), time.perf_counter()
+    result = prepare(data, options)
+    out[name] = {
+        "peak_kb": status("VmHWM") - before,
+        "seconds": time.perf_counter() - started,
+        "reason": result.reason.value if isinstance(result, DecodeFailure) else None,
+        "frames": None if isinstance(result, DecodeFailure) else len(result.frames),
+    }
+print(json.dumps(out))
+"""
+
+
+def test_hostile_videos_decode_in_bounded_memory_and_time() -> None:
+    """Each hostile video through the decoder in a fresh process: its peak RSS (VmHWM, reset
+    before each file) stays bounded, and a frame size refused from the headers costs none."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(results) == set(HOSTILE_VIDEO_NAMES)
+    for name, result in results.items():
+        assert result["peak_kb"] / 1024 < MAX_VIDEO_PEAK_MB, (name, result)
+        assert result["seconds"] < 10, (name, result)  # classify.video_max_decode_s
+    for name in ("huge-frame.webm", "long-declared.mp4", "long-real.mp4", "truncated.mp4"):
+        assert results[name]["reason"] is not None
+        assert results[name]["peak_kb"] / 1024 < MAX_REFUSED_PEAK_MB, (name, results[name])
+    assert results["many-frames.mp4"]["frames"] == 16
+    record(
+        "hostile_videos",
+        **{
+            name: {"peak_mb": round(r["peak_kb"] / 1024, 1), "ms": round(r["seconds"] * 1000)}
+            for name, r in results.items()
+        },
     )
 
 
@@ -132,9 +197,13 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_malicious_upload_gets_an_answer_not_a_server_error(api: str, name: str) -> None:
     data = hostile_set()[name]
-    kind = {".png": "image/png", ".jpg": "image/jpeg", ".gif": "image/gif"}.get(
-        Path(name).suffix, "application/octet-stream"
-    )
+    kind = {
+        ".png": "image/png",
+        ".jpg": "image/jpeg",
+        ".gif": "image/gif",
+        ".mp4": "video/mp4",
+        ".webm": "video/webm",
+    }.get(Path(name).suffix, "application/octet-stream")
     started = time.monotonic()
     answer = httpx.post(
         f"{api}/api/v1/scan/pictrs", content=data, headers={"Content-Type": kind}, timeout=30

@@ -232,10 +232,6 @@ def test_serve_without_a_rescan_source_says_so_at_start(migrated: Stack) -> None
     [line] = [x for x in log.splitlines() if "nothing rescans stored objects" in x]
     assert " WARNING " in line
     # It names what is accepted unscanned and what to set.
-    for setting in (
-        "api.on_timeout=accept",
-        "api.video=accept",
-        "ingest.watch",
-        "ingest.reconcile",
-    ):
+    for setting in ("api.on_timeout=accept", "ingest.watch", "ingest.reconcile"):
         assert setting in line
+    assert "api.video" not in line  # videos are scanned by default

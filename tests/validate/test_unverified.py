@@ -204,6 +204,8 @@ def test_serve_warns_when_nothing_rescans_what_it_accepts() -> None:
         return unscanned_uploads(Settings.model_validate(sections))
 
     [warning] = warnings()
+    assert "(api.on_timeout=accept; api.on_error=accept)" in warning  # video: scanned
+    [warning] = warnings(api={"video": "accept"})
     assert "api.on_timeout=accept; api.on_error=accept; api.video=accept" in warning
     assert warnings(api=strict) == []
     # A flag enforce removes from storage, accepted at upload, also needs a rescan.
@@ -241,6 +243,7 @@ async def test_video_and_unclassifiable_uploads_accepted_unverified_reach_the_ad
                 "host": "127.0.0.1",
                 "port": port,
                 "deadline_s": 5,
+                "video": "accept",  # the default scans video; this test lets it through
                 "clients": [{"id": CLIENT, "cidrs": ["127.0.0.0/8"]}],
             },
         }
