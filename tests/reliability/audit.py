@@ -16,12 +16,18 @@ def destructive_outcomes(state_dir: Path) -> dict[str, list[str]]:
     record finds.
     """
     path = state_dir / "pictguard.sqlite3"
+    if not path.exists():
+        return {}  # enforce has not opened its state yet
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
         rows = conn.execute(
             "SELECT object_id, outcome, body FROM actions WHERE action IN ('delete', "
             "'quarantine') ORDER BY created_at"
         ).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return {}  # the state file is open, enforce's records not created yet
     finally:
         conn.close()
     found: dict[str, list[str]] = defaultdict(list)
