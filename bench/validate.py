@@ -1,194 +1,671 @@
-"""Benchmark: latency and throughput of synchronous validation, and the API's own overhead.
+"""Benchmark: what one upload costs pictguard when pict-rs asks it, step by step.
 
-For each mode (``pictguard serve`` in one process; two processes — ``run api`` and
-``run classify`` — over a Tansu Kafka broker) and each concurrency (1, 16, 64), unique
-generated images are POSTed exactly as pict-rs does (raw body, its Content-Type). A tiny
-random-weight open_clip model classifies them, so every request is a real model run (no
-cache hits). Printed per run:
+pict-rs calls the validation API for every upload, federated thumbnail and proxied image,
+so the cost per upload is the product. The load generator sends what pict-rs sends: a POST
+to ``/api/v1/scan/<client>`` whose raw body is streamed in 16 KiB chunks (chunked transfer
+encoding, as pict-rs's reqwest body stream), ``User-Agent: pict-rs v0.5.0-main``, from
+aiohttp on uvloop (the lightest Python client; it shares the machine with the server).
 
-- end-to-end latency p50/p95/p99 and requests/s;
-- the model's own time for each image (the engine's ``timings_ms.total`` in the verdict:
-  decode, batching and the model call), and the overhead = end-to-end minus that, per
-  request, as p50/p95/p99. Target at concurrency 16: overhead p50 ≤ 10 ms, p99 ≤ 50 ms;
-- ``http``: end-to-end minus the server's own handling (``elapsed_ms``), i.e. HTTP parsing,
-  the response and the load generator's share of the two cores.
+Inputs (``tests/media.py``, cached on disk after the first run):
 
-Over Kafka each concurrency gets a fresh broker and processes: Tansu's memory storage does
-more work per request as its log grows (a single producer and consumer slow from ~260 to
-~12 round trips/s within 5,000 records), which is the test broker's cost, not pictguard's.
-Before those runs the bench measures the broker's own floor: one record produced and
-fetched by a bare client at the same fetch wait; an upload makes that trip twice.
+- ``photos``: 800×600 photo-like JPEGs (``photo_jpeg``, 75–92 KB). 64 distinct images;
+  every request of a run carries a JPEG comment of its own, so each is new content to
+  pictguard (a new sha256, nothing cached) at the same decode cost. The targets are
+  measured on these.
+- ``repeat``: the 64 photos as they were sent before: answered from the verdict cache.
+- ``mix``: ``upload_mix`` — what instances receive: photo JPEGs 640–4,000 px, PNG
+  screenshots with text, WebP, animated GIF, PNG photos, 20 KB–5 MB.
+- ``tiny``: 96-px PNGs of random noise (the old bench's input), for comparison only.
 
-    python bench/validate.py [--requests 200] [--modes single,kafka] [--concurrency 1,16,64]
+Servers, one process each:
+
+- ``echo-aiohttp`` and ``echo-uvicorn``: a raw server that reads the body and answers a
+  small JSON, on uvloop, behind the same client: the floor of HTTP + load generator.
+- ``single``: ``pictguard serve`` (API, classify, enforce in one process).
+- ``kafka``: ``pictguard run api`` + ``pictguard run classify`` over a Tansu broker (a
+  fresh broker and processes per concurrency: Tansu's memory log slows as it grows).
+
+Classifier sets: ``lists`` (hash lists only: sha256 + PDQ against the lists, no model),
+``noop`` (hash lists + a model registered by this script that returns nothing at no cost:
+every new image takes the model path, the sync lane and the batcher, so the figures are
+pictguard's own cost around a model), ``nudenet`` (hash lists + NudeNet 320n on CPU). The
+hash lists hold ``--list-entries`` random blocklist entries (sha256 + PDQ), so every
+upload pays a real PDQ search.
+
+Per run: client p50/p95/p99 and uploads/s; the server's own p50/p95/p99 (the API's
+``Server-Timing`` header: from the request reaching the app to the answer built), and the
+median of each server step: ``route`` (Starlette/FastAPI before the handler), ``read``
+(the body), ``sha256``, ``lookup`` (exact lists + verdict cache), ``decode`` (decode +
+PDQ hash in the decode pool, queueing included), ``pdq`` (the PDQ hash alone, inside
+decode), ``match`` (PDQ search), ``wait`` (sync lane: publish → verdict), ``classify``
+(classify's own time inside ``wait``: decode, model, policy), ``bus`` (= wait − classify:
+the broker, or the in-process bus and stage, and queueing) and ``reply`` (encoding the
+answer); plus CPU milliseconds per upload of each process (server, broker, the load
+generator itself), read from /proc around the run, because the machine is shared.
+
+Kafka mode measures the broker's own floor first: one record produced and fetched by a
+bare client at the same fetch wait; an upload makes that trip twice.
+
+    python bench/validate.py [--servers echo-aiohttp,echo-uvicorn,single,kafka]
+        [--classifiers lists,noop,nudenet] [--sets photos,repeat,mix,tiny]
+        [--concurrency 1,16,64] [--requests 256] [--profile DIR]
+
+``--profile DIR`` records each pictguard run with py-spy (``pip install py-spy``) into
+DIR as speedscope JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import statistics
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from pipeline.samples import image_bytes
-from tests.servers import Broker, free_port, start_broker
-from tests.validate.conftest import (
-    CLIENT,
-    Stack,
-    base_config,
-    kafka_config,
-    start,
-    wait_ready,
-    warm_up,
+CLIENT = "pictrs-bench"
+USER_AGENT = "pict-rs v0.5.0-main"
+CHUNK = 16 * 1024
+FETCH_WAIT_MS = 5
+PHOTOS = 64
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+PROFILE_FORMAT = os.environ.get("BENCH_PROFILE_FORMAT", "speedscope")
+MEDIA_CACHE = Path(tempfile.gettempdir()) / "pictguard-bench-media"
+STEPS = (
+    "route",
+    "read",
+    "sha256",
+    "lookup",
+    "pool",
+    "decode",
+    "pdq",
+    "match",
+    "wait",
+    "classify",
+    "bus",
+    "reply",
 )
 
-TINY_CLIP = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
+
+# --------------------------------------------------------------------------- the no-op model
 
 
-FETCH_WAIT_MS = 5
+def register_noop_model() -> None:
+    """``noop``: a model that costs nothing and finds nothing (bench only)."""
+    from collections.abc import Sequence as Seq
+
+    import numpy as np
+
+    from classify.preprocess import CenterCrop, Preprocessor
+    from classify.registry import Model, ModelOutput, register
+    from classify.settings import ClassifySettings
+
+    class NoopModel(Model):
+        name = "noop"
+
+        def __init__(self, settings: ClassifySettings) -> None:
+            self.settings = settings
+
+        @property
+        def version(self) -> str:
+            return "noop:1"
+
+        @property
+        def preprocessor(self) -> Preprocessor:
+            return CenterCrop(8)
+
+        def load(self) -> None:
+            pass
+
+        def predict(self, batch: Seq[np.ndarray]) -> list[ModelOutput]:
+            return [ModelOutput() for _ in batch]
+
+    register("noop", NoopModel, lambda s: None)  # type: ignore[arg-type,return-value]
 
 
-def with_tiny_clip(config: dict[str, Any], tmp: Path) -> dict[str, Any]:
-    path = tmp / "pg-bench-tiny.json"  # open_clip names the model after the file
-    path.write_text(json.dumps(TINY_CLIP))
-    config["classify"] = {
-        "classifiers": ["hashlist", "clip"],
-        "max_wait_ms": 2,
-        "clip": {
-            "model": "pg-bench-tiny",
-            "pretrained": None,
-            "model_config_path": str(path),
-            "allow_random_weights": True,
-            "device": "cpu",
-        },
-    }
-    # Tansu does not answer a fetch as soon as records arrive (Apache Kafka and Redpanda
-    # do), so the 10 ms default would be broker latency, not pictguard's. Much shorter
-    # costs more than it saves: each idle 2 ms poll loop burns ~13 % of a core in the broker
-    # and as much again in the client, on a machine the load shares.
-    config.setdefault("kafka", {})["low_latency_fetch_wait_ms"] = FETCH_WAIT_MS
-    config["api"]["deadline_s"] = 9
-    config["api"]["max_inflight"] = 1024
-    config["log"] = {"level": "WARNING"}
-    return config
+# --------------------------------------------------------------------------- media
 
 
-def pct(values: list[float], q: float) -> float:
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    content_type: str
+
+
+def _cached(name: str, make: Any) -> bytes:
+    path = MEDIA_CACHE / name
+    if path.exists():
+        return path.read_bytes()
+    data: bytes = make()
+    MEDIA_CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return data
+
+
+def photos(seed: int = 0) -> list[Upload]:
+    """The 64 distinct 800×600 photo JPEGs."""
+    from tests.media import photo_jpeg
+
+    return [
+        Upload(
+            _cached(f"photo-{seed}-{i}.jpg", lambda i=i: photo_jpeg(seed + i, 800, 600)),
+            "image/jpeg",
+        )
+        for i in range(PHOTOS)
+    ]
+
+
+def tagged(upload: Upload, tag: str) -> Upload:
+    """The same JPEG with a comment segment of its own: new content, same decode."""
+    text = tag.encode()
+    segment = b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text
+    return Upload(upload.data[:2] + segment + upload.data[2:], upload.content_type)
+
+
+def mix(n: int, seed: int = 0) -> list[Upload]:
+    from tests.media import upload_mix
+
+    index = MEDIA_CACHE / f"mix-{seed}-{n}.json"
+    if index.exists():
+        types = json.loads(index.read_text())
+        return [
+            Upload((MEDIA_CACHE / f"mix-{seed}-{i}").read_bytes(), t) for i, t in enumerate(types)
+        ]
+    items = upload_mix(n, seed)
+    MEDIA_CACHE.mkdir(parents=True, exist_ok=True)
+    for i, item in enumerate(items):
+        (MEDIA_CACHE / f"mix-{seed}-{i}").write_bytes(item.data)
+    index.write_text(json.dumps([item.content_type for item in items]))
+    return [Upload(item.data, item.content_type) for item in items]
+
+
+def tiny(n: int, seed: int) -> list[Upload]:
+    from pipeline.samples import image_bytes
+
+    return [Upload(image_bytes(seed + i, "PNG", 96), "image/png") for i in range(n)]
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def load(url: str, images: list[bytes], concurrency: int) -> dict[str, Any]:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for data in images:
-        queue.put_nowait(data)
-    e2e: list[float] = []
-    model: list[float] = []
-    overhead: list[float] = []
-    http: list[float] = []
-    paths: dict[str, int] = {}
-    # aiohttp, not httpx: httpx's client costs ~1 ms of CPU per request (it tops out near 500
-    # requests/s at concurrency 16 and 250 at 64 on this machine), and the load generator
-    # shares the two cores with the server. pict-rs's own client (reqwest) is lighter still.
+def trio(values: Sequence[float]) -> str:
+    return "/".join(f"{pct(values, q):.1f}" for q in (0.5, 0.95, 0.99))
+
+
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds of a process (all its threads) or of one of its threads."""
+    path = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat")
+    fields = path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_groups(pid: int) -> dict[int, str]:
+    """Native thread id → its Python thread's name without the number (``decode_1`` →
+    ``decode``; the main thread runs the event loop: ``loop``), read with ``py-spy dump``;
+    empty without py-spy."""
+    try:
+        out = subprocess.run(
+            [PY_SPY, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    groups = {}
+    for tid, name in re.findall(r'^Thread (\d+) \([a-z]+\): "([^"]+)"', out, re.M):
+        groups[int(tid)] = "loop" if name == "MainThread" else re.sub(r"[-_]?\d+$", "", name)
+    return groups
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid`` so far."""
+    seconds = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            seconds[int(task.name)] = cpu_seconds(pid, int(task.name))
+    return seconds
+
+
+def load_average() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """``read;dur=0.41, sha256;dur=0.05`` → {"read": 0.41, "sha256": 0.05}."""
+    timings: dict[str, float] = {}
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur":
+                with contextlib.suppress(ValueError):
+                    timings[name] = float(value)
+    return timings
+
+
+@dataclass
+class Run:
+    label: str
+    concurrency: int
+    seconds: float = 0.0
+    e2e: list[float] = field(default_factory=list)
+    server: list[float] = field(default_factory=list)
+    steps: dict[str, list[float]] = field(default_factory=dict)
+    paths: dict[str, int] = field(default_factory=dict)
+    statuses: dict[int, int] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+    load: str = ""
+
+    @property
+    def rate(self) -> float:
+        return len(self.e2e) / self.seconds if self.seconds else 0.0
+
+    def print(self) -> None:
+        server = f"server {trio(self.server)} ms  " if self.server else ""
+        print(
+            f"{self.label:34} c={self.concurrency:<3} {self.rate:7.1f} up/s  "
+            f"client p50/95/99 {trio(self.e2e)} ms  {server}paths {self.paths} "
+            f"status {self.statuses}  load {self.load}",
+            flush=True,
+        )
+        steps = "  ".join(
+            f"{name} {pct(self.steps[name], 0.5):.2f}"
+            for name in STEPS
+            if name in self.steps and pct(self.steps[name], 0.99) > 0.0005
+        )
+        gap = [e - s for e, s in zip(self.e2e, self.server, strict=False)] if self.server else []
+        cpu = "  ".join(f"{k} {v:.2f}" for k, v in self.cpu_ms.items() if v >= 0.005)
+        print(
+            f"{'':34}       steps p50 ms: {steps or '-'}"
+            + (f"  | client−server p50 {pct(gap, 0.5):.1f}" if gap else "")
+            + f"  | CPU ms/upload: {cpu}",
+            flush=True,
+        )
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), CHUNK):
+        yield data[start : start + CHUNK]
+
+
+async def load(
+    url: str, uploads: Sequence[Upload], concurrency: int, run: Run, pids: dict[str, int]
+) -> Run:
+    """POST every upload as pict-rs does, ``concurrency`` at a time."""
+    import aiohttp
+
+    pending = list(reversed(uploads))
     connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=30)
+    timeout = aiohttp.ClientTimeout(total=60)
+    headers = {"User-Agent": USER_AGENT}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
 
         async def worker() -> None:
-            while not queue.empty():
-                data = queue.get_nowait()
+            while pending:
+                upload = pending.pop()
                 started = time.perf_counter()
                 async with client.post(
                     f"{url}/api/v1/scan/{CLIENT}",
-                    data=data,
-                    headers={"Content-Type": "image/png", "User-Agent": "pict-rs v0.5.16"},
+                    data=_chunks(upload.data),
+                    headers={**headers, "Content-Type": upload.content_type},
                 ) as response:
-                    body = await response.json(content_type=None)
+                    raw = await response.read()
+                    timing = response.headers.get("Server-Timing", "")
                 took = (time.perf_counter() - started) * 1000
-                paths[body.get("path", "?")] = paths.get(body.get("path", "?"), 0) + 1
-                engine_ms = float(body.get("timings_ms", {}).get("total", 0.0))
-                e2e.append(took)
-                model.append(engine_ms)
-                overhead.append(took - engine_ms)
-                http.append(took - float(body.get("elapsed_ms", 0.0)))
+                run.e2e.append(took)
+                run.statuses[response.status] = run.statuses.get(response.status, 0) + 1
+                with contextlib.suppress(ValueError):
+                    path = str(json.loads(raw).get("path", "?"))
+                    run.paths[path] = run.paths.get(path, 0) + 1
+                steps = server_timing(timing)
+                if "total" in steps:
+                    run.server.append(steps.pop("total"))
+                    for name, value in steps.items():
+                        run.steps.setdefault(name, []).append(value)
 
+        groups = {name: thread_groups(pid) for name, pid in pids.items() if name != "broker"}
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        threads_before = {name: thread_cpu(pids[name]) for name in groups}
+        client_before = time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {
-        "rps": len(images) / elapsed,
-        "e2e": e2e,
-        "model": model,
-        "overhead": overhead,
-        "http": http,
-        "paths": paths,
-    }
+        run.seconds = time.perf_counter() - started
+        client_cpu = time.process_time() - client_before
+        n = max(1, len(uploads))
+        for name, pid in pids.items():
+            run.cpu_ms[name] = (cpu_seconds(pid) - before[name]) * 1000 / n
+            if name not in groups:
+                continue
+            groups[name].update(thread_groups(pid))  # threads started during the run
+            for tid, seconds in thread_cpu(pid).items():
+                group = f"{name}.{groups[name].get(tid, 'other')}"
+                spent = (seconds - threads_before[name].get(tid, 0.0)) * 1000 / n
+                run.cpu_ms[group] = run.cpu_ms.get(group, 0.0) + spent
+        run.cpu_ms["client"] = client_cpu * 1000 / n
+    run.load = load_average()
+    return run
 
 
-def trio(values: list[float], width: int = 6) -> str:
-    """p50/p95/p99 of ``values``."""
-    return "/".join(f"{pct(values, q):{width}.1f}" for q in (0.5, 0.95, 0.99))
+def run_load(
+    url: str, uploads: Sequence[Upload], concurrency: int, label: str, pids: dict[str, int]
+) -> Run:
+    import uvloop
+
+    run = Run(label, concurrency)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(load(url, uploads, concurrency, run, pids))
+    return run
 
 
-def report(mode: str, concurrency: int, r: dict[str, Any]) -> None:
-    print(
-        f"{mode:6} c={concurrency:<3} {r['rps']:7.1f} req/s  e2e p50/95/99 {trio(r['e2e'])} ms  "
-        f"model {statistics.median(r['model']):6.1f} ms  overhead p50/95/99 "
-        f"{trio(r['overhead'])} ms  http {trio(r['http'])} ms  paths {r['paths']}"
+@contextlib.contextmanager
+def profiled(directory: Path | None, pid: int, name: str) -> Iterator[None]:
+    """py-spy records ``pid`` for the duration of the block."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen(
+        [
+            PY_SPY,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            "250",
+            "--format",
+            PROFILE_FORMAT,
+            "--threads",
+            "-o",
+            str(directory / f"{name}.{PROFILE_FORMAT}"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # py-spy attaches
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def echo_aiohttp(port: int) -> None:
+    import uvloop
+    from aiohttp import web
+
+    async def scan(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({"accepted": True, "path": "echo", "bytes": len(body)})
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/api/v1/scan/{client}", scan)
+    web.run_app(
+        app, host="127.0.0.1", port=port, print=None, access_log=None, loop=uvloop.new_event_loop()
     )
 
 
-def run_stack(
-    mode: str, concurrencies: list[int], requests: int, seed: int, broker: Broker | None
+def echo_uvicorn(port: int) -> None:
+    import uvicorn
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size += len(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = json.dumps({"accepted": True, "path": "echo", "bytes": size}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    # The settings pictguard serves with (pipeline/http.py): uvloop and httptools.
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off"
+    )
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PICTGUARD_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), *args],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def config(tmp: Path, classifiers: str, port: int) -> dict[str, Any]:
+    names = {
+        "lists": ["hashlist"],
+        "noop": ["hashlist", "noop"],
+        "nudenet": ["hashlist", "nudenet"],
+    }
+    return {
+        "storage": {"state_dir": str(tmp / "state")},
+        "classify": {"classifiers": names[classifiers], "max_wait_ms": 2},
+        "api": {
+            "host": "127.0.0.1",
+            "port": port,
+            "deadline_s": 9,
+            "max_inflight": 1024,
+            "clients": [{"id": CLIENT, "cidrs": ["127.0.0.0/8"]}],
+        },
+        "log": {"level": "WARNING"},
+    }
+
+
+def with_kafka(cfg: dict[str, Any], bootstrap: str, prefix: str) -> dict[str, Any]:
+    cfg["kafka"] = {
+        "bootstrap_servers": bootstrap,
+        "topic_prefix": prefix,
+        "partitions": 4,
+        "consumer_overrides": {"session_timeout_ms": 2000, "heartbeat_interval_ms": 300},
+        "group_prefix": f"{prefix}pg-",
+        # Tansu does not answer a fetch as soon as records arrive (Apache Kafka and Redpanda
+        # do), so the 10 ms default would be broker latency, not pictguard's. Much shorter
+        # costs more than it saves: each idle 2 ms poll loop burns ~13 % of a core in the
+        # broker and as much again in the client, on a machine the load shares.
+        "low_latency_fetch_wait_ms": FETCH_WAIT_MS,
+    }
+    cfg["storage"]["backend"] = "kafka"
+    return cfg
+
+
+def write_config(tmp: Path, name: str, cfg: dict[str, Any]) -> Path:
+    import yaml
+
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def import_lists(path: Path, tmp: Path, entries: int) -> None:
+    """``entries`` random blocklist entries (sha256 + PDQ) through ``pictguard hashes import``."""
+    if entries <= 0:
+        return
+    rng = random.Random(7)
+    rows = ["list,sha256,pdq,pdq_quality,category,reason"]
+    for _ in range(entries):
+        rows.append(f"block,{rng.randbytes(32).hex()},{rng.randbytes(32).hex()},100,csam,bench")
+    csv = tmp / "lists.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    log = tmp / "import.log"
+    proc = spawn(["--pictguard", "-c", str(path), "hashes", "import", str(csv)], log)
+    if proc.wait(300) != 0:
+        raise RuntimeError(f"hashes import failed:\n{log.read_text()[-3000:]}")
+
+
+def wait_ready(
+    url: str, procs: Sequence[subprocess.Popen[bytes]], logs: Sequence[Path], timeout: float = 240
 ) -> None:
-    """Start ``mode``'s processes, warm them up, and load them at each concurrency."""
-    tmp = Path(tempfile.mkdtemp(prefix=f"pictguard-bench-{mode}-"))
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        if any(p.poll() is not None for p in procs):
+            break
+        time.sleep(0.3)
+    text = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+    raise RuntimeError(f"{url} never became ready:\n{text}")
+
+
+def warm_up(url: str, want_model: bool, timeout: float = 240) -> None:
+    """Until an upload makes the whole trip (classify joined its group), then a few more."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    seed = 7_000_000
+    done = 0
+    while time.monotonic() < deadline and done < 20:
+        seed += 1
+        upload = tiny(1, seed)[0]
+        response = httpx.post(
+            f"{url}/api/v1/scan/{CLIENT}",
+            content=upload.data,
+            headers={"Content-Type": upload.content_type},
+            timeout=30,
+        )
+        path = response.json().get("path")
+        if done or not want_model or path == "model":
+            done += 1
+    if not done:
+        raise RuntimeError(f"no verdict through {url} within {timeout} s")
+
+
+@dataclass
+class Stack:
+    url: str
+    pids: dict[str, int]
+    procs: list[subprocess.Popen[bytes]]
+    profile_pid: int
+    primed: bool = False
+
+
+@contextlib.contextmanager
+def pictguard_stack(mode: str, classifiers: str, list_entries: int) -> Iterator[Stack]:
+    from tests.servers import start_broker
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"pictguard-bench-{mode}-{classifiers}-"))
     port = free_port()
-    stack = Stack([f"http://127.0.0.1:{port}"], {})
+    url = f"http://127.0.0.1:{port}"
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+    broker = start_broker() if mode == "kafka" else None
     try:
         if broker is None:
-            cfg = with_tiny_clip(base_config(tmp, port=port), tmp)
-            start(stack, ["serve"], cfg, tmp, "serve")
+            path = write_config(tmp, "serve", config(tmp, classifiers, port))
+            import_lists(path, tmp, list_entries)
+            logs.append(tmp / "serve.log")
+            procs.append(spawn(["--pictguard", "-c", str(path), "serve"], logs[-1]))
+            pids = {"server": procs[0].pid}
         else:
             prefix = "benchv."
-            cfg = with_tiny_clip(kafka_config(tmp / "classify", broker, prefix), tmp)
-            start(stack, ["run", "classify"], cfg, tmp, "classify")
-            cfg = with_tiny_clip(
-                kafka_config(tmp / "api", broker, prefix, port=port, replica_id="bench"), tmp
-            )
-            start(stack, ["run", "api"], cfg, tmp, "api")
-        wait_ready(stack, timeout=180)
-        warm_up(stack, timeout=180)
-        for concurrency in concurrencies:
-            seed += 100_000
-            images = [image_bytes(seed + i, "PNG", 96) for i in range(requests)]
-            result = asyncio.run(load(stack.url, images, concurrency))
-            report(mode, concurrency, result)
+            paths = {}
+            for role in ("classify", "api"):
+                cfg = with_kafka(config(tmp / role, classifiers, port), broker.bootstrap, prefix)
+                cfg["api"]["replica_id"] = "bench"
+                paths[role] = write_config(tmp, role, cfg)
+            import_lists(paths["api"], tmp, list_entries)
+            for role in ("classify", "api"):
+                logs.append(tmp / f"{role}.log")
+                procs.append(spawn(["--pictguard", "-c", str(paths[role]), "run", role], logs[-1]))
+            pids = {"api": procs[1].pid, "classify": procs[0].pid, "broker": broker.process.pid}
+        wait_ready(url, procs, logs)
+        warm_up(url, want_model=classifiers != "lists" or mode == "kafka")
+        yield Stack(url, pids, procs, procs[-1].pid)
     finally:
-        stack.stop()
+        stop(procs)
+        if broker is not None:
+            broker.stop()
 
 
-async def broker_floor(broker: Broker, trips: int = 300) -> list[float]:
+@contextlib.contextmanager
+def echo_stack(kind: str) -> Iterator[Stack]:
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix=f"pictguard-bench-{kind}-"))
+    proc = spawn([f"--{kind}", str(port)], tmp / "echo.log")
+    try:
+        wait_port(port)
+        yield Stack(f"http://127.0.0.1:{port}", {"server": proc.pid}, [proc], proc.pid)
+    finally:
+        stop([proc])
+
+
+async def broker_floor(bootstrap: str, trips: int = 300) -> list[float]:
     """Milliseconds from producing one record to a bare consumer fetching it, one at a time."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
     topic = "bench-floor"
-    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=0, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=broker.bootstrap,
-        fetch_max_wait_ms=FETCH_WAIT_MS,
-        enable_auto_commit=False,
+        bootstrap_servers=bootstrap, fetch_max_wait_ms=FETCH_WAIT_MS, enable_auto_commit=False
     )
     await producer.start()
     await consumer.start()
@@ -210,39 +687,115 @@ async def broker_floor(broker: Broker, trips: int = 300) -> list[float]:
         await consumer.stop()
 
 
-def run_mode(mode: str, args: argparse.Namespace, seed: int) -> None:
-    if mode == "single":
-        run_stack(mode, args.concurrency, args.requests, seed, None)
+# --------------------------------------------------------------------------- the runs
+
+
+def uploads_for(name: str, requests: int, round_: int) -> list[Upload]:
+    base = photos()
+    if name == "photos":
+        return [tagged(base[i % PHOTOS], f"bench {round_} {i}") for i in range(requests)]
+    if name == "repeat":
+        return [base[i % PHOTOS] for i in range(requests)]
+    if name == "mix":
+        return mix(64)
+    return tiny(requests, 10_000 * round_)
+
+
+def prime(stack: Stack) -> None:
+    """Send the 64 photos once, so that ``repeat`` finds them in the verdict cache; over
+    Kafka, wait until the API's copy of the cache has them."""
+    if stack.primed:
         return
-    broker = start_broker()
-    try:
-        floor = asyncio.run(broker_floor(broker))
-        print(
-            f"kafka  broker floor: produce → fetch of one record p50/95/99 "
-            f"{trio(floor, width=0)} ms "
-            f"(fetch wait {FETCH_WAIT_MS} ms); an upload makes this trip twice"
-        )
-    finally:
-        broker.stop()
-    for i, concurrency in enumerate(args.concurrency):
-        broker = start_broker()  # a fresh log each time (see the module notes)
-        try:
-            run_stack(mode, [concurrency], args.requests, seed + i * 1_000_000, broker)
-        finally:
-            broker.stop()
+    run_load(stack.url, photos(), 16, "prime", stack.pids)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if run_load(stack.url, photos()[-1:], 1, "prime", stack.pids).paths.get("fast"):
+            break
+        time.sleep(0.5)
+    stack.primed = True
+
+
+def measure(
+    stack: Stack, label: str, args: argparse.Namespace, concurrency: int, round_: int
+) -> None:
+    for name in args.sets:
+        if name == "repeat":
+            prime(stack)
+        uploads = uploads_for(name, args.requests, round_)
+        with profiled(
+            args.profile, stack.profile_pid, f"{label}-{name}-c{concurrency}".replace(" ", "_")
+        ):
+            run = run_load(stack.url, uploads, concurrency, f"{label} {name}", stack.pids)
+        run.print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--modes", default="single,kafka")
+    parser.add_argument("--servers", default="echo-aiohttp,echo-uvicorn,single,kafka")
+    parser.add_argument("--classifiers", default="lists,noop,nudenet")
+    parser.add_argument("--sets", default="photos,repeat,mix,tiny")
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--requests", type=int, default=256, help="uploads per run (mix: 64)")
+    parser.add_argument("--list-entries", type=int, default=10_000)
+    parser.add_argument("--profile", type=Path, default=None)
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    print("tiny random-weight open_clip (ViT, 32 px), 96-px PNG uploads, unique per request")
-    for i, mode in enumerate(args.modes.split(",")):
-        run_mode(mode, args, seed=i * 10_000_000)
+    args.sets = args.sets.split(",")
+    print(
+        f"{os.cpu_count()} CPUs, load {load_average()}; uploads streamed in 16 KiB chunks, "
+        f"{args.requests} per run (mix: 64); hash lists: {args.list_entries} blocklist entries",
+        flush=True,
+    )
+    photos()  # generated (and cached) before any clock runs
+    if "mix" in args.sets:
+        mix(64)
+    round_ = 0
+    for server in args.servers.split(","):
+        if server.startswith("echo-"):
+            with echo_stack(server) as stack:
+                for concurrency in args.concurrency:
+                    round_ += 1
+                    uploads = uploads_for("photos", args.requests, round_)
+                    run_load(
+                        stack.url, uploads, concurrency, f"{server} photos", stack.pids
+                    ).print()
+            continue
+        if server == "kafka":
+            from tests.servers import start_broker
+
+            broker = start_broker()
+            try:
+                floor = asyncio.run(broker_floor(broker.bootstrap))
+            finally:
+                broker.stop()
+            print(
+                f"kafka broker floor: produce → fetch of one record p50/95/99 {trio(floor)} ms "
+                f"(fetch wait {FETCH_WAIT_MS} ms); an upload over Kafka makes this trip twice",
+                flush=True,
+            )
+        for classifiers in args.classifiers.split(","):
+            if server == "single":
+                with pictguard_stack(server, classifiers, args.list_entries) as stack:
+                    for concurrency in args.concurrency:
+                        round_ += 1
+                        measure(stack, f"{server} {classifiers}", args, concurrency, round_)
+            else:
+                for concurrency in args.concurrency:
+                    round_ += 1
+                    with pictguard_stack(server, classifiers, args.list_entries) as stack:
+                        measure(stack, f"{server} {classifiers}", args, concurrency, round_)
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 2 and sys.argv[1] in ("--echo-aiohttp", "--echo-uvicorn"):
+        (echo_aiohttp if sys.argv[1] == "--echo-aiohttp" else echo_uvicorn)(int(sys.argv[2]))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--pictguard":
+        if os.environ.get("BENCH_SWITCH_INTERVAL"):
+            sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+        register_noop_model()
+        from pictguard.cli import main as pictguard_main
+
+        sys.argv = ["pictguard", *sys.argv[2:]]
+        pictguard_main()
+    else:
+        main()

@@ -218,6 +218,7 @@ class Prepared:
     frames: list[FrameInfo] = field(default_factory=list)  # one per entry of ``inputs``
     duration_s: float | None = None
     limited: str | None = None
+    pdq_ms: float = 0.0  # the PDQ hashes alone, inside decode_ms
 
     @property
     def multi_frame(self) -> bool:
@@ -283,6 +284,7 @@ def _prepare(data: bytes, options: DecodeOptions) -> Prepared:
     swap, reversed_axes = _AXES.get(orientation, (False, (False, False)))
     displayed = (height, width) if swap else (width, height)
     infos = []
+    hashing = time.perf_counter()
     for frame, (index, time_s) in zip(sampled.images, sampled.where, strict=True):
         pdq, quality = pdq_from_frame(
             np.asarray(frame.convert("L")),
@@ -291,6 +293,7 @@ def _prepare(data: bytes, options: DecodeOptions) -> Prepared:
             reversed_axes=reversed_axes,
         )
         infos.append(FrameInfo(index, time_s, pdq, quality, index == 0))
+    pdq_ms = (time.perf_counter() - hashing) * 1000
     inputs = [tuple(pre(frame) for pre in options.preprocessors) for frame in sampled.images]
     return Prepared(
         fmt,
@@ -305,6 +308,7 @@ def _prepare(data: bytes, options: DecodeOptions) -> Prepared:
         frames=infos,
         duration_s=sampled.duration_s,
         limited=sampled.limited,
+        pdq_ms=pdq_ms,
     )
 
 

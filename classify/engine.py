@@ -71,6 +71,13 @@ _DECODE_SHARE = 0.4
 _MODEL_SHARE = 0.4
 # Weight of the newest measurement in the running average of model time per frame.
 _COST_WEIGHT = 0.2
+# A cached verdict made this long after the hash lists last changed here was made against
+# lists that already held every entry this process holds, so its PDQ need not be checked
+# against them again. Verdicts of this engine's own versions: the time for another process
+# on the same state (``pictguard scan``) to follow the lists; verdicts of classify
+# processes elsewhere: the lists reaching them, and their clocks' drift.
+_LOCAL_SETTLE_S = 10.0
+_REMOTE_SETTLE_S = 300.0
 
 
 class EngineNotReadyError(PictguardError, RuntimeError):
@@ -107,6 +114,8 @@ class ClassifyEngine:
         # Model time per frame, averaged over recent runs (None before the first): how
         # many frames of a video fit before a deadline.
         self.frame_cost_ms: float | None = None
+        # When the hash lists last changed in this process (wall clock, like verdicts' times).
+        self._lists_changed_at = time.time()
         self._ready = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -118,8 +127,10 @@ class ClassifyEngine:
         self.pool.start()
         await self.tables.verdict_cache.start()
         if self.use_hashlists:
+            self.tables.hashlists.subscribe(self._lists_changed)
             await self.hashlists.start()
             await self._pdq_batcher.start()
+            self._lists_changed_at = time.time()
         else:
             log.warning("hash lists are disabled: 'hashlist' is not in classify.classifiers")
         for name in dict.fromkeys(self.settings.classifiers):
@@ -187,9 +198,13 @@ class ClassifyEngine:
             },
         )
 
+    def _lists_changed(self, key: str, value: bytes | None) -> None:
+        self._lists_changed_at = time.time()
+
     async def stop(self) -> None:
         """Stop batchers, the decode pool and the models."""
         self._ready = False
+        await self.cache.drain()
         await self._pdq_batcher.stop()
         for batcher in self.batchers.values():
             await batcher.stop()
@@ -248,37 +263,58 @@ class ClassifyEngine:
         assessment.timings_ms["total"] = _ms_since(started)
         return assessment
 
-    async def lookup_fast(self, data: bytes) -> Assessment | None:
+    async def lookup_fast(
+        self,
+        data: bytes,
+        *,
+        pdq: bool = True,
+        cache: bool = True,
+        versions: tuple[str, str] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> Assessment | None:
         """Answer from hash lists and the verdict cache only; None when a model must run.
 
-        Decodes for PDQ (no model inputs), so a re-encoded blocklisted image is caught here
-        too, and an undecodable upload gets its error at once.
+        ``pdq``: also decode for PDQ, so a re-encoded blocklisted image is caught here and
+        an undecodable upload gets its error at once; off when the miss is evaluated by
+        this same engine, which checks PDQ before any model anyway (one decode, not two).
+        ``versions``: read the verdict cache under these (model, policy) versions instead
+        of this engine's own — the versions of the classify processes that fill it;
+        ``cache=False``: do not read it at all. ``timings`` receives the time of each step
+        (sha256, lookup, decode, pdq, match), a miss included.
         """
         if not self._ready:
             raise EngineNotReadyError("ClassifyEngine.lookup_fast() called before start()")
         started = time.perf_counter()
-        early = await self._before_decode(data)
+        timings = {} if timings is None else timings
+        early = await self._before_decode(data, timings, versions, cache=cache)
         if isinstance(early, Assessment):
-            early.timings_ms["total"] = _ms_since(started)
+            early.timings_ms.update(timings, total=_ms_since(started))
             return early
         sha256 = early
         if mediatype.is_video(mediatype.sniff(data)):
             return None  # its frames are sampled and matched on the model path, not twice
-        if self.use_hashlists and self.hashlists.has_pdq_entries:
-            prepared = await self.pool.prepare(data, self._hash_options)
+        if pdq and self.use_hashlists and self.hashlists.has_pdq_entries:
+            prepared = await self._decode(data, self._hash_options, timings)
             if isinstance(prepared, DecodeFailure):
                 result = self._error(prepared.reason, prepared.detail, sha256)
             else:
-                result = await self._match_pdq(sha256, prepared, Lane.SYNC)  # type: ignore[assignment]
+                result = await self._match_pdq(sha256, prepared, Lane.SYNC, timings)  # type: ignore[assignment]
             if result is not None:
-                result.timings_ms["total"] = _ms_since(started)
+                result.timings_ms.update(timings, total=_ms_since(started))
                 return result
         return None
 
-    async def _before_decode(self, data: bytes) -> Assessment | str:
+    async def _before_decode(
+        self,
+        data: bytes,
+        timings: dict[str, float],
+        versions: tuple[str, str] | None = None,
+        *,
+        cache: bool = True,
+    ) -> Assessment | str:
         """Size checks, sha256, exact hash-list entry, verdict cache; else the sha256."""
         with span("classify.hash", attributes={"pictguard.bytes": len(data)}) as current:
-            result = await self._hash_and_look_up(data)
+            result = await self._hash_and_look_up(data, timings, versions, cache)
             if isinstance(result, Assessment):
                 current.set_attribute("pictguard.decision", result.decision.value)
                 current.set_attribute("pictguard.cached", result.cached)
@@ -286,7 +322,13 @@ class ClassifyEngine:
                     current.set_attribute("pictguard.matched", result.matched)
             return result
 
-    async def _hash_and_look_up(self, data: bytes) -> Assessment | str:
+    async def _hash_and_look_up(
+        self,
+        data: bytes,
+        timings: dict[str, float],
+        versions: tuple[str, str] | None,
+        cache: bool,
+    ) -> Assessment | str:
         if not data:
             return self._error(ErrorReason.EMPTY, "0 bytes", sha256_hex(b""))
         if len(data) > self.settings.max_object_bytes:
@@ -297,6 +339,7 @@ class ClassifyEngine:
         # MD5 and SHA-1 cost about twice what sha256 does: only when some entry has one.
         digest = content_hashes if self.use_hashlists and self.hashlists.wants_md5_sha1 else None
         hashed: ContentHashes | str
+        started = time.perf_counter()
         if len(data) > _INLINE_HASH_BYTES:
             # hashlib releases the GIL: a thread is enough, and no bytes cross processes.
             hashed = await asyncio.to_thread(digest or sha256_hex, data)
@@ -306,20 +349,44 @@ class ClassifyEngine:
             sha256, md5, sha1 = hashed.sha256, hashed.md5, hashed.sha1
         else:
             sha256, md5, sha1 = hashed, None, None
-        if (
-            self.use_hashlists
-            and (match := self.hashlists.match_exact(sha256, md5, sha1)) is not None
-        ):
-            return self._from_match(match, sha256, None, None)
-        if self.settings.verdict_cache and self.models:
-            cached = await self.cache.get(sha256, self.model_version, self.policy_version)
-            if cached is not None:
-                return cached
-        return sha256
+        looked_up = time.perf_counter()
+        timings["sha256"] = _ms(looked_up - started)
+        try:
+            if (
+                self.use_hashlists
+                and (match := self.hashlists.match_exact(sha256, md5, sha1)) is not None
+            ):
+                return self._from_match(match, sha256, None, None)
+            settle = _REMOTE_SETTLE_S
+            if versions is None and self.settings.verdict_cache:
+                versions, settle = (self.model_version, self.policy_version), _LOCAL_SETTLE_S
+            if cache and versions is not None:
+                found = await self.cache.get_dated(sha256, *versions)
+                if found is not None:
+                    cached, made = found
+                    if made.timestamp() > self._lists_changed_at + settle:
+                        return cached
+                    # A PDQ-near list entry added since the verdict was made still wins:
+                    # the cached PDQ is checked against the lists, no decode needed.
+                    return await self._recheck(cached) or cached
+            return sha256
+        finally:
+            timings["lookup"] = _ms_since(looked_up)
+
+    async def _recheck(self, cached: Assessment) -> Assessment | None:
+        """A PDQ-near list entry for a cached verdict's image, if the lists have one now."""
+        if not self.use_hashlists or cached.sha256 is None:
+            return None
+        match = await self._search_pdq((cached.pdq, cached.pdq_quality), Lane.SYNC)
+        if match is None:
+            return None
+        return self._from_match(match, cached.sha256, cached.pdq, cached.pdq_quality)
 
     async def _evaluate(self, data: bytes, lane: Lane, deadline: datetime | None) -> Assessment:
-        early = await self._before_decode(data)
+        timings: dict[str, float] = {}
+        early = await self._before_decode(data, timings)
         if isinstance(early, Assessment):
+            early.timings_ms.update(timings)
             return early
         sha256 = early
         running = self._inflight.get(sha256)
@@ -341,7 +408,7 @@ class ClassifyEngine:
         future: asyncio.Future[Assessment] = asyncio.get_running_loop().create_future()
         self._inflight[sha256] = (lane, future)
         try:
-            result = await self._classify(data, sha256, lane, deadline)
+            result = await self._classify(data, sha256, lane, deadline, timings)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -357,21 +424,27 @@ class ClassifyEngine:
         return result
 
     async def _classify(
-        self, data: bytes, sha256: str, lane: Lane, deadline: datetime | None
+        self,
+        data: bytes,
+        sha256: str,
+        lane: Lane,
+        deadline: datetime | None,
+        timings: dict[str, float],
     ) -> Assessment:
         options, cut = self._options_for(deadline)
         with span("classify.decode") as current:
-            prepared = await self.pool.prepare(data, options)
+            prepared = await self._decode(data, options, timings)
             if isinstance(prepared, DecodeFailure):
                 current.set_attribute("pictguard.error", prepared.reason.value)
             else:
                 current.set_attribute("pictguard.frames", len(prepared.inputs))
         if isinstance(prepared, DecodeFailure):
-            return self._error(prepared.reason, prepared.detail, sha256)
+            failed = self._error(prepared.reason, prepared.detail, sha256)
+            failed.timings_ms.update(timings)
+            return failed
         if cut is not None and prepared.multi_frame and len(prepared.inputs) < prepared.n_frames:
             prepared.limited = "; ".join(filter(None, (cut, prepared.limited)))
-        timings = {"decode": round(prepared.decode_ms, 3)}
-        matched = await self._match_pdq(sha256, prepared, lane)
+        matched = await self._match_pdq(sha256, prepared, lane, timings)
         if matched is not None:
             matched.timings_ms.update(timings)
             return matched
@@ -408,14 +481,15 @@ class ClassifyEngine:
         if outcomes:
             return await self._with_outcomes(assessment, outcomes)
         if self._cacheable(assessment):
-            await self.cache.put(assessment)
+            # Without models too: a hash-list-only verdict is cached under model version
+            # "none", so the same image again costs its sha256 and a lookup, not a decode.
+            self.cache.remember(assessment)
         return assessment
 
     def _cacheable(self, assessment: Assessment) -> bool:
-        """A model verdict, and not a sample cut short by a clock (a full scan may see
-        more)."""
+        """Not a sample cut short by a clock (a full scan may see more)."""
         limited = assessment.media is not None and assessment.media.limited is not None
-        return self.settings.verdict_cache and bool(self.models) and not limited
+        return self.settings.verdict_cache and not limited
 
     def _judge(
         self, per_model: list[list[ModelOutput]], prepared: Prepared
@@ -478,8 +552,8 @@ class ClassifyEngine:
             return assessment
         down = [(m, o) for m, o in zip(self.matchers, outcomes, strict=True) if o.unavailable]
         if not down:
-            if self._cacheable(assessment):
-                await self.cache.put(assessment)
+            if self._cacheable(assessment) and self.models:
+                self.cache.remember(assessment)
             return assessment
         why = "; ".join(o.unavailable or "" for _, o in down)
         if assessment.decision is Decision.ALLOW and any(
@@ -512,6 +586,22 @@ class ClassifyEngine:
         previous = self.frame_cost_ms
         self.frame_cost_ms = ms if previous is None else previous + _COST_WEIGHT * (ms - previous)
 
+    async def _decode(
+        self, data: bytes, options: DecodeOptions, timings: dict[str, float]
+    ) -> Prepared | DecodeFailure:
+        """Decode in the pool. Timings: ``decode`` (the worker's own time, PDQ hash
+        excluded), ``pdq`` (the PDQ hash), ``pool`` (waiting for a worker and back)."""
+        started = time.perf_counter()
+        prepared = await self.pool.prepare(data, options)
+        took = _ms_since(started)
+        if isinstance(prepared, Prepared):
+            timings["decode"] = round(prepared.decode_ms - prepared.pdq_ms, 3)
+            timings["pdq"] = round(prepared.pdq_ms, 3)
+            timings["pool"] = round(max(0.0, took - prepared.decode_ms), 3)
+        else:
+            timings["decode"] = took
+        return prepared
+
     async def _run_models(
         self, prepared: Prepared, lane: Lane, timings: dict[str, float]
     ) -> list[list[ModelOutput]]:
@@ -537,7 +627,9 @@ class ClassifyEngine:
             raise ClassifierError(f"model failed: {exc!r}") from exc
         return per_model
 
-    async def _match_pdq(self, sha256: str, prepared: Prepared, lane: Lane) -> Assessment | None:
+    async def _match_pdq(
+        self, sha256: str, prepared: Prepared, lane: Lane, timings: dict[str, float]
+    ) -> Assessment | None:
         """The hash-list verdict from the frames' PDQs, or None to go on to the models.
 
         One frame near a blocklisted PDQ flags a video or an animation; an allowlist
@@ -549,12 +641,14 @@ class ClassifyEngine:
         queries = [(f.pdq, f.pdq_quality) for f in prepared.frames] or [
             (prepared.pdq, prepared.pdq_quality)
         ]
+        started = time.perf_counter()
         if self.hashlists.pdq_entries < _INLINE_PDQ_ENTRIES:
             matches = self.hashlists.match_pdq_many(queries)
         else:
             matches = list(
                 await asyncio.gather(*(self._pdq_batcher.submit(q, lane) for q in queries))
             )
+        timings["match"] = _ms_since(started)
         blocked = [
             (i, m) for i, m in enumerate(matches) if m is not None and m.entry.list != "allow"
         ]
@@ -583,6 +677,15 @@ class ClassifyEngine:
             return True
         wanted = min(prepared.n_frames, self.settings.max_frames)
         return prepared.limited is None and len(prepared.frames) >= wanted
+
+    async def _search_pdq(
+        self, query: tuple[str | None, int | None], lane: Lane
+    ) -> HashMatch | None:
+        if not self.hashlists.has_pdq_entries or query[0] is None:
+            return None
+        if self.hashlists.pdq_entries < _INLINE_PDQ_ENTRIES:
+            return self.hashlists.match_pdq(*query)
+        return await self._pdq_batcher.submit(query, lane)
 
     # -- building assessments ----------------------------------------------------------
 
@@ -679,5 +782,9 @@ def _md5_hex(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
 def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
+    return _ms(time.perf_counter() - started)

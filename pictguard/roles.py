@@ -134,7 +134,6 @@ async def admin_endpoints(runtime: Runtime) -> APIRouter | None:
 async def fast_path(runtime: Runtime, engine: ClassifyEngine | None = None) -> FastPath:
     """Hash lists and the verdict cache without a model run, for the API (and the remote
     workers' server); ``engine`` is the classify engine when one runs in this process."""
-    from classify.cache import VerdictCache
     from classify.engine import ClassifyEngine
     from classify.fastpath import FastPath
 
@@ -148,11 +147,13 @@ async def fast_path(runtime: Runtime, engine: ClassifyEngine | None = None) -> F
         lists = ClassifyEngine(only_lists, runtime.tables)
         await lists.start()
         runtime.cleanups.push_async_callback(lists.stop)
-        return FastPath(lists, VerdictCache(runtime.tables.verdict_cache))
-    if not engine.models:
-        # Models only on remote workers: their verdicts are cached under their versions.
-        return FastPath(engine, VerdictCache(runtime.tables.verdict_cache))
-    return FastPath(engine)
+        return FastPath(lists, elsewhere=True)
+    if s.classify.remote.enabled:
+        # Models on remote workers (and maybe here): their verdicts are cached under their
+        # versions; the sync lane decides who classifies a miss.
+        return FastPath(engine, elsewhere=not engine.models)
+    # This process classifies every miss itself.
+    return FastPath(engine, local=True)
 
 
 async def build_api(
@@ -198,7 +199,7 @@ async def api_loops(
 ) -> Loops:
     """The API's server loop (and, with ``classify.remote.enabled``, the loops that lease
     scan requests to remote workers); ``started`` is set once it listens."""
-    from validate_api.role import serve_http
+    from validate_api.role import http_limits, serve_http
 
     s = runtime.settings
     fast = await fast_path(runtime, engine)
@@ -213,7 +214,10 @@ async def api_loops(
         loops += remote.loops
         routers.append(remote.router)
     app = await build_api(runtime, engine, fast=fast, routers=routers)
-    return [serve_http(app, s.api.host, s.api.port, runtime.stop, started), *loops]
+    serving = serve_http(
+        app, s.api.host, s.api.port, runtime.stop, started, limits=http_limits(s.api)
+    )
+    return [serving, *loops]
 
 
 ROLES: dict[str, Role] = {

@@ -4,6 +4,11 @@ The validate API and the ingest webhook receiver both run this way. The socket i
 here first, because uvicorn answers a bind failure with ``sys.exit``, which would end the
 whole process instead of printing which setting to change; and uvicorn's own signal
 handling is off, because the runtime owns SIGTERM.
+
+:class:`HttpLimits` bounds what a client can hold: connections (uvicorn's
+``limit_concurrency``), idle keep-alive connections, and — which uvicorn does not do — the
+time a request's headers and body may take and the size of its headers (slowloris: a
+connection that trickles its headers or body would otherwise stay open for ever).
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pipeline.settings import SettingsError
 
@@ -24,6 +31,94 @@ log = logging.getLogger(__name__)
 
 class ListenError(SettingsError):
     """The server cannot listen where the settings say."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """What one client may hold of the server; ``None`` leaves a limit off."""
+
+    # Open connections and requests in progress; beyond, uvicorn answers 503 at once.
+    max_connections: int | None = None
+    # An idle keep-alive connection is closed after this.
+    keepalive_timeout_s: int = 5
+    # From a connection's start (or its previous answer) to the end of the request's
+    # headers; then the connection is closed (408).
+    header_timeout_s: float | None = None
+    # From the end of the headers to the end of the body; then 408 and closed.
+    body_timeout_s: float | None = None
+    # Request line and headers; beyond, 431 and closed.
+    max_header_bytes: int = 64 * 1024
+
+
+def _guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with header and body deadlines and a header size cap."""
+
+    class Guarded(HttpToolsProtocol):
+        _timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0
+        _in_headers = True
+
+        def _arm(self, seconds: float | None, status: int, why: str) -> None:
+            self._disarm()
+            if seconds is not None:
+                self._timer = self.loop.call_later(seconds, self._refuse, status, why)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _refuse(self, status: int, why: str) -> None:
+            """Answer ``status`` if no answer started, and close the connection."""
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            if self.cycle is None or not self.cycle.response_started:
+                reason = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+                body = why.encode()
+                self.transport.write(
+                    b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                    % (status, reason[status], len(body), body)
+                )
+            log.debug("closing a connection: %s", why)
+            self.transport.close()
+
+        def _awaiting_headers(self) -> None:
+            self._in_headers = True
+            self._header_bytes = 0
+            self._arm(limits.header_timeout_s, 408, "request headers took too long")
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._awaiting_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_headers:
+                self._header_bytes += len(data)
+            super().data_received(data)
+            if self._in_headers and self._header_bytes > limits.max_header_bytes:
+                self._refuse(431, f"request headers larger than {limits.max_header_bytes} bytes")
+
+        def on_headers_complete(self) -> None:
+            self._in_headers = False
+            self._arm(limits.body_timeout_s, 408, "request body took too long")
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._awaiting_headers()
+
+    return Guarded
 
 
 class _Server(uvicorn.Server):
@@ -62,11 +157,14 @@ async def serve_app(
     what: str,
     hint: str,
     started: asyncio.Event | None = None,
+    limits: HttpLimits | None = None,
 ) -> None:
     """Serve ``app`` until ``stop`` is set; requests in flight finish first.
 
     ``what`` names the server and ``hint`` the settings to check in error messages.
     """
+    limits = limits or HttpLimits()
+    protocol: Callable[..., Any] = _guarded_protocol(limits)
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from any local
     # peer; the apps decide themselves whom to believe.
     config = uvicorn.Config(
@@ -77,6 +175,9 @@ async def serve_app(
         access_log=False,
         lifespan="off",
         proxy_headers=False,
+        http=protocol,  # type: ignore[arg-type]
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keepalive_timeout_s,
     )
     sock = _listen(host, port, what, hint)
     server = _Server(config)

@@ -1,22 +1,36 @@
-"""The FastAPI app: pict-rs external validation, a JSON check API, health, admin."""
+"""The FastAPI app: pict-rs external validation, a JSON check API, health, admin.
+
+An upload holds memory from its first body byte to its answer, so it is counted from
+there: in flight (``api.max_inflight``) before its body is read, and its bytes against
+``api.max_buffered_bytes`` across all uploads. Slow headers and bodies are cut by the
+server (``pipeline.http.HttpLimits``).
+
+Every answer carries where its time went, per step: ``timings_ms`` in the JSON and the
+same in a ``Server-Timing`` header, which adds ``reply`` (encoding the answer) and
+``total`` (from the request reaching the app to the answer built).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.errors import PictguardError
 from pipeline.metrics import SyncOutcome, metrics_endpoint, record_sync_outcome, watch_api
 from pipeline.telemetry import instrument_app
 from pipeline.tokens import bearer_token
-from validate_api.auth import Caller, Unauthorized, authorise
+from validate_api.auth import Unauthorized, authorise
 from validate_api.evidence import EvidenceSender
 from validate_api.service import Outcome, Validator
 from validate_api.settings import ApiSettings
@@ -51,8 +65,109 @@ _SYNC_OUTCOME = {
 MAX_OTHER_BODY_BYTES = 1024 * 1024
 
 
+# Where the outermost middleware notes when a request reached the app.
+_ARRIVED = "pictguard.arrived"
+
+
 class BodyTooLarge(PictguardError):
-    pass
+    """A body above its cap: 413."""
+
+
+class BuffersFull(PictguardError):
+    """The bodies held across uploads reached ``api.max_buffered_bytes``: 503."""
+
+
+class ClientGone(PictguardError):
+    """The client closed the connection (or the server cut it) before the body ended."""
+
+
+@dataclass(eq=False, slots=True)
+class _Reading:
+    """One body being received: the task reading it and the bytes it holds."""
+
+    task: asyncio.Task[Any] | None
+    held: int = 0
+    evicted: bool = False
+
+
+@dataclass
+class BodyBuffers:
+    """Bytes of upload bodies held in memory across all uploads, capped.
+
+    An upload takes its bytes as they arrive and gives them back with its answer. Past the
+    cap, the upload still being received that holds the most gives way — it is answered
+    503 — so stalled big uploads (or a slowloris) cannot starve the small ones.
+    """
+
+    cap: int
+    held: int = 0
+    peak: int = 0
+    _reading: set[_Reading] = field(default_factory=set)
+
+    def start(self) -> _Reading:
+        reading = _Reading(asyncio.current_task())
+        self._reading.add(reading)
+        return reading
+
+    def take(self, reading: _Reading, n: int) -> None:
+        """Count ``n`` more bytes of ``reading``; raises :class:`BuffersFull` when it is the
+        one that must give way."""
+        reading.held += n
+        self.held += n
+        while self.held > self.cap and self._reading:
+            victim = max(self._reading, key=attrgetter("held"))
+            self._reading.discard(victim)
+            self.held -= victim.held
+            victim.held = 0
+            if victim is reading:
+                raise BuffersFull
+            victim.evicted = True
+            if victim.task is not None:
+                victim.task.cancel()  # its read ends in BuffersFull, see read_body
+        self.peak = max(self.peak, self.held)
+
+    def received(self, reading: _Reading) -> None:
+        """The whole body is in: it can no longer be made to give way."""
+        self._reading.discard(reading)
+
+    def release(self, reading: _Reading) -> None:
+        self._reading.discard(reading)
+        self.held -= reading.held
+        reading.held = 0
+
+
+async def read_body(receive: Receive, cap: int, buffers: BodyBuffers) -> tuple[bytes, _Reading]:
+    """The whole body, counted against ``buffers``; the caller releases the reading.
+
+    Raises :class:`BodyTooLarge` past ``cap`` (the rest is never read), :class:`BuffersFull`
+    when this upload must give way, :class:`ClientGone` when the connection ended first.
+    """
+    reading = buffers.start()
+    chunks: list[bytes] = []
+    try:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                if reading.held + len(chunk) > cap:
+                    raise BodyTooLarge
+                buffers.take(reading, len(chunk))
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if reading.evicted and task is not None and task.uncancel() == 0:
+            raise BuffersFull from None
+        raise
+    except BaseException:
+        buffers.release(reading)
+        raise
+    finally:
+        buffers.received(reading)
+    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), reading
 
 
 class CapOtherBodies:
@@ -68,6 +183,7 @@ class CapOtherBodies:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/api/v1/"):
+            scope[_ARRIVED] = time.perf_counter()
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
@@ -107,6 +223,8 @@ class ApiContext:
     not_ready: Callable[[], list[str]] = list
     # Keeps the bytes of rejected pict-rs uploads (None: they are not kept).
     evidence: EvidenceSender | None = None
+    # Set by create_app: the bodies held across uploads (for tests and metrics).
+    buffers: BodyBuffers | None = None
 
 
 # No client means every pict-rs call is refused: said at start-up and by /readyz, never
@@ -122,17 +240,18 @@ def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"message": message}, status_code=status, headers=headers or None)
 
 
-async def _read_capped(request: Request, cap: int) -> bytes:
-    """The body, refusing early (from Content-Length, or while streaming) above ``cap``."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
-        raise BodyTooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > cap:
-            raise BodyTooLarge  # stop reading: the rest is never pulled off the socket
-    return bytes(body)
+# Refusals that leave the rest of a body unread close the connection: the client stops
+# sending at once instead of pushing the rest into a connection that discards it.
+_CLOSE = {"Connection": "close"}
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def _server_timing(timings: dict[str, float]) -> str:
+    """``Server-Timing`` (RFC: ``name;dur=ms``); names carry no ``:``."""
+    return ", ".join(f"{name.replace(':', '.')};dur={ms:g}" for name, ms in timings.items())
 
 
 async def _drain(request: Request, cap: int) -> int:
@@ -173,10 +292,33 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
 
     watch_api(lambda: ctx.validator.inflight, lambda: ctx.validator.classifier.down)
+    buffers = BodyBuffers(settings.max_buffered_bytes)
+    ctx.buffers = buffers
 
-    async def guarded(
-        request: Request, client_id: str, token: str | None
-    ) -> tuple[Caller | None, bytes | Outcome | JSONResponse]:
+    async def overloaded(request: Request, why: str | None = None) -> Outcome | JSONResponse:
+        """Above a limit: per api.on_overload, 503 (the connection is closed, the rest of
+        the body never read) or 200 unscanned once the body is drained."""
+        record_sync_outcome(SyncOutcome.OVERLOADED)
+        if settings.on_overload == "reject":
+            return _error(
+                503,
+                f"overloaded ({why}), retry later" if why else "overloaded, retry later",
+                **{"Retry-After": str(settings.retry_after_s)},
+                **_CLOSE,
+            )
+        try:  # api.on_overload=accept: 200 unscanned, as pictrs-safety's "Queue Full"
+            await _drain(request, settings.max_body_bytes)
+        except BodyTooLarge:
+            return _error(413, f"body larger than {settings.max_body_bytes} bytes", **_CLOSE)
+        except ClientDisconnect:  # gone, or cut by api.body_timeout_s: nobody to answer
+            return _error(400, "the body ended early", **_CLOSE)
+        return ctx.validator.overloaded(why)
+
+    async def run(
+        request: Request, client_id: str, token: str | None, *, keep: bool = False
+    ) -> Outcome | JSONResponse:
+        started = time.perf_counter()
+        timings = {"route": _ms(started - request.scope.get(_ARRIVED, started))}
         try:
             caller = authorise(
                 settings,
@@ -187,56 +329,68 @@ def create_app(ctx: ApiContext) -> FastAPI:
             )
         except Unauthorized as exc:
             log.info("refused a scan request: %s", exc)
-            return None, _error(401, "unknown or unauthorised client")
-        if ctx.validator.inflight >= settings.max_inflight:
-            record_sync_outcome(SyncOutcome.OVERLOADED)
-            if settings.on_overload == "reject":
-                return caller, _error(
-                    503, "overloaded, retry later", **{"Retry-After": str(settings.retry_after_s)}
-                )
-            try:  # api.on_overload=accept: 200 unscanned, as pictrs-safety's "Queue Full"
-                await _drain(request, settings.max_body_bytes)
+            return _error(401, "unknown or unauthorised client")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > settings.max_body_bytes:
+            return _error(413, f"body larger than {settings.max_body_bytes} bytes", **_CLOSE)
+        validator = ctx.validator
+        if validator.inflight >= settings.max_inflight:
+            return await overloaded(request)
+        # In flight from here: its body takes memory from the first byte on.
+        validator.inflight += 1
+        reading = None
+        try:
+            receiving = time.perf_counter()
+            try:
+                data, reading = await read_body(request.receive, settings.max_body_bytes, buffers)
             except BodyTooLarge:
-                return caller, _error(413, f"body larger than {settings.max_body_bytes} bytes")
-            return caller, ctx.validator.overloaded()
-        try:
-            data = await _read_capped(request, settings.max_body_bytes)
-        except BodyTooLarge:
-            return caller, _error(413, f"body larger than {settings.max_body_bytes} bytes")
-        return caller, data
-
-    async def run(
-        request: Request, client_id: str, token: str | None, *, keep: bool = False
-    ) -> Outcome | JSONResponse:
-        caller, data = await guarded(request, client_id, token)
-        if isinstance(data, (JSONResponse, Outcome)):
-            return data
-        ctx.validator.inflight += 1
-        try:
-            outcome = await ctx.validator.validate(data, request.headers.get("content-type"))
+                return _error(413, f"body larger than {settings.max_body_bytes} bytes", **_CLOSE)
+            except BuffersFull:
+                return await overloaded(request, "upload buffers full")
+            except ClientGone:
+                return _error(400, "the body ended early", **_CLOSE)
+            timings["read"] = _ms(time.perf_counter() - receiving)
+            outcome = await validator.validate(data, request.headers.get("content-type"))
+            if keep and ctx.evidence is not None and ctx.evidence.wanted(outcome):
+                await ctx.evidence.send(
+                    outcome,
+                    data,
+                    request.headers.get("content-type"),
+                    caller.client_id if caller else None,
+                )
         finally:
-            ctx.validator.inflight -= 1
+            validator.inflight -= 1
+            if reading is not None:
+                buffers.release(reading)
+        outcome.timings_ms = {**timings, **outcome.timings_ms}
         record_sync_outcome(_SYNC_OUTCOME[outcome.path], outcome.elapsed_ms / 1000)
-        log.info(
-            "validated an upload",
-            extra={
-                "client": caller.client_id if caller else None,
-                "bytes": len(data),
-                "decision": outcome.decision,
-                "path": outcome.path,
-                "accepted": outcome.accepted,
-                "unverified": outcome.unverified,
-                "elapsed_ms": round(outcome.elapsed_ms, 1),
-            },
-        )
-        if keep and ctx.evidence is not None and ctx.evidence.wanted(outcome):
-            await ctx.evidence.send(
-                outcome,
-                data,
-                request.headers.get("content-type"),
-                caller.client_id if caller else None,
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "validated an upload",
+                extra={
+                    "client": caller.client_id if caller else None,
+                    "bytes": len(data),
+                    "decision": outcome.decision,
+                    "path": outcome.path,
+                    "accepted": outcome.accepted,
+                    "unverified": outcome.unverified,
+                    "elapsed_ms": round(outcome.elapsed_ms, 1),
+                },
             )
         return outcome
+
+    def answer(request: Request, outcome: Outcome, status: int, *, full: bool) -> JSONResponse:
+        arrived = request.scope.get(_ARRIVED)
+        encoding = time.perf_counter()
+        if arrived is not None:
+            outcome.timings_ms["total"] = _ms(encoding - arrived)
+        response = JSONResponse(outcome.body(full=full), status_code=status)
+        timings = dict(outcome.timings_ms)
+        timings["reply"] = _ms(time.perf_counter() - encoding)
+        if arrived is not None:
+            timings["total"] = _ms(time.perf_counter() - arrived)
+        response.headers["Server-Timing"] = _server_timing(timings)
+        return response
 
     @app.post(
         "/api/v1/scan/{client_id}",
@@ -257,7 +411,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         result = await run(request, client_id, token or bearer_token(authorization), keep=True)
         if isinstance(result, JSONResponse):
             return result
-        return JSONResponse(result.body(full=False), status_code=_status(result))
+        return answer(request, result, _status(result), full=False)
 
     @app.post(
         "/api/v1/check",
@@ -275,7 +429,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         result = await run(request, client_id, token or bearer_token(authorization))
         if isinstance(result, JSONResponse):
             return result
-        return JSONResponse(result.body(), status_code=200)
+        return answer(request, result, 200, full=True)
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> dict[str, str]:

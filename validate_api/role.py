@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from fastapi import APIRouter, FastAPI
 
 from pipeline.context import Mode, RoleContext
-from pipeline.http import serve_app
+from pipeline.http import HttpLimits, serve_app
 from pipeline.policy import ActionPolicy
 from pipeline.settings import SettingsError
 from pipeline.topics import (
@@ -24,7 +24,7 @@ from validate_api.app import ApiContext, create_app
 from validate_api.evidence import EvidenceSender
 from validate_api.replies import ReplyRouter
 from validate_api.service import FastLookup, Validator
-from validate_api.settings import ApiConfig
+from validate_api.settings import ApiConfig, ApiSettings
 from validate_api.unverified import UnverifiedReporter
 
 log = logging.getLogger(__name__)
@@ -106,10 +106,28 @@ async def build_app(
     )
 
 
+def http_limits(api: ApiSettings) -> HttpLimits:
+    """What one client may hold of the API's server (``api.*`` connection settings)."""
+    return HttpLimits(
+        max_connections=api.max_connections,
+        keepalive_timeout_s=api.keepalive_timeout_s,
+        header_timeout_s=api.header_timeout_s,
+        body_timeout_s=api.body_timeout_s,
+        max_header_bytes=api.max_header_bytes,
+    )
+
+
 async def serve_http(
-    app: FastAPI, host: str, port: int, stop: asyncio.Event, started: asyncio.Event | None = None
+    app: FastAPI,
+    host: str,
+    port: int,
+    stop: asyncio.Event,
+    started: asyncio.Event | None = None,
+    *,
+    limits: HttpLimits | None = None,
 ) -> None:
-    """Serve the API until ``stop`` is set; in-flight requests finish first."""
+    """Serve the API until ``stop`` is set; in-flight requests finish first. ``limits``
+    default to those of the default ``api`` settings."""
     await serve_app(
         app,
         host,
@@ -118,4 +136,5 @@ async def serve_http(
         what="validate API",
         hint="PICTGUARD_API__HOST/PORT",
         started=started,
+        limits=limits or http_limits(ApiSettings()),
     )

@@ -44,7 +44,7 @@ from pipeline.metrics import (
     record_unverified_accept,
 )
 from pipeline.policy import ActionPolicy
-from pipeline.tracing import inject_headers, tracer
+from pipeline.tracing import inject_headers, span
 from validate_api.replies import ReplyRouter
 from validate_api.settings import ApiSettings, rejected_decisions
 from validate_api.unverified import ClassifierPath, UnverifiedReporter
@@ -70,6 +70,8 @@ class Outcome:
     verdict: dict[str, Any] = field(default_factory=dict)
     unverified: str | None = None  # why the answer is not a real verdict
     elapsed_ms: float = 0.0
+    # Where the time went, per step (see :meth:`Validator.validate`); in the answer too.
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
     def body(self, *, full: bool = True) -> dict[str, Any]:
         """The JSON answer. ``full=False`` (pict-rs's endpoint, whose answers pict-rs logs
@@ -95,6 +97,7 @@ class Outcome:
         if not full and (not self.accepted or self.flagged):
             verdict = {k: verdict[k] for k in ("verdict_id", "reason") if k in verdict}
         body.update(verdict)
+        body["timings_ms"] = self.timings_ms
         return body
 
     @property
@@ -133,8 +136,9 @@ class FastLookup(Protocol):
         """Take note of a model verdict classify sent back (e.g. the model versions)."""
         ...
 
-    async def lookup(self, data: bytes) -> Findings | None:
-        """The findings for these bytes if known without a model run, else None."""
+    async def lookup(self, data: bytes, timings: dict[str, float] | None = None) -> Findings | None:
+        """The findings for these bytes if known without a model run, else None; the time
+        of each step (sha256, lookup, decode, pdq, match) goes into ``timings``."""
         ...
 
 
@@ -187,23 +191,29 @@ class Validator:
         return setting == "accept"
 
     async def validate(self, data: bytes, content_type: str | None) -> Outcome:
+        """The answer for one upload, with the time of each step in ``timings_ms``: the
+        fast path's (``sha256``, ``lookup``, ``decode``, ``pdq``, ``match``) and, for a
+        model verdict, ``wait`` (publish → verdict), classify's own ``classify`` inside it
+        and ``bus`` (the rest of the wait: broker or in-process bus, and queueing)."""
         started = time.perf_counter()
         deadline = started + self.settings.deadline_s
-        outcome = await self._validate(data, content_type, deadline)
+        timings: dict[str, float] = {}
+        outcome = await self._validate(data, content_type, deadline, timings)
         outcome.elapsed_ms = (time.perf_counter() - started) * 1000
+        outcome.timings_ms = timings
         self._account(outcome)
         return outcome
 
-    def overloaded(self) -> Outcome:
-        """The answer above ``api.max_inflight``, per ``api.on_overload`` (no scan at all),
-        counted like any other."""
+    def overloaded(self, why: str | None = None) -> Outcome:
+        """The answer above ``api.max_inflight`` (or ``why`` another limit), per
+        ``api.on_overload`` (no scan at all), counted like any other."""
         s = self.settings
+        why = why or f"more than {s.max_inflight} uploads in flight"
         outcome = Outcome(
             accepted=self._policy(s.on_overload),
             decision=None,
             path="overload",
-            unverified=f"more than {s.max_inflight} uploads in flight "
-            f"(api.on_overload={s.on_overload})",
+            unverified=f"{why} (api.on_overload={s.on_overload})",
         )
         self._account(outcome)
         return outcome
@@ -221,7 +231,9 @@ class Validator:
             else:
                 record_unverified_accept(reason)
 
-    async def _validate(self, data: bytes, content_type: str | None, deadline: float) -> Outcome:
+    async def _validate(
+        self, data: bytes, content_type: str | None, deadline: float, timings: dict[str, float]
+    ) -> Outcome:
         policy = self.settings.video
         if policy != "scan" and mediatype.is_video(kind := mediatype.sniff(data)):
             # What the bytes are, not what the header claims: a PNG sent as video/mp4 is
@@ -232,11 +244,12 @@ class Validator:
                 path="video",
                 unverified=f"{kind} is not scanned (api.video={policy})",
             )
-        with tracer.start_as_current_span("validate.fast_path"):
-            fast = await self.fast_path.lookup(data)
+        with span("validate.fast_path"):
+            fast = await self.fast_path.lookup(data, timings)
+        timings.pop("total", None)
         if fast is not None:
             return self._from_assessment(fast)
-        return await self._via_sync_lane(data, content_type, deadline)
+        return await self._via_sync_lane(data, content_type, deadline, timings)
 
     def _from_assessment(self, assessment: Findings) -> Outcome:
         verdict = Verdict(
@@ -321,7 +334,7 @@ class Validator:
         return Outcome(decision not in self.rejected, decision, path, verdict)
 
     async def _via_sync_lane(
-        self, data: bytes, content_type: str | None, deadline: float
+        self, data: bytes, content_type: str | None, deadline: float, timings: dict[str, float]
     ) -> Outcome:
         request = ScanRequest(
             lane=Lane.SYNC,
@@ -332,10 +345,11 @@ class Validator:
             deadline=utcnow() + timedelta(seconds=max(0.0, deadline - time.perf_counter())),
         )
         future = self.router.expect(request.request_id)
+        started = time.perf_counter()
         # asyncio.timeout, not wait_for: the await stays in this task instead of going to a
         # new one and back, two trips through a busy event loop on every upload.
         try:
-            with tracer.start_as_current_span("validate.publish"):
+            with span("validate.publish"):
                 async with asyncio.timeout(max(0.001, deadline - time.perf_counter())):
                     await self.bus.produce(
                         self.sync_topic,
@@ -360,6 +374,11 @@ class Validator:
             return self._unverified("timeout", f"no verdict within {self.settings.deadline_s:g} s")
         finally:
             self.router.forget(request.request_id)
+            timings["wait"] = _ms_since(started)
+        classified = verdict.timings_ms.get("total")
+        if classified is not None:
+            timings["classify"] = classified
+            timings["bus"] = round(max(0.0, timings["wait"] - classified), 3)
         body = verdict.model_dump(mode="json", exclude_none=True)
         return self._decide(verdict.decision, "model", body)
 
@@ -370,3 +389,7 @@ class Validator:
             path=path,
             unverified=f"{why} (api.on_timeout={self.settings.on_timeout})",
         )
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

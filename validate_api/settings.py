@@ -106,12 +106,50 @@ class ApiSettings(BaseModel):
         "frames like any upload; accept lets them through unscanned; reject answers 415",
     )
     max_body_bytes: int = Field(40 * 1024 * 1024, gt=0, description="Larger bodies get 413")
-    max_inflight: int = Field(256, gt=0, description="Concurrent scans; beyond: api.on_overload")
+    max_inflight: int = Field(
+        256,
+        gt=0,
+        description="Uploads in progress, counted from the start of their body; beyond: "
+        "api.on_overload",
+    )
     on_overload: Literal["accept", "reject"] = Field(
         "reject",
-        description="Above max_inflight. reject: 503 with Retry-After, pict-rs refuses the "
-        "upload. accept: 200 unverified, unscanned (pictrs-safety's 'Queue Full'); the stored "
-        "object is scanned from storage later",
+        description="Above max_inflight or max_buffered_bytes. reject: 503 with Retry-After, "
+        "pict-rs refuses the upload. accept: 200 unverified, unscanned (pictrs-safety's 'Queue "
+        "Full'); the stored object is scanned from storage later",
+    )
+    max_buffered_bytes: int = Field(
+        256 * 1024 * 1024,
+        gt=0,
+        description="Bytes of upload bodies held in memory across all uploads. Beyond, the "
+        "upload still being received that holds the most is answered per api.on_overload (a "
+        "stalled big upload gives way to small ones). At least max_body_bytes",
+    )
+    max_connections: int = Field(
+        512,
+        gt=0,
+        description="Open connections and requests in progress; beyond, new requests get 503 "
+        "at once",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request's headers must arrive within this of the connection opening "
+        "(or of the previous answer); else 408 and the connection is closed (slowloris)",
+    )
+    body_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="A request's body must arrive within this of its headers; else 408 and "
+        "the connection is closed. pict-rs sends a whole stored file at once",
+    )
+    keepalive_timeout_s: int = Field(
+        5, gt=0, description="An idle keep-alive connection is closed after this many seconds"
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="Request line and headers; larger get 431 and the connection is closed",
     )
     retry_after_s: int = Field(
         2, ge=0, description="`Retry-After` header of the 503 answer when overloaded"
@@ -145,6 +183,13 @@ class ApiSettings(BaseModel):
         ids = [c.id for c in self.clients]
         if len(ids) != len(set(ids)):
             raise ValueError("api.clients has duplicate ids")
+        if self.max_buffered_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_buffered_bytes={self.max_buffered_bytes} is below max_body_bytes="
+                f"{self.max_body_bytes}: an upload of the largest allowed size could never be "
+                "read; raise PICTGUARD_API__MAX_BUFFERED_BYTES or lower "
+                "PICTGUARD_API__MAX_BODY_BYTES"
+            )
         return self
 
 

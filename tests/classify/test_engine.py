@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 
 import pytest
 from PIL import Image
@@ -175,6 +176,72 @@ async def test_lookup_fast(make_engine: EngineFactory, tables: ClassifyTables) -
     empty = await engine.lookup_fast(b"")
     assert empty is not None and empty.reason is ErrorReason.EMPTY
     assert engine.batchers["nudenet"].stats.calls == calls + 1  # only the evaluate ran a model
+
+
+@pytest.mark.asyncio
+async def test_a_hashlist_only_verdict_is_cached_and_a_later_list_entry_still_wins(
+    make_engine: EngineFactory, tables: ClassifyTables
+) -> None:
+    """Without models the verdict is cached too (model version "none"): the same image
+    again costs its sha256 and the lookups, no decode. A PDQ-near block entry added after
+    the verdict was cached still catches the image: the cached PDQ is checked again."""
+    engine = await make_engine(classifiers=["hashlist"])
+    data = images.jpeg(60, size=(800, 600))
+    first = await engine.evaluate(data)
+    assert first.decision is Decision.ALLOW and not first.cached
+    assert first.model_version == "none"
+    again = await engine.evaluate(data)
+    assert again.cached and again.pdq == first.pdq
+    assert "decode" not in again.timings_ms and "sha256" in again.timings_ms
+    await engine.cache.drain()
+    assert [key async for key, _ in tables.verdict_cache.items()] == [first.sha256]
+
+    copy = resized_copy(data, (640, 480))
+    probe = await engine.evaluate(copy)
+    engine._lists_changed_at = 0.0  # settled long ago; the entry below marks them changed
+    await HashLists(tables.hashlists).add(sha256=probe.sha256, pdq=probe.pdq, reason="near")
+    caught = await engine.evaluate(data)
+    assert caught.decision is Decision.FLAG_CSAM and not caught.cached
+    assert caught.matched is not None and caught.matched.startswith("blocklist:pdq:")
+
+
+@pytest.mark.asyncio
+async def test_a_verdict_made_after_the_lists_settled_is_not_checked_again(
+    make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await make_engine(classifiers=["hashlist"])
+    data = images.jpeg(61, size=(800, 600))
+    searched: list[object] = []
+    search = engine._search_pdq
+
+    async def counting(query: tuple[str | None, int | None], lane: Lane) -> object:
+        searched.append(query)
+        return await search(query, lane)
+
+    monkeypatch.setattr(engine, "_search_pdq", counting)
+    await engine.evaluate(data)
+    engine._lists_changed_at = 0.0  # the lists last changed long before this verdict
+    assert (await engine.evaluate(data)).cached and searched == []
+    engine._lists_changed_at = time.time()  # they changed just now: check again
+    assert (await engine.evaluate(data)).cached and len(searched) == 1
+
+
+@pytest.mark.asyncio
+async def test_lookup_fast_without_pdq_does_not_decode(
+    make_engine: EngineFactory, tables: ClassifyTables
+) -> None:
+    """``pdq=False``: the caller evaluates a miss in the same engine, which checks PDQ
+    itself, so the fast path decodes nothing (one decode per upload, not two)."""
+    engine = await make_engine(classifiers=["hashlist", "colour"])
+    known = images.jpeg(62, size=(800, 600))
+    probe = await engine.evaluate(known)
+    await HashLists(tables.hashlists).add(sha256=probe.sha256, pdq=probe.pdq, reason="known")
+    copy = resized_copy(known, (600, 450))
+    timings: dict[str, float] = {}
+    assert await engine.lookup_fast(copy, pdq=False, timings=timings) is None
+    assert "decode" not in timings and "sha256" in timings
+    near = await engine.lookup_fast(copy)
+    assert near is not None and near.decision is Decision.FLAG_CSAM
 
 
 @pytest.mark.asyncio
