@@ -13,8 +13,9 @@ Inputs (``tests/media.py``, cached on disk after the first run):
   pictguard (a new sha256, nothing cached) at the same decode cost. The targets are
   measured on these.
 - ``repeat``: the 64 photos as they were sent before: answered from the verdict cache.
-- ``mix``: ``upload_mix`` — what instances receive: photo JPEGs 640–4,000 px, PNG
-  screenshots with text, WebP, animated GIF, PNG photos, 20 KB–5 MB.
+- ``mix``: ``upload_mix(64)`` — what instances receive: photo JPEGs 640–4,000 px, PNG
+  screenshots with text, WebP, animated GIF, PNG photos, 20 KB–5 MB; made new content
+  each run as the photos are (trailing bytes for the formats that are not JPEG).
 - ``tiny``: 96-px PNGs of random noise (the old bench's input), for comparison only.
 
 Servers, one process each:
@@ -51,7 +52,11 @@ bare client at the same fetch wait; an upload makes that trip twice.
         [--concurrency 1,16,64] [--requests 256] [--profile DIR]
 
 ``--profile DIR`` records each pictguard run with py-spy (``pip install py-spy``) into
-DIR as speedscope JSON.
+DIR as speedscope JSON (``BENCH_PROFILE_FORMAT=raw`` for collapsed stacks); with py-spy
+installed the CPU per upload is also split by thread (``loop``: the event loop,
+``decode``: the decode pool, ``sqlite``: the state store's writer, ``model-*``: batchers,
+``other``: native threads such as onnxruntime's). ``--no-publish`` measures without
+publishing fast answers' verdicts for enforce: what recording them costs.
 """
 
 from __future__ import annotations
@@ -174,8 +179,11 @@ def photos(seed: int = 0) -> list[Upload]:
 
 
 def tagged(upload: Upload, tag: str) -> Upload:
-    """The same JPEG with a comment segment of its own: new content, same decode."""
+    """The same image made new content (a sha256 of its own) at the same decode cost: a
+    JPEG gets a comment segment, other formats trailing bytes, which decoders ignore."""
     text = tag.encode()
+    if upload.content_type != "image/jpeg":
+        return Upload(upload.data + b"\0" + text, upload.content_type)
     segment = b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text
     return Upload(upload.data[:2] + segment + upload.data[2:], upload.content_type)
 
@@ -697,7 +705,7 @@ def uploads_for(name: str, requests: int, round_: int) -> list[Upload]:
     if name == "repeat":
         return [base[i % PHOTOS] for i in range(requests)]
     if name == "mix":
-        return mix(64)
+        return [tagged(upload, f"bench {round_} {i}") for i, upload in enumerate(mix(64))]
     return tiny(requests, 10_000 * round_)
 
 
@@ -738,7 +746,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=256, help="uploads per run (mix: 64)")
     parser.add_argument("--list-entries", type=int, default=10_000)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="measure without publishing fast answers' verdicts (what recording them costs)",
+    )
     args = parser.parse_args()
+    if args.no_publish:
+        os.environ["BENCH_NO_PUBLISH"] = "1"
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.sets = args.sets.split(",")
     print(
@@ -790,8 +805,11 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] in ("--echo-aiohttp", "--echo-uvicorn"):
         (echo_aiohttp if sys.argv[1] == "--echo-aiohttp" else echo_uvicorn)(int(sys.argv[2]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--pictguard":
-        if os.environ.get("BENCH_SWITCH_INTERVAL"):
-            sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
+        if os.environ.get("BENCH_NO_PUBLISH"):
+            # What recording fast answers costs: never in production (no audit of them).
+            from validate_api.service import Validator
+
+            Validator._publish = lambda self, verdict: None  # type: ignore[method-assign]
         register_noop_model()
         from pictguard.cli import main as pictguard_main
 

@@ -115,7 +115,8 @@ def _guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
+            # Unless a pipelined request (headers already in) is being answered now.
+            if not self.transport.is_closing() and self.cycle.response_complete:
                 self._awaiting_headers()
 
     return Guarded
