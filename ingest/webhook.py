@@ -41,6 +41,7 @@ from ingest.sources.b2 import SIGNATURE_HEADER, ReplayGuard, signature_valid
 from pipeline.bus.base import Bus, BusError
 from pipeline.errors import PictguardError
 from pipeline.events import Source
+from pipeline.health import Health
 from pipeline.http import serve_app
 from pipeline.tokens import bearer_token, secret_matches
 
@@ -101,11 +102,8 @@ class WebhookReceiver:
             Route("/hooks/minio", self.minio, methods=["POST", "HEAD"]),
             Route("/hooks/ceph", self.ceph, methods=["POST"]),
             Route("/hooks/b2", self.b2, methods=["POST"]),
-            Route("/healthz", self.health, methods=["GET"]),
+            Route("/healthz", Health().healthz, methods=["GET"]),
         ]
-
-    async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
 
     async def minio(self, request: Request) -> Response:
         secret = self.hook.minio_token

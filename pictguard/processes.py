@@ -135,7 +135,7 @@ async def run_remote_worker(settings: Settings, url: str) -> None:
     broker or storage of its own; ``/metrics`` and ``/readyz`` on ``metrics.port``."""
     from classify.remote.role import run_worker
     from classify.remote.worker import check_url
-    from pipeline.metrics import Health, start_metrics_server
+    from pipeline.health import Health, start_metrics_server
     from pipeline.telemetry import setup_tracing
 
     check_url(url)  # before any model loads: a refused URL is a one-line error at once

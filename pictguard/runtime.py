@@ -20,7 +20,7 @@ from pipeline.bus.base import Bus
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
 from pipeline.context import Mode
-from pipeline.metrics import Health, start_metrics_server
+from pipeline.health import Health, start_metrics_server
 from pipeline.redact import register as register_secrets
 from pipeline.settings import secret_values
 from pipeline.state.shared import SharedTables
@@ -134,7 +134,7 @@ async def open_runtime(
 
 async def serve_metrics(runtime: Runtime, default_port: int = 0) -> None:
     """Start ``/metrics``, ``/healthz`` and ``/readyz`` on ``metrics.port`` for this runtime
-    (``default_port`` when unset); raise :class:`pipeline.metrics.HealthPortError` when they
+    (``default_port`` when unset); raise :class:`pipeline.health.HealthPortError` when they
     cannot listen.
 
     Started before tables and models load, so probes get answers during a long start;

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from pipeline.bus.base import Bus
-from pipeline.metrics import Health
+from pipeline.health import Health
 from pipeline.state.shared import SharedTables
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores

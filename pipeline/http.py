@@ -1,6 +1,8 @@
-"""Serve an ASGI app inside a role's event loop, stopped by the role's stop event.
+"""Serve an ASGI app inside a role's event loop: the one uvicorn helper of pictguard.
 
-The validate API and the ingest webhook receiver both run this way. The socket is bound
+The validate API, the ingest webhook receiver, the review console and every role's
+``/metrics``/``/healthz``/``/readyz`` server run this way: :func:`serve_app` until the
+role's stop event, :func:`start_app` in the background with a handle to close. The socket is bound
 here first, because uvicorn answers a bind failure with ``sys.exit``, which would end the
 whole process instead of printing which setting to change; and uvicorn's own signal
 handling is off, because the runtime owns SIGTERM.
@@ -128,7 +130,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _listen(host: str, port: int, what: str, hint: str) -> socket.socket:
+def _listen(host: str, port: int, what: str, hint: str, error: type[ListenError]) -> socket.socket:
     sock: socket.socket | None = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
@@ -141,12 +143,79 @@ def _listen(host: str, port: int, what: str, hint: str) -> socket.socket:
     except OSError as exc:
         if sock is not None:
             sock.close()
-        raise ListenError(
+        raise error(
             f"{what} cannot listen on {host}:{port} ({exc.strerror or exc}) — check {hint} "
             "and that nothing else uses the port"
         ) from exc
     sock.setblocking(False)
     return sock
+
+
+class RunningServer:
+    """An app being served in the background (:func:`start_app`); :meth:`close` stops it."""
+
+    def __init__(self, server: uvicorn.Server, task: asyncio.Task[None], sock: socket.socket):
+        self._server = server
+        self._task = task
+        self._sock = sock
+        self.host, self.port = sock.getsockname()[:2]
+
+    async def wait(self) -> None:
+        """Until the server stops by itself (an error is raised here)."""
+        await asyncio.shield(self._task)
+
+    async def close(self) -> None:
+        """Stop serving; requests in flight finish first (idempotent)."""
+        self._server.should_exit = True
+        # gather: a failure of the server was raised by wait() already; a cancellation of
+        # the caller still cancels it.
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._sock.close()
+
+
+async def start_app(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    what: str,
+    hint: str,
+    limits: HttpLimits | None = None,
+    error: type[ListenError] = ListenError,
+) -> RunningServer:
+    """Serve ``app`` on ``host:port`` in the background (port 0 picks a free one).
+
+    ``what`` names the server and ``hint`` the settings to check in the ``error`` raised
+    when it cannot listen.
+    """
+    limits = limits or HttpLimits()
+    protocol: Callable[..., Any] = _guarded_protocol(limits)
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from any local
+    # peer; the apps decide themselves whom to believe.
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        proxy_headers=False,
+        server_header=False,
+        http=protocol,  # type: ignore[arg-type]
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keepalive_timeout_s,
+    )
+    sock = _listen(host, port, what, hint, error)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=what)
+    while not server.started:
+        if task.done():
+            sock.close()
+            raise error(f"{what} on {host}:{port} did not start: {task.exception()!r}")
+        await asyncio.sleep(0.01)
+    running = RunningServer(server, task, sock)
+    log.info("%s listening on http://%s:%d", what, host, running.port)
+    return running
 
 
 async def serve_app(
@@ -164,38 +233,17 @@ async def serve_app(
 
     ``what`` names the server and ``hint`` the settings to check in error messages.
     """
-    limits = limits or HttpLimits()
-    protocol: Callable[..., Any] = _guarded_protocol(limits)
-    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from any local
-    # peer; the apps decide themselves whom to believe.
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        proxy_headers=False,
-        http=protocol,  # type: ignore[arg-type]
-        limit_concurrency=limits.max_connections,
-        timeout_keep_alive=limits.keepalive_timeout_s,
-    )
-    sock = _listen(host, port, what, hint)
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    running = await start_app(app, host, port, what=what, hint=hint, limits=limits)
     try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-                raise ListenError(f"{what} on {host}:{port} did not start")
-            await asyncio.sleep(0.02)
-        log.info("%s listening on http://%s:%d", what, host, port)
         if started is not None:
             started.set()
+        serving = asyncio.create_task(running.wait())
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
+        if serving.done():
+            serving.result()
+        else:
+            serving.cancel()
     finally:
-        server.should_exit = True
-        await serving
-        sock.close()
+        await running.close()

@@ -1,9 +1,9 @@
-"""Prometheus metrics of every role, in one registry, and the small server that exposes them.
+"""Prometheus metrics of every role, in one registry.
 
 Every series pictguard exports is defined in :class:`Metrics`; stages call the ``record_*``
 functions below, never prometheus_client directly. Nothing happens at import: the registry
 is created on first use, in a registry of its own (not prometheus_client's global one), and
-no server starts until a role calls :func:`start_metrics_server`.
+no server starts until a role calls :func:`pipeline.health.start_metrics_server`.
 
 Roles without an HTTP API (ingest, classify, enforce) serve ``/metrics``, ``/healthz`` and
 ``/readyz`` on ``metrics.host:metrics.port`` (unset: each role's own default port, so roles
@@ -14,12 +14,10 @@ alerts would otherwise watch nothing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import socket
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from importlib import metadata
@@ -46,15 +44,11 @@ from pipeline.events import (
     UnverifiedReason,
     Verdict,
 )
-from pipeline.settings import SettingsError
 
 if TYPE_CHECKING:
-    import uvicorn
     from starlette.requests import Request
     from starlette.responses import Response
-    from starlette.routing import BaseRoute
 
-    from pipeline.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
 
@@ -501,32 +495,6 @@ def set_consumer_lag(group: str, lags: Mapping[tuple[str, int], int]) -> None:
     metrics().set_lag(group, lags)
 
 
-# -- health and the server -----------------------------------------------------------------
-
-
-class Health:
-    """Readiness checks a role registers (bus started, models loaded); liveness is implied."""
-
-    def __init__(self) -> None:
-        self._checks: dict[str, Callable[[], bool]] = {}
-
-    def add(self, name: str, check: Callable[[], bool]) -> None:
-        """``check`` must return True once ``name`` is ready (called on every probe)."""
-        self._checks[name] = check
-
-    def not_ready(self) -> list[str]:
-        """The checks that fail now (empty: ready)."""
-        failing = []
-        for name, check in self._checks.items():
-            try:
-                ok = check()
-            except Exception:  # noqa: BLE001 — a broken check means not ready, not a 500
-                ok = False
-            if not ok:
-                failing.append(name)
-        return failing
-
-
 async def metrics_endpoint(request: Request) -> Response:
     """``GET /metrics``: this process's series (text format, or OpenMetrics if asked for).
 
@@ -536,116 +504,3 @@ async def metrics_endpoint(request: Request) -> Response:
 
     body, content_type = metrics().expose(request.headers.get("accept"))
     return Response(body, media_type=content_type)
-
-
-def metrics_routes(health: Health | None = None) -> list[BaseRoute]:
-    """Starlette routes for ``/metrics``, ``/healthz`` and ``/readyz`` (the metrics server)."""
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
-
-    async def healthz(request: Request) -> Response:
-        # Answered from the event loop: a loop that is stuck fails the liveness probe.
-        return PlainTextResponse("ok\n")
-
-    async def readyz(request: Request) -> Response:
-        failing = health.not_ready() if health is not None else []
-        if failing:
-            return PlainTextResponse("not ready: " + ", ".join(failing) + "\n", status_code=503)
-        return PlainTextResponse("ready\n")
-
-    return [
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-    ]
-
-
-class HealthPortError(SettingsError):
-    """``/metrics``, ``/healthz`` and ``/readyz`` cannot listen; the message says what to set."""
-
-
-class MetricsServer:
-    """The running metrics server of a role; :meth:`close` stops it."""
-
-    def __init__(
-        self, server: uvicorn.Server, task: asyncio.Task[None], sock: socket.socket
-    ) -> None:
-        self._server = server
-        self._task = task
-        self._sock = sock
-        self.host, self.port = sock.getsockname()[:2]
-
-    async def close(self) -> None:
-        """Stop serving (idempotent)."""
-        self._server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._sock.close()
-
-
-async def start_metrics_server(
-    settings: MetricsSettings, health: Health | None = None, *, default_port: int = 0
-) -> MetricsServer:
-    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``settings.host:settings.port``.
-
-    ``default_port`` applies when ``metrics.port`` is unset; port 0 picks a free port (see
-    ``MetricsServer.port``). Raises :class:`HealthPortError` when it cannot listen: a role
-    running without its probes and metrics would fail unnoticed.
-    """
-    import uvicorn
-    from starlette.applications import Starlette
-
-    class QuietServer(uvicorn.Server):
-        """uvicorn without its signal handlers: the role owns SIGTERM and its stop event."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    sock = _listen(settings.host, default_port if settings.port is None else settings.port)
-    app = Starlette(routes=metrics_routes(health))
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", server_header=False
-    )
-    server = QuietServer(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="metrics-server")
-    while not server.started:
-        if task.done():
-            sock.close()
-            raise HealthPortError(
-                f"/metrics, /healthz and /readyz did not start on {settings.host}: "
-                f"{task.exception()!r}"
-            )
-        await asyncio.sleep(0.01)
-    running = MetricsServer(server, task, sock)
-    log.info("metrics on http://%s:%s/metrics", settings.host, running.port)
-    return running
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    # Bound here, not by uvicorn: uvicorn answers a bind failure with sys.exit.
-    hint = (
-        "set PICTGUARD_METRICS__PORT to a free port (each role's default: ingest 9101, "
-        "classify 9102, enforce 9103; 0 picks any) or PICTGUARD_METRICS__HOST"
-    )
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise HealthPortError(
-            f"cannot serve /metrics, /healthz and /readyz: cannot resolve {host} ({exc}) — {hint}"
-        ) from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(64)
-    except OSError as exc:
-        sock.close()
-        raise HealthPortError(
-            f"cannot listen on {host}:{port} for /metrics, /healthz and /readyz "
-            f"({exc.strerror or exc}) — {hint}"
-        ) from None
-    sock.setblocking(False)
-    return sock

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Annotated, Any
@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline.errors import PictguardError
+from pipeline.health import Health
 from pipeline.metrics import SyncOutcome, metrics_endpoint, record_sync_outcome, watch_api
 from pipeline.telemetry import instrument_app
 from pipeline.tokens import bearer_token
@@ -215,12 +216,11 @@ class CapOtherBodies:
 class ApiContext:
     settings: ApiSettings
     validator: Validator
-    ready: Callable[[], bool]
+    # The role's readiness checks; create_app adds the API's own and serves /readyz.
+    health: Health
     admin_router: APIRouter | None = None
     # More endpoints the composition root mounts (the remote workers' API).
     routers: Sequence[APIRouter] = ()
-    # Why the process is not ready beyond the API itself (the role's health checks).
-    not_ready: Callable[[], list[str]] = list
     # Keeps the bytes of rejected pict-rs uploads (None: they are not kept).
     evidence: EvidenceSender | None = None
     # Set by create_app: the bodies held across uploads (for tests and metrics).
@@ -431,26 +431,21 @@ def create_app(ctx: ApiContext) -> FastAPI:
             return result
         return answer(request, result, 200, full=True)
 
-    @app.get("/healthz", summary="The process is up")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get(
+    health = ctx.health
+    health.add(NO_CLIENTS, lambda: bool(settings.clients))
+    health.add_degraded(ctx.validator.classifier.reason)
+    app.add_api_route("/healthz", health.healthz, methods=["GET"], summary="The process is up")
+    app.add_api_route(
         "/readyz",
+        health.readyz,
+        methods=["GET"],
         summary="Bus, reply routing and models are ready",
         description='200 `{"status": "ready"}`, with `degraded` saying why when uploads '
         "get no verdict (classifier path down): readiness stays up then, as uploads are "
-        "answered per api.on_timeout.",
+        'answered per api.on_timeout. 503 `{"status": "not ready", "message": …}` names '
+        "what is missing.",
         responses={503: {}},
     )
-    async def readyz() -> Any:
-        if not settings.clients:
-            return _error(503, f"not ready: {NO_CLIENTS}")
-        failing = ctx.not_ready()
-        if ctx.ready() and not failing:
-            degraded = ctx.validator.classifier.reason()
-            return {"status": "ready", "degraded": degraded} if degraded else {"status": "ready"}
-        return _error(503, "; ".join(["not ready", *failing]))
 
     if ctx.admin_router is not None:
         app.include_router(ctx.admin_router)

@@ -91,14 +91,15 @@ async def build_app(
     # Closed first (cleanups run in reverse): fast-path verdicts in flight reach the bus
     # before the reply router and the bus go.
     ctx.cleanups.push_async_callback(validator.drain)
+    ctx.health.add("reply routing", router.ready.is_set)
+    ctx.health.add("hash lists", lambda: fast.ready)
     return create_app(
         ApiContext(
             s.api,
             validator,
-            ready=lambda: router.ready.is_set() and fast.ready,
+            health=ctx.health,
             admin_router=admin_router,
             routers=routers,
-            not_ready=ctx.health.not_ready,
             evidence=None
             if policy is None
             else EvidenceSender(ctx.bus, s.topic(UPLOAD_EVIDENCE), policy),

@@ -22,7 +22,7 @@ from classify.remote.worker import RemoteWorker
 from classify.settings import ClassifyConfig, ClassifySettings
 from pipeline.context import RoleContext
 from pipeline.events import Lane
-from pipeline.metrics import Health
+from pipeline.health import Health
 from pipeline.settings import SettingsError
 from pipeline.stage import consume
 from pipeline.state.memory import MemoryTable

@@ -18,14 +18,12 @@ import pytest
 from pictguard.scan import run_scan
 from pictguard.settings import load_settings
 from pipeline.events import Decision, ScanRequest
+from pipeline.health import Health, HealthPortError, start_metrics_server
 from pipeline.metrics import (
-    Health,
-    HealthPortError,
     Metrics,
     SyncOutcome,
     record_sync_outcome,
     set_consumer_lag,
-    start_metrics_server,
 )
 from pipeline.settings import MetricsSettings
 from tests.observability.conftest import GREY, MAGENTA, MODEL, png, samples, value
