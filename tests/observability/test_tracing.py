@@ -84,7 +84,10 @@ async def scenario(broker: Broker, s3: S3Server, tmp: Path, hook: HttpReceiver) 
         api={
             "host": "127.0.0.1",
             "port": port,
-            "deadline_s": 8,
+            # The model's answer, not a timeout, must decide the upload however busy the
+            # machine: a timeout adds an unverified-accept warning to the notifications.
+            "deadline_s": 60,
+            "force_deadline": True,
             "clients": [{"id": CLIENT, "cidrs": ["127.0.0.0/8"]}],
         },
     )
@@ -124,7 +127,7 @@ async def scenario(broker: Broker, s3: S3Server, tmp: Path, hook: HttpReceiver) 
                             )
                         )
                 await runtime.bus.produce_many(records)
-                await until(lambda: len(spans().named("notify.deliver")) == 2, what="bulk")
+                await until(lambda: len(spans().named("notify.deliver")) >= 2, what="bulk")
                 # The sync way: pict-rs posts the raw bytes and waits for the answer.
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
                     await until_ready(http)
@@ -132,9 +135,10 @@ async def scenario(broker: Broker, s3: S3Server, tmp: Path, hook: HttpReceiver) 
                         f"/api/v1/scan/{CLIENT}",
                         content=UPLOAD,
                         headers={"content-type": "image/png"},
-                        timeout=30,
+                        timeout=120,
                     )
-                await until(lambda: len(spans().named("notify.deliver")) == 3, what="upload")
+                # The refused upload: its report, and its bytes kept as evidence.
+                await until(lambda: len(spans().named("notify.deliver")) >= 4, what="upload")
             finally:
                 runtime.stop.set()
                 await asyncio.gather(*tasks, return_exceptions=True)
@@ -273,7 +277,7 @@ def test_no_image_bytes_or_trace_ids_leave_with_spans_or_notifications(run: Run)
             assert len(text) < 300, (span.name, key)
             assert not any(e in text for e in encoded), (span.name, key)
     # Webhook receivers are third parties: they get no trace context.
-    assert len(run.hook) == 3
+    assert len(run.hook) == 4
     assert not any("traceparent" in headers for headers in run.hook)
 
 
@@ -296,4 +300,5 @@ def test_consumer_lag_is_sampled_per_group_and_partition(run: Run) -> None:
     assert value(found, "pictguard_model_batch_size_count", model=MODEL) >= 1
     assert value(found, "pictguard_model_batch_size_sum", model=MODEL) == 3
     assert value(found, "pictguard_enqueue_to_verdict_seconds_count", lane="sync") == 1
-    assert value(found, "pictguard_actions_total", action="quarantine", outcome="done") == 2
+    # Two bucket objects moved, and the refused upload's bytes kept as evidence.
+    assert value(found, "pictguard_actions_total", action="quarantine", outcome="done") == 3
