@@ -225,7 +225,10 @@ class Enforcer:
         if ref is None:
             outcome = ActionOutcome.DRY_RUN if self.config.dry_run else ActionOutcome.DONE
             return self._action(
-                verdict, ActionType.REPORT, outcome, "refused at upload (sync lane): never stored in the bucket"
+                verdict,
+                ActionType.REPORT,
+                outcome,
+                "refused at upload (sync lane): never stored in the bucket",
             )
         if self.config.dry_run:
             return self._action(

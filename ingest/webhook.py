@@ -32,6 +32,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from ingest.dedupe import DedupeWindow
 from ingest.intake import Intake, Payload
@@ -39,31 +40,12 @@ from ingest.settings import IngestConfig
 from ingest.sources import SourceName, normalizer
 from ingest.sources.b2 import SIGNATURE_HEADER, ReplayGuard, signature_valid
 from pipeline.bus.base import Bus, BusError
-from pipeline.errors import PictguardError
 from pipeline.events import Source
 from pipeline.health import Health
-from pipeline.http import serve_app
+from pipeline.http import CapBodies, serve_app
 from pipeline.tokens import bearer_token, secret_matches
 
 log = logging.getLogger(__name__)
-
-
-class _BodyTooLarge(PictguardError):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -140,10 +122,7 @@ class WebhookReceiver:
         signature = request.headers.get(SIGNATURE_HEADER)
         if signature is None:
             return _error(401, f"{SIGNATURE_HEADER} header required")
-        try:
-            body = await _read_body(request, self.hook.max_body_bytes)
-        except _BodyTooLarge:
-            return _error(413, f"body larger than {self.hook.max_body_bytes} bytes")
+        body = await request.body()  # capped by CapBodies (ingest.webhook.max_body_bytes)
         if not signature_valid(secret.get_secret_value(), body, signature):
             return _error(403, "signature does not match the body under ingest.webhook.b2_secret")
         screened = self.replays.screen(body)
@@ -171,10 +150,7 @@ class WebhookReceiver:
         return response
 
     async def _receive(self, request: Request, source: SourceName) -> Response:
-        try:
-            body = await _read_body(request, self.hook.max_body_bytes)
-        except _BodyTooLarge:
-            return _error(413, f"body larger than {self.hook.max_body_bytes} bytes")
+        body = await request.body()  # capped by CapBodies (ingest.webhook.max_body_bytes)
         return await self._submit(request, source, body)
 
     async def _submit(
@@ -221,7 +197,7 @@ def create_webhook_app(
     *,
     dedupe: DedupeWindow | None = None,
     clock: Callable[[], float] = time.time,
-) -> Starlette:
+) -> ASGIApp:
     """The ASGI app; the caller owns ``bus`` (started and stopped outside the app).
 
     ``clock`` (tests) is what B2 event timestamps are compared with.
@@ -233,7 +209,9 @@ def create_webhook_app(
             "ingest webhook has no endpoint on: set ingest.webhook.minio_token, ceph_token "
             "or b2_secret"
         )
-    return Starlette(routes=receiver.routes())
+    return CapBodies(
+        Starlette(routes=receiver.routes()), settings.ingest.webhook.max_body_bytes, key="error"
+    )
 
 
 async def run_webhook(

@@ -24,8 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pipeline.errors import PictguardError
 from pipeline.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,64 @@ class HttpLimits:
     body_timeout_s: float | None = None
     # Request line and headers; beyond, 431 and closed.
     max_header_bytes: int = 64 * 1024
+
+
+class BodyTooLarge(PictguardError):
+    """A request body above its cap: 413."""
+
+
+def too_large(cap: int, key: str = "message") -> Response:
+    """The 413 answer for a body above ``cap`` bytes (``{key: "body larger than …"}``)."""
+    return JSONResponse({key: f"body larger than {cap} bytes"}, status_code=413)
+
+
+class CapBodies:
+    """ASGI middleware: a request body above ``cap`` bytes gets 413 and is never read on.
+
+    The one capped body reader for JSON and event bodies (the webhook receiver, the admin
+    endpoints): a declared ``Content-Length`` above the cap is refused before the app runs;
+    a body that grows past it while read is refused there (the app's read raises
+    :class:`BodyTooLarge`, its own answer is dropped). Starlette and FastAPI read a JSON
+    body before any dependency runs, the token check included, so without this anyone could
+    make a server hold an endless body in memory. Paths under ``exempt`` pass untouched
+    (the validate API's uploads, read with their own memory budget).
+    """
+
+    def __init__(
+        self, app: ASGIApp, cap: int, *, exempt: str | None = None, key: str = "message"
+    ) -> None:
+        self.app = app
+        self.cap = cap
+        self.exempt = exempt
+        self.key = key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (self.exempt and scope["path"].startswith(self.exempt)):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.cap:
+            await too_large(self.cap, self.key)(scope, receive, send)
+            return
+        received = 0
+        refused = False
+
+        async def capped() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.cap and not refused:
+                refused = True
+                await too_large(self.cap, self.key)(scope, receive, send)
+                raise BodyTooLarge  # stops the reading; the rest is never pulled
+            return message
+
+        async def unless_refused(message: Message) -> None:
+            if not refused:  # the app's own answer to the aborted read is dropped
+                await send(message)
+
+        with contextlib.suppress(BodyTooLarge):
+            await self.app(scope, capped, unless_refused)
 
 
 def _guarded_protocol(limits: HttpLimits) -> type[HttpToolsProtocol]:

@@ -13,7 +13,6 @@ same in a ``Server-Timing`` header, which adds ``reply`` (encoding the answer) a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -24,10 +23,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipeline.errors import PictguardError
 from pipeline.health import Health
+from pipeline.http import BodyTooLarge, CapBodies
 from pipeline.metrics import SyncOutcome, metrics_endpoint, record_sync_outcome, watch_api
 from pipeline.telemetry import instrument_app
 from pipeline.tokens import bearer_token
@@ -68,10 +68,6 @@ MAX_OTHER_BODY_BYTES = 1024 * 1024
 
 # Where the outermost middleware notes when a request reached the app.
 _ARRIVED = "pictguard.arrived"
-
-
-class BodyTooLarge(PictguardError):
-    """A body above its cap: 413."""
 
 
 class BuffersFull(PictguardError):
@@ -171,45 +167,15 @@ async def read_body(receive: Receive, cap: int, buffers: BodyBuffers) -> tuple[b
     return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), reading
 
 
-class CapOtherBodies:
-    """ASGI middleware: a body outside ``/api/v1/`` above ``cap`` bytes gets 413 at once.
+class NoteArrival:
+    """ASGI middleware, outermost: notes when a request reached the app (``route`` timing)."""
 
-    FastAPI reads a JSON body before any dependency runs, the admin token check included,
-    so without this anyone could make the API hold an endless body in memory.
-    """
-
-    def __init__(self, app: ASGIApp, cap: int = MAX_OTHER_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.cap = cap
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/api/v1/"):
-            scope[_ARRIVED] = time.perf_counter()
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.cap:
-            await _error(413, f"body larger than {self.cap} bytes")(scope, receive, send)
-            return
-        received = 0
-        refused = False
-
-        async def capped() -> Message:
-            nonlocal received, refused
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.cap and not refused:
-                refused = True
-                await _error(413, f"body larger than {self.cap} bytes")(scope, receive, send)
-                raise BodyTooLarge  # stops the reading; the rest is never pulled
-            return message
-
-        async def unless_refused(message: Message) -> None:
-            if not refused:  # the app's own answer to the aborted read is dropped
-                await send(message)
-
-        with contextlib.suppress(BodyTooLarge):
-            await self.app(scope, capped, unless_refused)
+        scope[_ARRIVED] = time.perf_counter()
+        await self.app(scope, receive, send)
 
 
 @dataclass
@@ -452,6 +418,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     for router in ctx.routers:
         app.include_router(router)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
-    app.add_middleware(CapOtherBodies)
+    app.add_middleware(CapBodies, cap=MAX_OTHER_BODY_BYTES, exempt="/api/v1/")
+    app.add_middleware(NoteArrival)
     instrument_app(app)
     return app
