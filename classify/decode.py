@@ -45,6 +45,7 @@ from classify.preprocess import Preprocessor
 from pipeline import mediatype
 from pipeline.errors import PictguardError
 from pipeline.events import ErrorReason
+from pipeline.hashlists import EntryHashes
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +328,17 @@ def hash_file(path: Path, *, hash_size: int = 256, max_pixels: int = 64_000_000)
     if isinstance(result, DecodeFailure):
         raise DecodeError(result.reason, result.detail, sha256=digests.sha256)
     return ImageHashes(digests.sha256, result.pdq, result.pdq_quality, digests.md5, digests.sha1)
+
+
+def entry_hashes(data: bytes, *, hash_size: int = 256, max_pixels: int = 64_000_000) -> EntryHashes:
+    """The :data:`pipeline.hashlists.Hasher` classify provides: the sha256 of ``data`` and
+    the PDQ of its first frame, decoded as the engine decodes it (no PDQ if it does not
+    decode). Blocking: call it off the event loop."""
+    sha256 = content_hashes(data).sha256
+    result = prepare(data, DecodeOptions(max_pixels=max_pixels, max_frames=1, hash_size=hash_size))
+    if isinstance(result, DecodeFailure):
+        return EntryHashes(sha256)
+    return EntryHashes(sha256, result.pdq, result.pdq_quality)
 
 
 def _open(data: bytes) -> Image.Image:

@@ -26,9 +26,11 @@ sources overwrite each other and a key never means two things:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -207,6 +209,26 @@ class HashEntry(BaseModel):
 def feed_key(feed: str, key: str, *, pending: bool = False) -> str:
     """The table key of the feed entry with local key ``key``."""
     return f"{PENDING_PREFIX if pending else FEED_PREFIX}{feed}:{key}"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryHashes:
+    """What a hash list entry can hold about one image: sha256 and, if it decodes, PDQ."""
+
+    sha256: str
+    pdq: str | None = None
+    pdq_quality: int | None = None
+
+
+# The hasher contract: bytes in, hashes out (blocking; call it off the event loop). Classify
+# provides the real one (decode + PDQ); the composition root hands it to whoever adds
+# entries for images it is given, so they hash an image the way classify matches it.
+Hasher = Callable[[bytes], EntryHashes]
+
+
+def sha256_only(data: bytes) -> EntryHashes:
+    """A :data:`Hasher` without PDQ, for callers given no real one."""
+    return EntryHashes(hashlib.sha256(data).hexdigest())
 
 
 def first_error(exc: ValidationError) -> str:

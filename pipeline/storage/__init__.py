@@ -3,10 +3,13 @@
 from pipeline.storage.base import (
     AccessDenied,
     LocationNotFound,
+    ObjectChanged,
+    ObjectExists,
     ObjectInfo,
     ObjectMissing,
     ObjectStore,
     ObjectTooLarge,
+    Retention,
     StorageError,
     StoreUnavailable,
 )
@@ -14,10 +17,13 @@ from pipeline.storage.base import (
 __all__ = [
     "AccessDenied",
     "LocationNotFound",
+    "ObjectChanged",
+    "ObjectExists",
     "ObjectInfo",
     "ObjectMissing",
     "ObjectStore",
     "ObjectTooLarge",
+    "Retention",
     "StorageError",
     "StoreUnavailable",
 ]

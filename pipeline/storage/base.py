@@ -6,6 +6,7 @@ import abc
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from pipeline.errors import PictguardError
 from pipeline.events import ObjectRef, StoreKind
@@ -31,6 +32,14 @@ class ObjectMissing(StorageError):
     """The object is not there (any more)."""
 
 
+class ObjectExists(StorageError):
+    """A write that must not overwrite found the key already taken."""
+
+
+class ObjectChanged(StorageError):
+    """The object's current version is not the one an action was decided on."""
+
+
 class ObjectTooLarge(StorageError):
     """The object is larger than the configured cap; it was not downloaded."""
 
@@ -49,6 +58,20 @@ class ObjectInfo:
     etag: str | None = None
     last_modified: datetime | None = None
     version_id: str | None = None
+    # Known from a HEAD, not from a listing: None means "not asked", not "none".
+    content_type: str | None = None
+    metadata: Mapping[str, str] | None = None
+
+
+LockMode = Literal["GOVERNANCE", "COMPLIANCE"]
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Object-lock retention to set on a written object (S3 only)."""
+
+    until: datetime
+    mode: LockMode = "GOVERNANCE"
 
 
 class ObjectStore(abc.ABC):
@@ -56,6 +79,15 @@ class ObjectStore(abc.ABC):
 
     kind: StoreKind
     location: str  # bucket name, or absolute root folder
+    # Key prefixes that listings leave out (the quarantine location inside this store);
+    # set by :class:`pipeline.storage.locations.Stores` from its scope.
+    hidden_prefixes: tuple[str, ...] = ()
+    # Whether :meth:`retain` can lock objects here (S3 object lock).
+    supports_retention: bool = False
+
+    def hides(self, key: str) -> bool:
+        """Whether listings leave ``key`` out (it lies in the quarantine location)."""
+        return any(key.startswith(p) for p in self.hidden_prefixes)
 
     @abc.abstractmethod
     async def check(self) -> None:
@@ -71,12 +103,22 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     async def head(self, key: str) -> ObjectInfo | None:
-        """Size and tag of ``key``, or None if absent."""
+        """Size, tag, content type (S3) and user metadata (S3) of ``key``, or None if absent."""
 
     @abc.abstractmethod
     async def put(
-        self, key: str, data: bytes, metadata: Mapping[str, str] | None = None
-    ) -> None: ...
+        self,
+        key: str,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        """Write ``key``; with ``overwrite=False`` raise :class:`ObjectExists` if it is taken.
+
+        ``content_type`` is kept where the store keeps one (S3); a folder does not.
+        """
 
     @abc.abstractmethod
     async def delete(self, key: str) -> bool:
@@ -84,9 +126,35 @@ class ObjectStore(abc.ABC):
 
     @abc.abstractmethod
     async def copy_to(
-        self, key: str, target: ObjectStore, target_key: str, metadata: Mapping[str, str]
+        self,
+        key: str,
+        target: ObjectStore,
+        target_key: str,
+        metadata: Mapping[str, str],
+        *,
+        content_type: str | None = None,
+        if_match: str | None = None,
+        overwrite: bool = True,
+        retention: Retention | None = None,
     ) -> None:
-        """Copy ``key`` to ``target``/``target_key`` (server-side where both are one S3)."""
+        """Copy ``key`` to ``target``/``target_key`` with ``metadata`` replacing the user
+        metadata (server-side where both are buckets of one S3 endpoint).
+
+        ``content_type`` is set on the copy where the target keeps one. ``if_match`` is the
+        eTag the source must still have (else :class:`ObjectChanged`, nothing written);
+        ``overwrite=False`` refuses a taken target key (:class:`ObjectExists`);
+        ``retention`` locks the copy (stores without :attr:`supports_retention` raise).
+        """
+
+    async def retain(self, key: str, retention: Retention) -> None:
+        """Set object-lock retention on ``key``; stores without object lock refuse."""
+        raise StorageError(
+            f"{self.location} cannot lock objects (object-lock retention is S3 only)"
+        )
+
+    async def retention_enabled(self) -> bool:
+        """Whether objects written here can be locked (S3: object lock on the bucket)."""
+        return False
 
     @abc.abstractmethod
     async def metadata(self, key: str) -> dict[str, str]:

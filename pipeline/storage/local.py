@@ -13,10 +13,13 @@ from pipeline.events import StoreKind
 from pipeline.storage.base import (
     AccessDenied,
     LocationNotFound,
+    ObjectChanged,
+    ObjectExists,
     ObjectInfo,
     ObjectMissing,
     ObjectStore,
     ObjectTooLarge,
+    Retention,
     StorageError,
 )
 
@@ -24,12 +27,15 @@ from pipeline.storage.base import (
 META_SUFFIX = ".pictguard-meta.json"
 
 
-def _walk_sorted(folder: Path, prefix: str, rel: str = "") -> Iterator[tuple[str, os.stat_result]]:
+def _walk_sorted(
+    folder: Path, prefix: str, rel: str = "", hidden: tuple[str, ...] = ()
+) -> Iterator[tuple[str, os.stat_result]]:
     """Files under ``folder`` as (relative posix key, stat) in lexicographic key order.
 
     Sorting a folder's entries with directories keyed as ``name + '/'`` makes this
     depth-first walk yield keys in the order S3 lists them, so one ``start_after``
-    checkpoint serves both stores.
+    checkpoint serves both stores. Keys under a ``hidden`` prefix are skipped (a hidden
+    folder is not entered at all).
     """
     try:
         entries = list(os.scandir(folder))
@@ -44,9 +50,11 @@ def _walk_sorted(folder: Path, prefix: str, rel: str = "") -> Iterator[tuple[str
     keyed.sort(key=lambda t: t[0])
     for name, entry, is_dir in keyed:
         key = rel + name
+        if hidden and key.startswith(hidden):
+            continue
         if is_dir:
             if prefix.startswith(key) or key.startswith(prefix):
-                yield from _walk_sorted(Path(entry.path), prefix, key)
+                yield from _walk_sorted(Path(entry.path), prefix, key, hidden)
         elif key.startswith(prefix) and not key.endswith(META_SUFFIX):
             try:
                 yield key, entry.stat()
@@ -78,7 +86,7 @@ class LocalStore(ObjectStore):
     async def list(  # type: ignore[override]
         self, prefix: str = "", start_after: str | None = None
     ) -> AsyncIterator[ObjectInfo]:
-        iterator = _walk_sorted(self.root, prefix)
+        iterator = _walk_sorted(self.root, prefix, hidden=self.hidden_prefixes)
         while True:
             chunk = await asyncio.to_thread(_take, iterator, 1000)
             for key, st in chunk:
@@ -87,7 +95,7 @@ class LocalStore(ObjectStore):
                 yield ObjectInfo(
                     key=key,
                     size=st.st_size,
-                    etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
+                    etag=file_etag(st),
                     last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
                 )
             if len(chunk) < 1000:
@@ -116,9 +124,14 @@ class LocalStore(ObjectStore):
     async def head(self, key: str) -> ObjectInfo | None:
         try:
             st = await asyncio.to_thread(self._path(key).stat)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        return ObjectInfo(key=key, size=st.st_size, etag=f"{st.st_mtime_ns:x}-{st.st_size:x}")
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            etag=file_etag(st),
+            last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+        )
 
     async def metadata(self, key: str) -> dict[str, str]:
         meta = self._path(key).with_name(self._path(key).name + META_SUFFIX)
@@ -128,14 +141,32 @@ class LocalStore(ObjectStore):
             return {}
         return {str(k): str(v) for k, v in json.loads(text).items()}
 
-    async def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        overwrite: bool = True,
+    ) -> None:
         path = self._path(key)
 
         def write() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".pictguard-tmp")
             tmp.write_bytes(data)
-            os.replace(tmp, path)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                # link() fails if the name is taken: no window in which a second writer
+                # could replace what the first one put there.
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise ObjectExists(f"{path} already exists; not overwritten") from None
+                finally:
+                    tmp.unlink(missing_ok=True)
             if metadata:
                 path.with_name(path.name + META_SUFFIX).write_text(json.dumps(dict(metadata)))
 
@@ -155,10 +186,44 @@ class LocalStore(ObjectStore):
         return await asyncio.to_thread(remove)
 
     async def copy_to(
-        self, key: str, target: ObjectStore, target_key: str, metadata: Mapping[str, str]
+        self,
+        key: str,
+        target: ObjectStore,
+        target_key: str,
+        metadata: Mapping[str, str],
+        *,
+        content_type: str | None = None,
+        if_match: str | None = None,
+        overwrite: bool = True,
+        retention: Retention | None = None,
     ) -> None:
+        if retention is not None and not target.supports_retention:
+            raise StorageError(
+                f"{target.location} cannot lock objects (object-lock retention is S3 only)"
+            )
+        if not overwrite and await target.head(target_key) is not None:
+            raise ObjectExists(f"{target.location}/{target_key} already exists; not overwritten")
+        if if_match is not None:
+            await self._expect(key, if_match)
         data = await self.get(key, max_bytes=2**40)
-        await target.put(target_key, data, metadata)
+        if if_match is not None:
+            await self._expect(key, if_match)  # and not changed while it was read
+        await target.put(target_key, data, metadata, content_type=content_type, overwrite=overwrite)
+        if retention is not None:
+            await target.retain(target_key, retention)
+
+    async def _expect(self, key: str, tag: str) -> None:
+        info = await self.head(key)
+        if info is None:
+            raise ObjectMissing(f"{self.root / key} does not exist")
+        if info.etag != tag:
+            raise ObjectChanged(f"{self.root / key} changed (tag {info.etag}, expected {tag})")
+
+
+def file_etag(st: os.stat_result) -> str:
+    """The tag a folder store gives a file: modification time and size (what listings,
+    the watcher and reconcile all compare)."""
+    return f"{st.st_mtime_ns:x}-{st.st_size:x}"
 
 
 def _take(

@@ -25,16 +25,23 @@ from pipeline.settings import S3Settings
 from pipeline.storage.base import (
     AccessDenied,
     LocationNotFound,
+    ObjectChanged,
+    ObjectExists,
     ObjectInfo,
     ObjectMissing,
     ObjectStore,
     ObjectTooLarge,
+    Retention,
     StorageError,
     StoreUnavailable,
 )
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
 _MISSING_KEY = {"NoSuchKey", "404", "NotFound", "NoSuchVersion"}
+_PRECONDITION = {"PreconditionFailed", "412"}
+# Copies between different stores or endpoints pass through memory; media objects are
+# far smaller than this.
+_MAX_COPY_BYTES = 2**32
 # A body that breaks off after the headers is not retried by botocore; get() retries it
 # itself, up to s3.max_attempts, waiting this long times 2^(attempt - 1) in between.
 _BODY_RETRY_S = 0.2
@@ -112,6 +119,8 @@ class S3Connection:
                 )
             if code in _MISSING_KEY:
                 return ObjectMissing(f"{where} does not exist")
+            if code in _PRECONDITION:
+                return ObjectChanged(f"{where} changed (its eTag is not the expected one)")
             return StoreUnavailable(f"S3 error on {where} at {self.endpoint}: {code} {exc}")
         if isinstance(exc, EndpointConnectionError):
             return StoreUnavailable(
@@ -125,6 +134,7 @@ class S3Connection:
 
 class S3Store(ObjectStore):
     kind = StoreKind.S3
+    supports_retention = True
 
     def __init__(self, connection: S3Connection, bucket: str) -> None:
         self.connection = connection
@@ -159,6 +169,8 @@ class S3Store(ObjectStore):
         try:
             async for page in paginator.paginate(**kwargs):
                 for item in page.get("Contents", ()):
+                    if self.hidden_prefixes and self.hides(item["Key"]):
+                        continue
                     yield ObjectInfo(
                         key=item["Key"],
                         size=int(item.get("Size", 0)),
@@ -243,6 +255,8 @@ class S3Store(ObjectStore):
             etag=str(r.get("ETag", "")).strip('"') or None,
             last_modified=r.get("LastModified"),
             version_id=r.get("VersionId"),
+            content_type=r.get("ContentType"),
+            metadata=dict(r.get("Metadata", {})),
         )
 
     async def metadata(self, key: str) -> dict[str, str]:
@@ -253,14 +267,36 @@ class S3Store(ObjectStore):
             raise self._error(exc, key) from None
         return dict(r.get("Metadata", {}))
 
-    async def put(self, key: str, data: bytes, metadata: Mapping[str, str] | None = None) -> None:
+    async def put(
+        self,
+        key: str,
+        data: bytes,
+        metadata: Mapping[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        if not overwrite:
+            await self._refuse_taken(key)
         client = await self.connection.client()
+        kwargs: dict[str, Any] = {
+            "Bucket": self.location,
+            "Key": key,
+            "Body": data,
+            "Metadata": dict(metadata or {}),
+        }
+        if content_type:
+            kwargs["ContentType"] = content_type
         try:
-            await client.put_object(
-                Bucket=self.location, Key=key, Body=data, Metadata=dict(metadata or {})
-            )
+            await client.put_object(**kwargs)
         except (ClientError, BotoCoreError, OSError) as exc:
             raise self._error(exc, key) from None
+
+    async def _refuse_taken(self, key: str) -> None:
+        # A HEAD first: If-None-Match on writes is too new for every S3-compatible store.
+        # Writers of one key are serialised by the caller (one object id, one partition).
+        if await self.head(key) is not None:
+            raise ObjectExists(f"s3://{self.location}/{key} already exists; not overwritten")
 
     async def delete(self, key: str) -> bool:
         if await self.head(key) is None:
@@ -273,20 +309,98 @@ class S3Store(ObjectStore):
         return True
 
     async def copy_to(
-        self, key: str, target: ObjectStore, target_key: str, metadata: Mapping[str, str]
+        self,
+        key: str,
+        target: ObjectStore,
+        target_key: str,
+        metadata: Mapping[str, str],
+        *,
+        content_type: str | None = None,
+        if_match: str | None = None,
+        overwrite: bool = True,
+        retention: Retention | None = None,
     ) -> None:
+        if retention is not None and not target.supports_retention:
+            raise StorageError(
+                f"{target.location} cannot lock objects (object-lock retention is S3 only)"
+            )
+        if not overwrite and isinstance(target, S3Store):
+            await target._refuse_taken(target_key)
         if isinstance(target, S3Store) and target.connection is self.connection:
-            client = await self.connection.client()
-            try:
-                await client.copy_object(
-                    Bucket=target.location,
-                    Key=target_key,
-                    CopySource={"Bucket": self.location, "Key": key},
-                    Metadata=dict(metadata),
-                    MetadataDirective="REPLACE",
-                )
-            except (ClientError, BotoCoreError, OSError) as exc:
-                raise self._error(exc, key) from None
-            return
-        data = await self.get(key, max_bytes=2**40)
-        await target.put(target_key, data, metadata)
+            await self._copy_here(key, target, target_key, metadata, content_type, if_match)
+        else:
+            if if_match is not None:
+                await self._expect(key, if_match)
+            data = await self.get(key, max_bytes=_MAX_COPY_BYTES)
+            await target.put(
+                target_key, data, metadata, content_type=content_type, overwrite=overwrite
+            )
+        if retention is not None:
+            # A separate call (not lock headers on the copy): stores differ in which
+            # checksum headers they demand on a locked write, and a failed lock leaves the
+            # original alone.
+            await target.retain(target_key, retention)
+
+    async def _expect(self, key: str, etag: str) -> None:
+        info = await self.head(key)
+        if info is None:
+            raise ObjectMissing(f"s3://{self.location}/{key} does not exist")
+        if info.etag is not None and info.etag != etag.strip('"'):
+            raise ObjectChanged(
+                f"s3://{self.location}/{key} changed (eTag {info.etag}, expected {etag})"
+            )
+
+    async def _copy_here(
+        self,
+        key: str,
+        target: S3Store,
+        target_key: str,
+        metadata: Mapping[str, str],
+        content_type: str | None,
+        if_match: str | None,
+    ) -> None:
+        """One server-side CopyObject: the only copy between buckets of one endpoint."""
+        client = await self.connection.client()
+        kwargs: dict[str, Any] = {
+            "Bucket": target.location,
+            "Key": target_key,
+            "CopySource": {"Bucket": self.location, "Key": key},
+            "Metadata": dict(metadata),
+            # REPLACE is needed to set our metadata; it resets Content-Type, so pass it.
+            "MetadataDirective": "REPLACE",
+        }
+        if content_type:
+            kwargs["ContentType"] = content_type
+        if if_match is not None:
+            # The store checks it atomically; the HEAD before covers stores that ignore it.
+            await self._expect(key, if_match)
+            kwargs["CopySourceIfMatch"] = '"' + if_match.strip('"') + '"'
+        try:
+            await client.copy_object(**kwargs)
+        except (ClientError, BotoCoreError, OSError) as exc:
+            error = self._error(exc, key)
+            if isinstance(error, LocationNotFound):
+                # Either bucket may be the missing one; name the target if it is.
+                await target.check()
+            raise error from None
+
+    async def retain(self, key: str, retention: Retention) -> None:
+        client = await self.connection.client()
+        try:
+            await client.put_object_retention(
+                Bucket=self.location,
+                Key=key,
+                Retention={"Mode": retention.mode, "RetainUntilDate": retention.until},
+            )
+        except (ClientError, BotoCoreError, OSError) as exc:
+            raise self._error(exc, key) from None
+
+    async def retention_enabled(self) -> bool:
+        client = await self.connection.client()
+        try:
+            r = await client.get_object_lock_configuration(Bucket=self.location)
+        except ClientError:
+            return False  # not configured, or not implemented by this store
+        except (BotoCoreError, OSError) as exc:
+            raise self._error(exc) from None
+        return bool(r.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
