@@ -125,6 +125,9 @@ def main() -> None:
             PICTGUARD_CLASSIFY__FETCH_BATCH="256",
             PICTGUARD_LOG__LEVEL="WARNING",
             PICTGUARD_METRICS__PORT="0",  # several roles on one host: any free port
+            # Nothing here is flagged; enforce on Kafka needs a shared quarantine location to
+            # start a live run, and a dry run needs none.
+            PICTGUARD_ENFORCE__DRY_RUN="true",
         )
         py = [sys.executable, "-m", "pictguard.cli"]
         for role, n in (("classify", args.classify_procs), ("enforce", 1)):

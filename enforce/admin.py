@@ -7,7 +7,8 @@ enforcement action.
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -31,11 +32,11 @@ from pipeline.events import (
     Verdict,
     new_id,
 )
-from pipeline.hashlists import HashListStore
+from pipeline.hashlists import EntryHashes, Hasher, HashListStore, sha256_only
 from pipeline.state.sqlite import SqliteState
 from pipeline.state.table import Table
-from pipeline.storage import ObjectMissing, StorageError
-from pipeline.storage.locations import Stores
+from pipeline.storage import ObjectMissing, ObjectTooLarge, StorageError
+from pipeline.storage.locations import Stores, is_object_id, parse_object_id
 from pipeline.timeparse import SinceError, parse_since
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -64,8 +65,11 @@ class EnforceContext:
     state: SqliteState
     bus: Bus
     hashlists: Table | None = None  # default: the ``hashlists`` table of ``state``
-    # Folders whose files the admin API may name by path (the watched roots).
+    # Folders whose files the admin API may name by path (the watched roots); the folders
+    # among ``stores.scope``'s allowed locations count too.
     media_roots: Sequence[Path] = ()
+    # sha256 + PDQ of an image's bytes (classify's, handed over by the composition root).
+    hasher: Hasher = sha256_only
 
 
 def static_context(
@@ -97,13 +101,12 @@ class AdminResult:
         }
 
 
-def object_id_of(target: str) -> str | None:
-    """The object id an admin means: ``s3://bucket/key`` as is, a path as ``file://``."""
-    if target.startswith(("s3://", "file://")):
-        return target
-    if target.startswith(("/", "./", "../", "~")):
-        return "file://" + str(Path(target).expanduser().resolve())
-    return None
+@dataclass(frozen=True, slots=True)
+class _Identified:
+    """The image an admin named: its hashes, and the stored object it is, if any."""
+
+    hashes: EntryHashes
+    ref: ObjectRef | None  # None: a hash, or a file given only as a sample of the image
 
 
 class EnforceAdmin:
@@ -134,6 +137,26 @@ class EnforceAdmin:
         if self._owned:
             await self.enforcer.start()
         return self
+
+    def media_roots(self) -> list[str]:
+        """Folders whose files are media pictguard may act on (resolved)."""
+        roots = [str(r) for r in self.ctx.media_roots]
+        roots += [a.root for a in self.ctx.stores.scope.allowed if a.kind is StoreKind.FILE]
+        return list(dict.fromkeys(os.path.realpath(Path(r).expanduser()) for r in roots))
+
+    def parse_target(self, target: str) -> ObjectRef | None:
+        """The object ``target`` names (a folder's file keyed under its media root or the
+        quarantine folder), or None for a sha256 or verdict id."""
+        if not is_object_id(target):
+            return None
+        roots = self.media_roots()
+        spec = self.enforcer.quarantine.spec
+        if spec.kind is StoreKind.FILE and spec.root:
+            roots.append(spec.root)
+        try:
+            return parse_object_id(target, roots)
+        except StorageError as exc:
+            raise AdminError(str(exc)) from None
 
     async def __aexit__(self, *exc: object) -> None:
         if self._owned:
@@ -210,27 +233,30 @@ class EnforceAdmin:
             return await self.records.quarantined(verdict_id=target)
         if _SHA256.match(target):
             return await self.records.quarantined(sha256=target.lower())
-        object_id = object_id_of(target)
-        if object_id is None:
+        ref = self.parse_target(target)
+        if ref is None:
             return await self.records.quarantined(key=target)
-        found = await self.records.quarantined(object_id=object_id)
+        found = await self.records.quarantined(object_id=ref.id)
         if found:
             return found
         # Not in this state file (state lost, or quarantined elsewhere): the copy's own
         # metadata says where it came from.
-        action = await self._from_metadata(object_id)
+        action = await self._from_metadata(ref)
         return [action] if action is not None else []
 
-    async def _from_metadata(self, object_id: str) -> EnforcementAction | None:
-        ref = await self._ref_for(object_id)
-        if ref is None:
-            return None
-        candidates = [ref, self.enforcer.quarantine.target(ref)[1]]
-        for copy in candidates:
-            store = self.ctx.stores.for_ref(copy)
+    async def _from_metadata(self, named: ObjectRef) -> EnforcementAction | None:
+        ref = await self._known_ref(named)
+        candidates = [ref]
+        copy = await self.enforcer.quarantine.find_copy(ref, "")
+        if copy is not None:
+            candidates.append(copy)
+        for candidate in candidates:
+            store = self.ctx.stores.for_ref(candidate)
             try:
-                meta = await store.metadata(copy.key)
-            except (ObjectMissing, StorageError):
+                if await store.head(candidate.key) is None:
+                    continue
+                meta = await store.metadata(candidate.key)
+            except StorageError:
                 continue
             original = original_of(meta)
             if original is None:
@@ -241,7 +267,7 @@ class EnforceAdmin:
                 decision=Decision(meta.get(f"{META_PREFIX}decision", Decision.FLAG_CSAM.value)),
                 action=ActionType.QUARANTINE,
                 outcome=ActionOutcome.DONE,
-                quarantine=copy,
+                quarantine=candidate,
                 sha256=meta.get(f"{META_PREFIX}sha256"),
             )
         return None
@@ -251,7 +277,8 @@ class EnforceAdmin:
     async def allow(self, target: str, *, reason: str, author: str) -> AdminResult:
         """Allowlist the image ``target`` names, restore its quarantined copies, drop holds."""
         _need_reason(reason)
-        sha256, pdq, quality, _ = await self._identify(target)
+        image = await self._identify(target)
+        sha256, pdq, quality = image.hashes.sha256, image.hashes.pdq, image.hashes.pdq_quality
         entry: dict[str, Any] = {
             "list": "allow",
             "sha256": sha256,
@@ -260,7 +287,8 @@ class EnforceAdmin:
             "author": author,
         }
         quarantined = await self.records.quarantined(sha256=sha256)
-        object_id = object_id_of(target)
+        named = self.parse_target(target.strip())
+        object_id = named.id if named is not None else None
         if object_id:
             known = {q.action_id for q in quarantined}
             quarantined += [
@@ -307,9 +335,16 @@ class EnforceAdmin:
         author: str,
         category: Literal["csam", "nsfw"] = "csam",
     ) -> AdminResult:
-        """Blocklist the image ``target`` names and act on every known copy of it now."""
+        """Blocklist the image ``target`` names and act on every known copy of it now.
+
+        The known copies are stored objects pictguard has a verdict for with this sha256,
+        and ``target`` itself when it is a stored object (``s3://…``, or a file pictguard
+        scanned). A file it never scanned is only a sample of the image: it is hashed
+        (sha256 and PDQ), never moved — the admin's evidence copy stays where it is.
+        """
         _need_reason(reason)
-        sha256, pdq, quality, ref = await self._identify(target)
+        image = await self._identify(target)
+        sha256, pdq, quality = image.hashes.sha256, image.hashes.pdq, image.hashes.pdq_quality
         entry: dict[str, Any] = {
             "list": "block",
             "sha256": sha256,
@@ -319,8 +354,8 @@ class EnforceAdmin:
             "author": author,
         }
         refs: dict[str, ObjectRef] = {}
-        if ref is not None:
-            refs[ref.id] = ref
+        if image.ref is not None:
+            refs[image.ref.id] = image.ref
         for verdict in await self._verdicts_with(sha256):
             if verdict.object is not None:
                 refs.setdefault(verdict.object.id, verdict.object)
@@ -356,69 +391,94 @@ class EnforceAdmin:
             if action is not None:
                 actions.append(action)
         prefix = "dry run: would blocklist" if self.dry_run else "blocklisted"
+        sample = ""
+        if image.ref is None and is_object_id(target.strip()):
+            sample = f"; {target.strip()} was only hashed and stays where it is"
         return AdminResult(
-            f"{prefix} {sha256} ({category}); " + _summarise("acted on", actions), actions, entry
+            f"{prefix} {sha256} ({category}); " + _summarise("acted on", actions) + sample,
+            actions,
+            entry,
         )
 
     async def _verdicts_with(self, sha256: str) -> list[Verdict]:
         return await self.records.verdicts_with(sha256)
 
-    async def _identify(self, target: str) -> tuple[str, str | None, int | None, ObjectRef | None]:
-        """(sha256, pdq, pdq quality, object) of the image ``target`` names."""
+    async def _identify(self, target: str) -> _Identified:
+        """The hashes of the image ``target`` names, and the stored object it is."""
         target = target.strip()
         if _SHA256.match(target):
             sha = target.lower()
             verdict = await self.records.latest_verdict_for(sha256=sha)
-            return sha, verdict.pdq if verdict else None, _quality(verdict), None
-        object_id = object_id_of(target)
-        if object_id is None:
+            return _Identified(_hashes_of(verdict, sha), None)
+        named = self.parse_target(target)
+        if named is None:
             raise AdminError(
                 f"{target!r} is neither a sha256 (64 hex digits) nor an object "
                 "(s3://bucket/key or a file path)"
             )
-        ref = await self._ref_for(object_id)
-        verdict = await self.records.latest_verdict_for(object_id=object_id)
+        verdict = await self.records.latest_verdict_for(object_id=named.id)
         if verdict is None:
-            for q in await self.records.quarantined(object_id=object_id):
+            for q in await self.records.quarantined(object_id=named.id):
                 verdict = await self.records.verdict(q.verdict_id)
                 if verdict is not None:
                     break
         if verdict is not None and verdict.sha256:
-            return verdict.sha256, verdict.pdq, _quality(verdict), verdict.object or ref
-        if ref is None:
-            raise NotFound(f"no verdict recorded for {target!r} and it is not a readable object")
-        # Never scanned here: hash the bytes (the original, or its quarantined copy).
-        for candidate in (ref, self.enforcer.quarantine.target(ref)[1]):
-            try:
-                data = await self.ctx.stores.for_ref(candidate).get(candidate.key, _MAX_HASH_BYTES)
-            except ObjectMissing:
-                continue
-            except StorageError as exc:
-                raise AdminError(f"cannot read {candidate.id} to hash it: {exc}") from None
-            return hashlib.sha256(data).hexdigest(), None, None, ref
+            # An object pictguard scanned: stored media, whatever store it is in.
+            return _Identified(_hashes_of(verdict, verdict.sha256), verdict.object or named)
+        if named.store is StoreKind.FILE:
+            # A file pictguard never scanned: a sample of the image, read and hashed only.
+            return _Identified(await self._hash(await self._read_file(named)), None)
+        # A stored object never scanned here: hash its bytes (or its quarantined copy's).
+        try:
+            head = await self.ctx.stores.for_ref(named).head(named.key)
+        except StorageError as exc:
+            raise AdminError(f"cannot read {named.id} to hash it: {exc}") from None
+        if head is not None:
+            live = named.model_copy(update={"etag": head.etag, "size": head.size})
+            return _Identified(await self._hash(await self._read(live)), live)
+        copy = await self.enforcer.quarantine.find_copy(named, "")
+        if copy is not None:
+            return _Identified(await self._hash(await self._read(copy)), None)
+        try:
+            await self.ctx.stores.for_ref(named).check()  # a missing bucket says so
+        except StorageError as exc:
+            raise AdminError(str(exc)) from None
         raise NotFound(f"{target!r} does not exist and no verdict about it is recorded")
 
-    async def _ref_for(self, object_id: str) -> ObjectRef | None:
-        verdict = await self.records.latest_verdict_for(object_id=object_id)
+    async def _read(self, ref: ObjectRef) -> bytes:
+        try:
+            return await self.ctx.stores.for_ref(ref).get(ref.key, _MAX_HASH_BYTES)
+        except ObjectMissing:
+            raise NotFound(f"{ref.id} does not exist any more") from None
+        except StorageError as exc:
+            raise AdminError(f"cannot read {ref.id} to hash it: {exc}") from None
+
+    async def _read_file(self, ref: ObjectRef) -> bytes:
+        path = Path(ref.bucket) / ref.key
+
+        def read() -> bytes:
+            with path.open("rb") as f:
+                data = f.read(_MAX_HASH_BYTES + 1)
+            if len(data) > _MAX_HASH_BYTES:
+                raise ObjectTooLarge(str(path), len(data), _MAX_HASH_BYTES)
+            return data
+
+        try:
+            return await asyncio.to_thread(read)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise NotFound(f"{path} does not exist and no verdict about it is recorded") from None
+        except (OSError, StorageError) as exc:
+            raise AdminError(f"cannot read {path} to hash it: {exc}") from None
+
+    async def _hash(self, data: bytes) -> EntryHashes:
+        return await asyncio.to_thread(self.ctx.hasher, data)
+
+    async def _known_ref(self, named: ObjectRef) -> ObjectRef:
+        """``named`` as a recorded verdict names it (its root, eTag), else as given."""
+        verdict = await self.records.latest_verdict_for(object_id=named.id)
         if verdict is not None and verdict.object is not None:
             return verdict.object
-        if object_id.startswith("s3://"):
-            bucket, _, key = object_id[len("s3://") :].partition("/")
-            if len(bucket) >= 3 and key:
-                return ObjectRef(store=StoreKind.S3, bucket=bucket, key=key)
-            raise AdminError(f"{object_id!r}: expected s3://bucket/key")
-        return self._file_ref(object_id)
-
-    def _file_ref(self, object_id: str) -> ObjectRef | None:
-        # A file id does not say where its root ends; the quarantine folder, when set, is
-        # one root we know, otherwise the parent folder serves.
-        path = Path(object_id.removeprefix("file://"))
-        spec = self.enforcer.quarantine.spec
-        if spec.kind is StoreKind.FILE and spec.root and path.is_relative_to(spec.root):
-            return ObjectRef(
-                store=StoreKind.FILE, bucket=spec.root, key=path.relative_to(spec.root).as_posix()
-            )
-        return ObjectRef(store=StoreKind.FILE, bucket=str(path.parent), key=path.name)
+        return named
 
     # -- audit -------------------------------------------------------------------------
 
@@ -460,8 +520,10 @@ def _need_reason(reason: str) -> None:
         raise AdminError("give a reason (--reason): it is kept with the hash list entry")
 
 
-def _quality(verdict: Verdict | None) -> int | None:
-    return verdict.pdq_quality if verdict else None
+def _hashes_of(verdict: Verdict | None, sha256: str) -> EntryHashes:
+    if verdict is None:
+        return EntryHashes(sha256)
+    return EntryHashes(sha256, verdict.pdq, verdict.pdq_quality)
 
 
 def _summarise(verb: str, actions: list[EnforcementAction]) -> str:

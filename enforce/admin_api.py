@@ -8,25 +8,30 @@ the API and enforce share one state), or, in distributed mode, in the enforce ro
 over the bus (:mod:`enforce.admin_bus`), so that there is one guard, one set of held
 actions and one audit trail, enforce's.
 
-A target that is a file path must be media pictguard knows (a folder it watches, or an
-object it has a verdict for): the CLI on the host may name any file, but over HTTP the
-admin token must not become a way to read or move arbitrary files of the API's host.
+A target that names an object must be media pictguard knows: a file under a folder it
+watches or may act on (``storage.allowed_locations``), a bucket it may act on, or an
+object it has a verdict for. Paths are resolved (symlinks too) before that check, and a
+path spelled with ``..`` is refused outright. The CLI on the host may name any file (it
+only reads a file it never scanned), but over HTTP the admin token must not become a way to
+read, hash or move arbitrary files of the API's host or objects of other buckets — with or
+without ``dry_run``.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import os
 from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, SecretStr
 
-from enforce.admin import AdminError, EnforceAdmin, NotFound, object_id_of
+from enforce.admin import AdminError, EnforceAdmin, NotFound
 from enforce.cli import ContextFactory
-from pipeline.events import AdminOperation
+from pipeline.events import AdminOperation, StoreKind
 from pipeline.storage import StorageError
+from pipeline.storage.locations import UnsafePath, check_path_text
 from pipeline.tokens import secret_matches
 
 
@@ -225,20 +230,37 @@ def admin_router(
 
 
 async def _known_media(admin: EnforceAdmin, target: str) -> None:
-    """Refuse a file path that is neither under ``ingest.watch.roots`` nor a scanned object."""
-    object_id = object_id_of(target.strip())
-    if object_id is None or not object_id.startswith("file://"):
+    """Refuse an object target that is not media pictguard knows (see the module doc)."""
+    text = target.strip()
+    if text.startswith("file://") or not text.startswith("s3://"):
+        try:
+            check_path_text(text)
+        except UnsafePath as exc:
+            raise AdminError(str(exc)) from None
+    ref = admin.parse_target(text)
+    if ref is None:
+        return  # a sha256 or a verdict id
+    if ref.store is StoreKind.FILE:
+        path = os.path.join(ref.bucket, ref.key)
+        if any(_within(path, root) for root in admin.media_roots()):
+            return
+    elif admin.ctx.stores.scope.refusal(ref) is None:
+        return  # a bucket it may act on (any, while storage.allowed_locations is empty)
+    if await admin.records.latest_verdict_for(object_id=ref.id) is not None:
         return
-    path = Path(object_id.removeprefix("file://"))
-    roots = [root.expanduser().resolve() for root in admin.ctx.media_roots]
-    if any(path.is_relative_to(root) for root in roots):
+    if await admin.records.quarantined(object_id=ref.id):
         return
-    if await admin.records.latest_verdict_for(object_id=object_id) is not None:
-        return
-    if await admin.records.quarantined(object_id=object_id):
-        return
-    raise AdminError(
-        f"{target!r} is not media pictguard knows: over the admin API a file must lie under "
-        "ingest.watch.roots or have a verdict; name the image by its sha256 or verdict id, "
-        "or run the command on the host (`pictguard allow|block|restore PATH`)"
+    where = (
+        "lie under ingest.watch.roots or storage.allowed_locations"
+        if ref.store is StoreKind.FILE
+        else "be in a bucket of storage.allowed_locations"
     )
+    raise AdminError(
+        f"{target!r} is not media pictguard knows: over the admin API an object must {where} "
+        "or have a verdict; name the image by its sha256 or verdict id, or run the command on "
+        "the host (`pictguard allow|block|restore PATH`)"
+    )
+
+
+def _within(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip("/") + "/")

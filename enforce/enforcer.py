@@ -8,6 +8,7 @@ state store, and a notification.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from enforce.guard import Guard, Trip
 from enforce.ledger import LedgerWriter
 from enforce.notify import Notifier, action_notice, alert_notice
 from enforce.platform.flow import PlatformFlow
-from enforce.quarantine import Quarantine, QuarantineSpec
+from enforce.quarantine import Quarantine, QuarantineExposed, QuarantineSpec
 from enforce.records import HeldAction, Records
 from enforce.settings import EnforceConfig, EnforceSettings
 from pipeline import metrics
@@ -27,15 +28,18 @@ from pipeline.events import (
     ActionType,
     Decision,
     EnforcementAction,
+    Lane,
     ObjectRef,
+    ScanRequest,
+    Source,
     Verdict,
     encode,
     utcnow,
 )
 from pipeline.state.sqlite import SqliteState
-from pipeline.storage import ObjectMissing, StorageError
+from pipeline.storage import ObjectChanged, ObjectInfo, ObjectMissing, StorageError
 from pipeline.storage.locations import Stores
-from pipeline.topics import ACTIONS
+from pipeline.topics import ACTIONS, SCAN_BULK
 from pipeline.tracing import extract_context, inject_headers, span
 
 log = logging.getLogger(__name__)
@@ -114,9 +118,10 @@ class Enforcer:
         self.guard = Guard(self.config.guard, state, clock=clock)
         self.quarantine = Quarantine(
             stores,
-            QuarantineSpec.parse(self.config.quarantine),
+            QuarantineSpec.parse(self.config.quarantine, settings.storage.state_dir),
             retention_days=self.config.quarantine_retention_days,
             lock_mode=self.config.quarantine_lock_mode,
+            recheck_s=self.config.quarantine_recheck_s,
         )
         self.notifier = notifier or Notifier(self.config.notify, state.table("enforce_notified"))
         self.actions_topic = settings.topic(ACTIONS)
@@ -124,11 +129,17 @@ class Enforcer:
         self.platform = platform or PlatformFlow.build(
             self.config.platform, state, stores, self.records, self.config.action_policy()
         )
+        self.rescan_topic = settings.topic(SCAN_BULK)
         self.quarantine_warnings: list[str] = []
         self._started = False
 
-    async def start(self) -> None:
-        """Prepare tables, load the guard, start notifications, check the quarantine."""
+    async def start(self, *, strict: bool = False) -> None:
+        """Prepare tables, load the guard, start notifications, check the quarantine.
+
+        ``strict`` (the enforce stage, not the admin commands): a run that quarantines
+        refuses to start, with :class:`QuarantineExposed`, when the quarantine location is
+        publicly readable or its exposure cannot be established.
+        """
         if self._started:
             return
         await self.records.start()
@@ -138,13 +149,38 @@ class Enforcer:
         if self.platform is not None:
             await self.platform.start()
         self._started = True
-        self.quarantine_warnings = await self.quarantine.check()
+        scope = self.stores.scope
+        checked = await self.quarantine.check(scope.allowed)
+        self.quarantine_warnings = checked.warnings
+        refusal = checked.refusal
+        if strict and refusal is not None and self.config.quarantines:
+            error = QuarantineExposed(refusal, starting=True)
+            await self.alert_exposed(str(error))
+            await self.stop()
+            raise error
         for warning in self.quarantine_warnings:
-            await self.notifier.notify(
-                alert_notice(
-                    "quarantine_exposed", f"exposed:{warning}", warning, self.config.notify
-                )
+            await self.alert_exposed(warning)
+        if strict and not scope.restricted:
+            log.warning(
+                "storage.allowed_locations is empty: enforce acts on any bucket or folder a "
+                "verdict names; set it to the locations pictguard protects"
             )
+
+    async def alert_exposed(self, text: str) -> None:
+        """A critical ``quarantine_exposed`` alert on every channel."""
+        # Keyed by the hour: one alert per problem and hour, not one per object. The key
+        # travels as a header (X-Pictguard-Event-Id): a digest, not the text.
+        hour = utcnow().strftime("%Y-%m-%dT%H")
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        await self.notifier.notify(
+            alert_notice(
+                "quarantine_exposed",
+                f"exposed:{hour}:{digest}",
+                text,
+                self.config.notify,
+                quarantine=self.quarantine.spec.describe(),
+            )
+        )
 
     async def stop(self) -> None:
         """Send pending notifications and close the channels."""
@@ -198,6 +234,8 @@ class Enforcer:
                 ActionOutcome.DONE,
                 "object lies in the quarantine location; left where it is",
             )
+        elif intended in DESTRUCTIVE and (refused := self.stores.scope.refusal(ref)):
+            return self._action(verdict, intended, ActionOutcome.FAILED, f"not acted on: {refused}")
         prior = await self.records.prior_action(verdict, intended, dry_run=self.config.dry_run)
         if prior is not None and prior.action is ActionType.QUARANTINE and ref is not None:
             restored = await self.records.restore_of(prior)
@@ -237,6 +275,19 @@ class Enforcer:
         if intended not in DESTRUCTIVE:
             await self._observe(False)
             return self._action(verdict, ActionType.REPORT, ActionOutcome.DONE, None)
+        if intended is ActionType.QUARANTINE:
+            # Before the guard counts it: a public quarantine location holds the action.
+            try:
+                await self.quarantine.ensure_private(ref)
+            except QuarantineExposed as exc:
+                return await self._held_exposed(verdict, intended, exc)
+            except StorageError as exc:
+                return self._action(
+                    verdict,
+                    intended,
+                    ActionOutcome.FAILED,
+                    f"quarantine failed: cannot check the quarantine location: {exc}",
+                )
         allowed, trip = await self.guard.judge()
         if trip is not None:
             await self._alert_trip(trip)
@@ -251,6 +302,13 @@ class Enforcer:
                 "`pictguard enforce resume`",
             )
         return await self._perform(verdict, intended, ref)
+
+    async def _held_exposed(
+        self, verdict: Verdict, action: ActionType, exc: QuarantineExposed
+    ) -> EnforcementAction:
+        log.error("QUARANTINE LOCATION CHECK: %s", exc)
+        await self.alert_exposed(str(exc))
+        return self._action(verdict, action, ActionOutcome.HELD, f"held: {exc}")
 
     def _would(self, action: ActionType, ref: ObjectRef) -> str:
         if action is ActionType.QUARANTINE:
@@ -273,22 +331,29 @@ class Enforcer:
         self, verdict: Verdict, action: ActionType, ref: ObjectRef, note: str | None
     ) -> EnforcementAction:
         try:
+            store = self.stores.for_ref(ref)
+            current = await store.head(ref.key)
+            if current is None:
+                return await self._absent(verdict, action, ref)
+            if _changed(ref, current):
+                return await self._rescan(verdict, ref, current)
             if action is ActionType.DELETE:
-                existed = await self.stores.for_ref(ref).delete(ref.key)
+                existed = await store.delete(ref.key)
                 outcome = ActionOutcome.DONE if existed else ActionOutcome.ALREADY_ABSENT
                 return self._action(verdict, action, outcome, _detail(note, evidence(verdict)))
             try:
-                moved = await self.quarantine.move(ref, verdict, utcnow())
+                moved = await self.quarantine.move(ref, verdict, utcnow(), current)
             except ObjectMissing:
-                # Gone already — perhaps quarantined by a run that crashed before recording.
-                _, copy = self.quarantine.target(ref)
-                found = copy if await self.quarantine.exists(copy) else None
-                gone = "already in quarantine" if found else "object no longer exists"
-                return self._action(
-                    verdict, action, ActionOutcome.ALREADY_ABSENT, gone, quarantine=found
-                )
+                return await self._absent(verdict, action, ref)
+            except ObjectChanged:
+                fresh = await store.head(ref.key)
+                if fresh is None:
+                    return await self._absent(verdict, action, ref)
+                return await self._rescan(verdict, ref, fresh)
             detail = _detail(note, f"moved to {moved.id}", evidence(verdict))
             return self._action(verdict, action, ActionOutcome.DONE, detail, quarantine=moved)
+        except QuarantineExposed as exc:
+            return await self._held_exposed(verdict, action, exc)
         except StorageError as exc:
             log.error(
                 "enforcement action failed",
@@ -308,6 +373,37 @@ class Enforcer:
                 ActionOutcome.FAILED,
                 f"{action.value} failed: {exc.__class__.__name__}: {exc}",
             )
+
+    async def _absent(
+        self, verdict: Verdict, action: ActionType, ref: ObjectRef
+    ) -> EnforcementAction:
+        if action is not ActionType.QUARANTINE:
+            return self._action(verdict, action, ActionOutcome.ALREADY_ABSENT, None)
+        # Gone already — perhaps quarantined by a run that crashed before recording.
+        found = await self.quarantine.find_copy(ref, verdict.verdict_id)
+        detail = "already in quarantine" if found else "object no longer exists"
+        return self._action(verdict, action, ActionOutcome.ALREADY_ABSENT, detail, quarantine=found)
+
+    async def _rescan(
+        self, verdict: Verdict, ref: ObjectRef, current: ObjectInfo
+    ) -> EnforcementAction:
+        """The object is not the version classified: scan what is there now, touch nothing."""
+        fresh = self.stores.for_ref(ref).ref(ref.key, current)
+        request = ScanRequest(lane=Lane.BULK, source=Source.RECONCILE, object=fresh)
+        await self.bus.produce(
+            self.rescan_topic, encode(request), key=fresh.id.encode(), headers=inject_headers()
+        )
+        log.info(
+            "object changed since it was classified; rescan requested",
+            extra={"object": ref.id, "classified": ref.etag, "current": current.etag},
+        )
+        return self._action(
+            verdict,
+            ActionType.REPORT,
+            ActionOutcome.DONE,
+            f"not acted on: the object changed since it was classified (eTag {ref.etag}, now "
+            f"{current.etag}); rescan requested",
+        )
 
     def _action(
         self,
@@ -462,7 +558,18 @@ class Enforcer:
         if copy is None or original is None:
             raise ValueError(f"action {quarantined.action_id} did not quarantine anything")
         detail = f"restored from {copy.id}" + (f": {note}" if note else "")
-        if self.config.dry_run:
+        refused = self.stores.scope.refusal(original)
+        if refused is not None:
+            # The original's location comes from the copy's metadata: never write outside
+            # the locations pictguard may act on, whatever that metadata says.
+            action = self._action(
+                verdict,
+                ActionType.RESTORE,
+                ActionOutcome.FAILED,
+                f"not restored: {refused}",
+                quarantine=copy,
+            )
+        elif self.config.dry_run:
             action = self._action(
                 verdict,
                 ActionType.RESTORE,
@@ -503,3 +610,10 @@ class Enforcer:
 def _detail(*parts: str | None) -> str | None:
     """The audit's detail: the parts that are there, joined."""
     return "; ".join(p for p in parts if p) or None
+
+
+def _changed(ref: ObjectRef, current: ObjectInfo) -> bool:
+    """Whether ``current`` is another version than the one ``ref`` (the verdict) names."""
+    if ref.version_id and current.version_id and ref.version_id != current.version_id:
+        return True
+    return bool(ref.etag and current.etag and ref.etag.strip('"') != current.etag.strip('"'))

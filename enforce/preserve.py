@@ -21,8 +21,7 @@ from urllib.parse import quote
 import filetype
 
 from enforce.enforcer import Enforcer
-from enforce.notify import alert_notice
-from enforce.quarantine import META_PREFIX, Quarantine, QuarantineError, QuarantineSpec, _s3_lock
+from enforce.quarantine import META_PREFIX, Quarantine, QuarantineError, QuarantineSpec
 from enforce.settings import EnforceConfig
 from pipeline.bus.base import Message
 from pipeline.events import (
@@ -37,9 +36,8 @@ from pipeline.events import (
     utcnow,
 )
 from pipeline.retry import retrying
-from pipeline.storage import StorageError, StoreUnavailable
+from pipeline.storage import Retention, StorageError, StoreUnavailable
 from pipeline.storage.locations import Stores
-from pipeline.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +61,11 @@ def evidence_spec(settings: EnforceConfig) -> QuarantineSpec:
                 "bare prefix could live in"
             )
         return spec
-    quarantine = QuarantineSpec.parse(config.quarantine)
-    if quarantine.kind is not None:
+    quarantine = QuarantineSpec.parse(config.quarantine, settings.storage.state_dir)
+    if quarantine.kind is not None and not quarantine.default:
         return quarantine
-    # The quarantine is a prefix inside each scanned bucket; uploads have none.
+    # The quarantine is a prefix inside each scanned bucket (uploads have none), or the
+    # default folder: uploads get a folder of their own beside it.
     root = (Path(settings.storage.state_dir) / "evidence").expanduser().resolve()
     return QuarantineSpec(StoreKind.FILE, str(root), "")
 
@@ -120,14 +119,10 @@ class UploadKeeper:
     async def start(self) -> list[str]:
         """Check the evidence location like the quarantine (private, lockable); warn."""
         await self.enforcer.state.execute(UPLOADS_TABLE)
-        warnings = await self.location.check()
+        warnings = (await self.location.check()).warnings
         for warning in warnings:
             self.enforcer.quarantine_warnings.append(warning)
-            await self.enforcer.notifier.notify(
-                alert_notice(
-                    "quarantine_exposed", f"exposed:{warning}", warning, self.enforcer.config.notify
-                )
-            )
+            await self.enforcer.alert_exposed(warning)
         return warnings
 
     async def keep(self, evidence: UploadEvidence) -> EnforcementAction | None:
@@ -193,15 +188,10 @@ class UploadKeeper:
         ):
             with attempt:
                 await self.store.put(key, evidence.content, metadata)
-                if (
-                    retain > 0
-                    and isinstance(self.store, S3Store)
-                    and await self.location.lockable(self.store)
-                ):
+                if retain > 0 and await self.location.lockable(self.store):
                     until = now + timedelta(days=retain)
-                    await _s3_lock(
-                        self.store, key, until, self.enforcer.config.quarantine_lock_mode
-                    )
+                    mode = self.enforcer.config.quarantine_lock_mode
+                    await self.store.retain(key, Retention(until, mode))
 
     def _metadata(self, evidence: UploadEvidence, now: datetime) -> dict[str, str]:
         verdict = evidence.verdict

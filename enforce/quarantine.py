@@ -1,57 +1,85 @@
 """Quarantine: move a flagged object aside with its verdict as metadata, and put it back.
 
-The quarantine location is one of:
+The quarantine location (``enforce.quarantine``) is one of:
 
-- ``s3://bucket/prefix/`` — a bucket of its own (best: lock it down and enable object lock);
+- unset (the default): the private folder ``quarantine/`` under ``storage.state_dir``:
+  never inside a scanned bucket or media folder, so nothing quarantined is served by a
+  media server or scanned again;
+- ``s3://bucket/prefix/``: a bucket of its own (best: private, with object lock);
 - a folder path (``/srv/quarantine``, ``./quarantine``, ``~/q``, ``file:///srv/q``);
-- a bare prefix (``quarantine/``) — inside the same bucket or folder as the flagged object.
+- a bare prefix (``quarantine/``): inside the same bucket or folder as the flagged object;
+  only if that bucket is private there.
 
-The quarantined key is the original key under the prefix, so an admin finds it by name.
-On one S3 endpoint the copy is server-side and keeps the Content-Type; object-lock
-retention (``enforce.quarantine_retention_days``) is set on the copy where the bucket has
-object lock enabled. The original's user metadata and
-Content-Type ride along in the copy's metadata, so a restore is byte- and header-identical.
+A quarantined copy's key names where it came from, ``<prefix><store>/<bucket>/<key>``
+(``s3/media/aa/bb.webp``, ``file/srv/media/2024/pic.jpg``), so objects of two buckets
+never meet, and a copy is never overwritten: a second incident of the same key gets a
+versioned name. The copy carries the verdict, the original's id, Content-Type and user
+metadata, so a restore is byte- and header-identical. Object-lock retention
+(``enforce.quarantine_retention_days``) is set on the copy where the bucket has object lock
+enabled; elsewhere the copy is kept, not locked (said once per location). Nothing is put
+into a location that is readable by the public, or whose exposure cannot be established
+(:mod:`pipeline.storage.exposure`): the check runs at start-up and again every
+``enforce.quarantine_recheck_s`` while quarantining.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import stat
-from collections.abc import Mapping
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from pipeline.events import ObjectRef, StoreKind, Verdict
-from pipeline.storage import LocationNotFound, ObjectMissing, ObjectStore, StorageError
-from pipeline.storage.locations import Stores, parse_location
-from pipeline.storage.s3 import S3Store
+from pipeline.retry import retrying
+from pipeline.storage import (
+    ObjectInfo,
+    ObjectMissing,
+    ObjectStore,
+    Retention,
+    StorageError,
+    StoreUnavailable,
+)
+from pipeline.storage.base import LockMode
+from pipeline.storage.exposure import Exposure, ExposureReport, exposure
+from pipeline.storage.locations import Location, Stores, parse_location, parse_object_id
 
 log = logging.getLogger(__name__)
 
 META_PREFIX = "pictguard-"
-_ALL_USERS = {
-    "http://acs.amazonaws.com/groups/global/AllUsers",
-    "http://acs.amazonaws.com/groups/global/AuthenticatedUsers",
-}
 # S3 allows 2 KiB of user metadata in all; the original's own metadata gets what is left.
 _MAX_CARRIED_METADATA = 1024
-# Copies between different stores pass through memory; media objects are far smaller.
-_MAX_COPY_BYTES = 2**32
-
-
+_DEFAULT_FOLDER = "quarantine"
+# How long start-up keeps trying an unreachable quarantine store before refusing.
+_START_CHECK_S = 30.0
 # Locations already said to be unlockable, so that each process says it once.
 _TOLD_UNLOCKABLE: set[tuple[StoreKind, str]] = set()
 
 
 class QuarantineError(StorageError):
     """The quarantine location cannot be used as configured."""
+
+
+class QuarantineExposed(QuarantineError):
+    """The quarantine location is readable by the public, or that cannot be ruled out."""
+
+    def __init__(self, report: ExposureReport, *, starting: bool = False) -> None:
+        self.report = report
+        if starting:
+            text = (
+                f"refusing to quarantine: quarantine location {report.message()}; until then "
+                "nothing can be quarantined there (or run with --dry-run, or set "
+                "enforce.quarantine to a private location)"
+            )
+        else:
+            text = (
+                f"quarantine location {report.message()}; nothing is moved there until it "
+                "is private, then run `pictguard enforce resume`"
+            )
+        super().__init__(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +89,23 @@ class QuarantineSpec:
     kind: StoreKind | None  # None: same store as the flagged object
     root: str | None
     prefix: str
+    default: bool = False  # unset: the folder under storage.state_dir
 
     @classmethod
-    def parse(cls, text: str) -> QuarantineSpec:
-        """Parse the setting; raises :class:`QuarantineError` for an unsupported scheme."""
-        text = text.strip()
+    def parse(cls, text: str | None, state_dir: Path | None = None) -> QuarantineSpec:
+        """Parse the setting; raises :class:`QuarantineError` for an unsupported scheme.
+
+        Unset (None or empty) means the private folder ``quarantine/`` under ``state_dir``.
+        """
+        text = (text or "").strip()
+        if not text:
+            folder = (state_dir or Path(".pictguard")).expanduser().resolve() / _DEFAULT_FOLDER
+            return cls(StoreKind.FILE, str(folder), "", default=True)
         if text.startswith("s3://") or text.startswith("file://") or _looks_like_path(text):
-            location = parse_location(text)
+            try:
+                location = parse_location(text)
+            except StorageError as exc:
+                raise QuarantineError(f"enforce.quarantine: {exc}") from None
             prefix = location.prefix
             if prefix and not prefix.endswith("/"):
                 prefix += "/"
@@ -80,17 +118,51 @@ class QuarantineSpec:
         prefix = text.lstrip("/")
         return cls(None, None, prefix if prefix.endswith("/") else prefix + "/")
 
+    @property
+    def location(self) -> Location | None:
+        """The fixed location, or None for a bare prefix (one in every store)."""
+        if self.kind is None or self.root is None:
+            return None
+        return Location(self.kind, self.root, self.prefix)
+
     def describe(self) -> str:
         """The location in words, for status output."""
         if self.kind is None:
             return f"'{self.prefix}' inside each scanned bucket/folder"
         if self.kind is StoreKind.S3:
             return f"s3://{self.root}/{self.prefix}"
-        return str(Path(self.root or ".") / self.prefix)
+        folder = str(Path(self.root or ".") / self.prefix)
+        if self.default:
+            return f"{folder} (private folder under storage.state_dir)"
+        return folder
 
 
 def _looks_like_path(text: str) -> bool:
     return text.startswith(("/", "./", "../", "~")) or text in (".", "..")
+
+
+def quarantine_key(ref: ObjectRef) -> str:
+    """Where under the quarantine prefix ``ref``'s copy goes: unique per source location.
+
+    ``s3/<bucket>/<key>`` or ``file/<root without its leading slash>/<key>``; segments a
+    folder would fold away (``..``, ``.``, empty) are percent-encoded.
+    """
+    root = ref.bucket.strip("/") if ref.store is StoreKind.FILE else ref.bucket
+    parts = [ref.store.value, *root.split("/"), *ref.key.split("/")]
+    return "/".join(quote(p, safe="") if p in ("", ".", "..") else p for p in parts)
+
+
+@dataclass
+class QuarantineCheck:
+    """What the start-up check found: one exposure report per location, and warnings."""
+
+    reports: list[ExposureReport] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def refusal(self) -> ExposureReport | None:
+        """The first location that forbids quarantining (public or not established)."""
+        return next((r for r in self.reports if r.refuses), None)
 
 
 class Quarantine:
@@ -102,86 +174,138 @@ class Quarantine:
         spec: QuarantineSpec,
         *,
         retention_days: int = 0,
-        lock_mode: str = "GOVERNANCE",
+        lock_mode: LockMode = "GOVERNANCE",
+        recheck_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stores = stores
         self.spec = spec
         self.retention_days = retention_days
-        self.lock_mode = lock_mode
-        self._checked: set[tuple[StoreKind, str]] = set()
+        self.lock_mode: LockMode = lock_mode
+        self.recheck_s = recheck_s
+        self._clock = clock
+        self._checked: dict[tuple[StoreKind, str, str], tuple[float, ExposureReport]] = {}
         self._lockable: dict[tuple[StoreKind, str], bool] = {}
+
+    def describe(self) -> str:
+        """One line for summaries and status: ``quarantine goes to …``."""
+        return f"quarantine goes to {self.spec.describe()}"
 
     # -- where -------------------------------------------------------------------------
 
-    def target(self, ref: ObjectRef) -> tuple[ObjectStore, ObjectRef]:
-        """The store and reference the quarantined copy of ``ref`` gets."""
+    def store_for(self, ref: ObjectRef) -> ObjectStore:
+        """The store that holds the quarantine location for ``ref``."""
         if self.spec.kind is None or self.spec.root is None:
-            kind, root = ref.store, ref.bucket
-        else:
-            kind, root = self.spec.kind, self.spec.root
-        store = self.stores.open(kind, root)
-        return store, ObjectRef(store=kind, bucket=store.location, key=self.spec.prefix + ref.key)
+            return self.stores.for_ref(ref)
+        return self.stores.open(self.spec.kind, self.spec.root)
+
+    def target(self, ref: ObjectRef) -> tuple[ObjectStore, ObjectRef]:
+        """The store and (first-choice) reference the quarantined copy of ``ref`` gets."""
+        store = self.store_for(ref)
+        key = self.spec.prefix + quarantine_key(ref)
+        return store, ObjectRef(store=store.kind, bucket=store.location, key=key)
 
     def contains(self, ref: ObjectRef) -> bool:
         """Whether ``ref`` already lies inside the quarantine location."""
-        _, target = self.target(ref.model_copy(update={"key": ""}))
-        return (
-            ref.store is target.store
-            and ref.bucket == target.bucket
-            and ref.key.startswith(self.spec.prefix)
-        )
+        location = self.spec.location
+        if location is None:
+            return ref.key.startswith(self.spec.prefix)
+        return location.contains(ref.store, ref.bucket, ref.key)
 
-    # -- move and restore --------------------------------------------------------------
+    def _candidates(self, ref: ObjectRef, verdict_id: str) -> list[ObjectRef]:
+        """The names ``ref``'s copy may have, in order: the plain one, then versions."""
+        _, base = self.target(ref)
+        path = PurePosixPath(base.key)
+        suffix = "".join(path.suffixes[-1:])
+        stem = base.key[: len(base.key) - len(suffix)] if suffix else base.key
+        keys = [base.key, f"{stem}.{verdict_id[:12]}{suffix}", f"{stem}.{verdict_id}{suffix}"]
+        return [base.model_copy(update={"key": k}) for k in dict.fromkeys(keys)]
 
-    async def move(self, ref: ObjectRef, verdict: Verdict, now: datetime) -> ObjectRef:
-        """Copy ``ref`` into quarantine with the verdict as metadata, then delete it.
+    # -- exposure ------------------------------------------------------------------------
 
-        Raises :class:`ObjectMissing` if the original is gone before the copy, and a
-        :class:`StorageError` if the copy fails (the original is then left untouched) or
-        the delete fails (the copy is then already in quarantine).
+    async def check(self, locations: Sequence[Location] = ()) -> QuarantineCheck:
+        """Check the quarantine location (start-up): public or not, object lock.
+
+        A bare prefix lives in whichever bucket is scanned: it is checked in each of
+        ``locations`` (the allowed locations), and in any other on first use.
         """
-        source = self.stores.for_ref(ref)
-        target_store, target_ref = self.target(ref)
-        await self._check_once(target_store)
-        content_type, original_meta = await _original_headers(source, ref.key)
-        metadata = {
-            f"{META_PREFIX}verdict-id": verdict.verdict_id,
-            f"{META_PREFIX}decision": verdict.decision.value,
-            f"{META_PREFIX}scores": json.dumps(
-                {k: round(v, 4) for k, v in sorted(verdict.scores.items())}, separators=(",", ":")
+        result = QuarantineCheck()
+        stores: list[ObjectStore] = []
+        if self.spec.location is not None:
+            stores.append(self.stores.open(self.spec.location.kind, self.spec.location.root))
+        else:
+            stores.extend(self.stores.for_location(loc) for loc in locations)
+            if not stores:
+                result.warnings.append(
+                    f"quarantine goes to '{self.spec.prefix}' inside whichever bucket or folder "
+                    "is scanned; with no storage.allowed_locations each is checked the first "
+                    "time something is quarantined into it"
+                )
+        for store in stores:
+            try:
+                report = await self._exposure_at_start(store)
+            except StorageError as exc:
+                report = ExposureReport(
+                    self._where(store),
+                    Exposure.UNKNOWN,
+                    (str(exc),),
+                    "check that the quarantine location exists and can be reached",
+                )
+            result.reports.append(report)
+            if not report.private:
+                result.warnings.append(f"quarantine location {report.message()}")
+            try:
+                await self.lockable(store)  # not an exposure: logged once, not alerted
+            except StorageError as exc:
+                log.warning("cannot check object lock on %s: %s", store.location, exc)
+        for warning in result.warnings:
+            log.error("QUARANTINE LOCATION CHECK: %s", warning)
+        return result
+
+    async def _exposure_at_start(self, store: ObjectStore) -> ExposureReport:
+        # A store that is briefly unreachable at start-up (a restart of both, a busy host)
+        # gets the same grace as the broker, not an immediate refusal.
+        async for attempt in retrying(
+            lambda exc: isinstance(exc, StoreUnavailable),
+            first_s=1.0,
+            max_s=5.0,
+            give_up_after_s=_START_CHECK_S,
+            on_retry=lambda exc, n, wait: log.warning(
+                "checking the quarantine location %s (attempt %d: %s); again in %.0f s",
+                store.location,
+                n,
+                exc,
+                wait,
             ),
-            f"{META_PREFIX}original": quote(ref.id, safe="/:"),
-            f"{META_PREFIX}quarantined-at": now.astimezone(UTC).isoformat(),
-        }
-        if verdict.sha256:
-            metadata[f"{META_PREFIX}sha256"] = verdict.sha256
-        if content_type:
-            metadata[f"{META_PREFIX}content-type"] = content_type
-        carried = json.dumps(original_meta, separators=(",", ":"))
-        if original_meta and len(carried) <= _MAX_CARRIED_METADATA:
-            metadata[f"{META_PREFIX}original-metadata"] = carried
-        elif original_meta:
-            log.warning(
-                "original user metadata too large to keep with the quarantined copy",
-                extra={"object": ref.id, "bytes": len(carried)},
-            )
-        retain_until = (
-            now + timedelta(days=self.retention_days)
-            if self.retention_days > 0 and await self.lockable(target_store)
-            else None
-        )
-        await _copy(
-            source,
-            ref.key,
-            target_store,
-            target_ref.key,
-            metadata,
-            content_type=content_type,
-            retain_until=retain_until,
-            lock_mode=self.lock_mode,
-        )
-        await source.delete(ref.key)
-        return target_ref
+        ):
+            with attempt:
+                return await self._exposure(store, fresh=True)
+        raise AssertionError("unreachable")  # retrying returns or raises
+
+    async def ensure_private(self, ref: ObjectRef) -> None:
+        """Raise :class:`QuarantineExposed` unless ``ref``'s quarantine location is private
+        (or its store cannot tell); re-checked every ``recheck_s`` seconds."""
+        report = await self._exposure(self.store_for(ref))
+        if report.refuses:
+            raise QuarantineExposed(report)
+
+    async def _exposure(self, store: ObjectStore, *, fresh: bool = False) -> ExposureReport:
+        key = (store.kind, store.location, self.spec.prefix)
+        now = self._clock()
+        cached = self._checked.get(key)
+        if cached is not None and not fresh and now - cached[0] < self.recheck_s:
+            return cached[1]
+        report = await exposure(store, self.spec.prefix)
+        previous = cached[1] if cached else None
+        if report.exposure is Exposure.UNSUPPORTED and (previous is None or previous != report):
+            log.warning("QUARANTINE LOCATION CHECK: %s", report.message())
+        self._checked[key] = (now, report)
+        return report
+
+    def _where(self, store: ObjectStore) -> str:
+        if store.kind is StoreKind.S3:
+            return f"s3://{store.location}/{self.spec.prefix}"
+        return f"folder {Path(store.location) / self.spec.prefix}"
 
     async def lockable(self, store: ObjectStore) -> bool:
         """Whether copies in ``store`` can carry a retention (an S3 bucket with object lock).
@@ -191,21 +315,133 @@ class Quarantine:
         """
         where = (store.kind, store.location)
         if where not in self._lockable:
-            locked = isinstance(store, S3Store) and await _s3_object_lock_enabled(store)
+            locked = store.supports_retention and await store.retention_enabled()
             self._lockable[where] = locked
             if not locked and self.retention_days > 0 and where not in _TOLD_UNLOCKABLE:
                 _TOLD_UNLOCKABLE.add(where)
                 # A bucket could have object lock and has not: worth a warning. A folder
                 # never can: a fact, said once.
                 log.log(
-                    logging.WARNING if isinstance(store, S3Store) else logging.INFO,
+                    logging.WARNING if store.supports_retention else logging.INFO,
                     "quarantine_retention_days is %d but %s cannot lock copies (%s): they are "
                     "kept, not locked against deletion",
                     self.retention_days,
                     store.location,
-                    "no object lock on the bucket" if isinstance(store, S3Store) else "a folder",
+                    "no object lock on the bucket" if store.supports_retention else "a folder",
                 )
         return self._lockable[where]
+
+    # -- move and restore --------------------------------------------------------------
+
+    async def move(
+        self,
+        ref: ObjectRef,
+        verdict: Verdict,
+        now: datetime,
+        current: ObjectInfo | None = None,
+    ) -> ObjectRef:
+        """Copy ``ref`` into quarantine with the verdict as metadata, then delete it.
+
+        ``current`` is what a HEAD of ``ref`` just said, if the caller has it. Raises
+        :class:`QuarantineExposed` (nothing copied) if the location is not private,
+        :class:`ObjectMissing` if the original is gone before the copy,
+        :class:`pipeline.storage.ObjectChanged` if its eTag is no longer ``ref.etag``, and
+        a :class:`StorageError` if the copy fails (the original is then left untouched)
+        or the delete fails (the copy is then already in quarantine).
+        """
+        source = self.stores.for_ref(ref)
+        target_store = self.store_for(ref)
+        await self.ensure_private(ref)
+        info = current or await source.head(ref.key)
+        if info is None:
+            raise ObjectMissing(f"{ref.id} does not exist")
+        original_meta = dict(
+            info.metadata if info.metadata is not None else await source.metadata(ref.key)
+        )
+        copy, present = await self._free(ref, verdict)
+        if not present:
+            retain = None
+            if self.retention_days > 0 and await self.lockable(target_store):
+                until = now + timedelta(days=self.retention_days)
+                retain = Retention(until, self.lock_mode)
+            await source.copy_to(
+                ref.key,
+                target_store,
+                copy.key,
+                self._metadata(ref, verdict, now, info.content_type, original_meta),
+                content_type=info.content_type,
+                if_match=ref.etag or info.etag,
+                overwrite=False,
+                retention=retain,
+            )
+        await source.delete(ref.key)
+        return copy
+
+    async def _free(self, ref: ObjectRef, verdict: Verdict) -> tuple[ObjectRef, bool]:
+        """The name the copy gets, and whether that copy is already there (a move
+        interrupted between its copy and its delete); a copy of another incident of the
+        same key is never overwritten."""
+        store = self.store_for(ref)
+        for candidate in self._candidates(ref, verdict.verdict_id):
+            if await store.head(candidate.key) is None:
+                return candidate, False
+            meta = await store.metadata(candidate.key)
+            same_verdict = meta.get(f"{META_PREFIX}verdict-id") == verdict.verdict_id
+            same_bytes = bool(verdict.sha256) and meta.get(f"{META_PREFIX}sha256") == verdict.sha256
+            if same_verdict or same_bytes:
+                return candidate, True
+        raise QuarantineError(
+            f"quarantine copies of {ref.id} already exist under every name tried "
+            f"({self._candidates(ref, verdict.verdict_id)[-1].id}); none is overwritten — "
+            "restore or remove one"
+        )
+
+    def _metadata(
+        self,
+        ref: ObjectRef,
+        verdict: Verdict,
+        now: datetime,
+        content_type: str | None,
+        original_meta: Mapping[str, str],
+    ) -> dict[str, str]:
+        metadata = {
+            f"{META_PREFIX}verdict-id": verdict.verdict_id,
+            f"{META_PREFIX}decision": verdict.decision.value,
+            f"{META_PREFIX}scores": json.dumps(
+                {k: round(v, 4) for k, v in sorted(verdict.scores.items())}, separators=(",", ":")
+            ),
+            f"{META_PREFIX}original": quote(ref.id, safe="/:"),
+            f"{META_PREFIX}quarantined-at": now.astimezone(UTC).isoformat(),
+        }
+        if ref.store is StoreKind.FILE:
+            # A file id does not say where its root ends; the restore needs to know.
+            metadata[f"{META_PREFIX}original-root"] = quote(ref.bucket, safe="/")
+        if verdict.sha256:
+            metadata[f"{META_PREFIX}sha256"] = verdict.sha256
+        if content_type:
+            metadata[f"{META_PREFIX}content-type"] = content_type
+        carried = json.dumps(dict(original_meta), separators=(",", ":"))
+        if original_meta and len(carried) <= _MAX_CARRIED_METADATA:
+            metadata[f"{META_PREFIX}original-metadata"] = carried
+        elif original_meta:
+            log.warning(
+                "original user metadata too large to keep with the quarantined copy",
+                extra={"object": ref.id, "bytes": len(carried)},
+            )
+        return metadata
+
+    async def find_copy(self, ref: ObjectRef, verdict_id: str) -> ObjectRef | None:
+        """``ref``'s quarantined copy: the one of ``verdict_id``, else any copy of it."""
+        store = self.store_for(ref)
+        found: ObjectRef | None = None
+        for candidate in self._candidates(ref, verdict_id):
+            if await store.head(candidate.key) is None:
+                continue
+            meta = await store.metadata(candidate.key)
+            if meta.get(f"{META_PREFIX}verdict-id") == verdict_id:
+                return candidate
+            found = found or candidate
+        return found
 
     async def exists(self, ref: ObjectRef) -> bool:
         """Whether ``ref`` (e.g. a quarantined copy) is present."""
@@ -226,15 +462,12 @@ class Quarantine:
             original_meta = json.loads(meta.get(f"{META_PREFIX}original-metadata", "{}"))
         except ValueError:
             original_meta = {}
-        await _copy(
-            qstore,
+        await qstore.copy_to(
             quarantined.key,
             target,
             original.key,
             {str(k): str(v) for k, v in original_meta.items()},
             content_type=content_type,
-            retain_until=None,
-            lock_mode=self.lock_mode,
         )
         try:
             await qstore.delete(quarantined.key)
@@ -246,281 +479,14 @@ class Quarantine:
             return f"the quarantine copy {quarantined.id} stays ({exc})"
         return None
 
-    # -- exposure checks ---------------------------------------------------------------
-
-    async def check(self) -> list[str]:
-        """Warnings about the configured quarantine location (public, lock, missing).
-
-        A bare prefix lives in whichever bucket is scanned; each such bucket is checked
-        the first time something is quarantined into it.
-        """
-        if self.spec.kind is None or self.spec.root is None:
-            return []
-        store = self.stores.open(self.spec.kind, self.spec.root)
-        self._checked.add((store.kind, store.location))
-        return await self._check_store(store)
-
-    async def _check_once(self, store: ObjectStore) -> None:
-        if (store.kind, store.location) in self._checked:
-            return
-        self._checked.add((store.kind, store.location))
-        await self._check_store(store)
-
-    async def _check_store(self, store: ObjectStore) -> list[str]:
-        warnings: list[str] = []
-        try:
-            if isinstance(store, S3Store):
-                await store.check()
-                warnings = await s3_public_findings(store, self.spec.prefix)
-            else:
-                warnings = await asyncio.to_thread(
-                    folder_public_findings, Path(store.location), self.spec.prefix
-                )
-            # Not an exposure: logged once (see lockable), not alerted.
-            await self.lockable(store)
-        except StorageError as exc:
-            warnings.append(f"cannot check quarantine location {store.location}: {exc}")
-        for warning in warnings:
-            log.error("QUARANTINE LOCATION CHECK: %s", warning)
-        return warnings
-
-
-async def _original_headers(store: ObjectStore, key: str) -> tuple[str | None, dict[str, str]]:
-    """Content-Type and user metadata of the original (S3 only keeps a Content-Type)."""
-    if isinstance(store, S3Store):
-        client = await store.connection.client()
-        try:
-            head = await client.head_object(Bucket=store.location, Key=key)
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise store.connection.translate(exc, store.location, key) from None
-        return head.get("ContentType"), dict(head.get("Metadata", {}))
-    if await store.head(key) is None:
-        raise ObjectMissing(f"{store.location}/{key} does not exist")
-    return None, await store.metadata(key)
-
-
-async def _copy(
-    source: ObjectStore,
-    key: str,
-    target: ObjectStore,
-    target_key: str,
-    metadata: Mapping[str, str],
-    *,
-    content_type: str | None,
-    retain_until: datetime | None,
-    lock_mode: str,
-) -> None:
-    if (
-        isinstance(source, S3Store)
-        and isinstance(target, S3Store)
-        and source.connection is target.connection
-    ):
-        await _s3_copy(source, key, target, target_key, metadata, content_type)
-    elif isinstance(target, S3Store) and content_type:
-        # The generic copy would upload without a Content-Type; media servers need it.
-        data = await source.get(key, max_bytes=_MAX_COPY_BYTES)
-        client = await target.connection.client()
-        try:
-            await client.put_object(
-                Bucket=target.location,
-                Key=target_key,
-                Body=data,
-                Metadata=dict(metadata),
-                ContentType=content_type,
-            )
-        except (ClientError, BotoCoreError, OSError) as exc:
-            raise target.connection.translate(exc, target.location, target_key) from None
-    else:
-        await source.copy_to(key, target, target_key, metadata)
-    if retain_until is not None and isinstance(target, S3Store):
-        # A separate call (not lock headers on the copy): stores differ in which checksum
-        # headers they demand on a locked copy, and a failed lock leaves the original alone.
-        await _s3_lock(target, target_key, retain_until, lock_mode)
-
-
-async def _s3_copy(
-    source: S3Store,
-    key: str,
-    target: S3Store,
-    target_key: str,
-    metadata: Mapping[str, str],
-    content_type: str | None,
-) -> None:
-    client = await source.connection.client()
-    kwargs: dict[str, Any] = {
-        "Bucket": target.location,
-        "Key": target_key,
-        "CopySource": {"Bucket": source.location, "Key": key},
-        "Metadata": dict(metadata),
-        # REPLACE is needed to set our metadata; it would reset Content-Type, so pass it.
-        "MetadataDirective": "REPLACE",
-    }
-    if content_type:
-        kwargs["ContentType"] = content_type
-    try:
-        await client.copy_object(**kwargs)
-    except (ClientError, BotoCoreError, OSError) as exc:
-        error = source.connection.translate(exc, source.location, key)
-        if isinstance(error, LocationNotFound):
-            # Either bucket may be the missing one; name the target if it is.
-            await target.check()
-        raise error from None
-
-
-async def _s3_lock(store: S3Store, key: str, until: datetime, mode: str) -> None:
-    client = await store.connection.client()
-    try:
-        await client.put_object_retention(
-            Bucket=store.location, Key=key, Retention={"Mode": mode, "RetainUntilDate": until}
-        )
-    except (ClientError, BotoCoreError, OSError) as exc:
-        raise store.connection.translate(exc, store.location, key) from None
-
-
-async def _s3_object_lock_enabled(store: S3Store) -> bool:
-    client = await store.connection.client()
-    try:
-        r = await client.get_object_lock_configuration(Bucket=store.location)
-    except ClientError:
-        return False
-    except (BotoCoreError, OSError) as exc:
-        raise store.connection.translate(exc, store.location) from None
-    return r.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
-
 
 def original_of(metadata: Mapping[str, str]) -> ObjectRef | None:
     """The original object a quarantined copy came from, read from its metadata."""
     text = metadata.get(f"{META_PREFIX}original")
     if not text:
         return None
-    return ref_from_id(unquote(text))
-
-
-def ref_from_id(text: str) -> ObjectRef | None:
-    """Parse an object id (``s3://bucket/key`` or ``file:///root/key``) back into a ref.
-
-    A ``file://`` id cannot say where the root ends, so callers pass the quarantine or
-    scan root separately where that matters; here the last path segment is the key.
-    """
-    if text.startswith("s3://"):
-        bucket, _, key = text[len("s3://") :].partition("/")
-        if len(bucket) >= 3 and key:
-            return ObjectRef(store=StoreKind.S3, bucket=bucket, key=key)
-        return None
-    if text.startswith("file://"):
-        root, _, key = text[len("file://") :].rpartition("/")
-        if key:
-            return ObjectRef(store=StoreKind.FILE, bucket=root or "/", key=key)
-    return None
-
-
-# -- public-exposure checks ----------------------------------------------------------------
-
-
-async def s3_public_findings(store: S3Store, prefix: str) -> list[str]:
-    """Why the bucket (or its prefix) may be readable by anyone; empty if it looks private.
-
-    Checks what the store can tell: the public access block (all four flags on means
-    private whatever else is set), the bucket policy (policy status where supported, else
-    a read of the policy), and the bucket ACL. Stores that support none of these (Garage,
-    some MinIO setups) yield no finding.
-    """
-    client = await store.connection.client()
-    bucket = store.location
-    findings: list[str] = []
-
-    async def call(name: str, **kwargs: Any) -> dict[str, Any] | None:
-        try:
-            result: dict[str, Any] = await getattr(client, name)(Bucket=bucket, **kwargs)
-            return result
-        except ClientError:
-            return None  # not configured, or not implemented by this store
-
-    block = await call("get_public_access_block")
-    if block is not None:
-        flags = block.get("PublicAccessBlockConfiguration", {})
-        if all(
-            flags.get(f)
-            for f in (
-                "BlockPublicAcls",
-                "IgnorePublicAcls",
-                "BlockPublicPolicy",
-                "RestrictPublicBuckets",
-            )
-        ):
-            return []
-    status = await call("get_bucket_policy_status")
-    if status is not None and status.get("PolicyStatus", {}).get("IsPublic"):
-        findings.append(f"bucket '{bucket}' has a bucket policy that makes it public")
-    elif status is None:
-        policy = await call("get_bucket_policy")
-        if policy is not None and _policy_allows_public_read(
-            policy.get("Policy", ""), bucket, prefix
-        ):
-            findings.append(
-                f"bucket '{bucket}' has a bucket policy allowing anonymous s3:GetObject"
-            )
-    acl = await call("get_bucket_acl")
-    for grant in (acl or {}).get("Grants", []):
-        grantee = grant.get("Grantee", {})
-        if grantee.get("URI") in _ALL_USERS and grant.get("Permission") in ("READ", "FULL_CONTROL"):
-            findings.append(
-                f"bucket '{bucket}' ACL grants {grant.get('Permission')} to "
-                f"{grantee['URI'].rsplit('/', 1)[-1]}"
-            )
-    return [
-        f"quarantine location s3://{bucket}/{prefix} is publicly readable: {f} — make the "
-        "quarantine bucket private (block public access) or quarantined images stay reachable"
-        for f in findings
-    ]
-
-
-def _policy_allows_public_read(text: str, bucket: str, prefix: str) -> bool:
+    root = metadata.get(f"{META_PREFIX}original-root")
     try:
-        policy = json.loads(text)
-    except ValueError:
-        return False
-    statements = policy.get("Statement", [])
-    if isinstance(statements, dict):
-        statements = [statements]
-    for st in statements:
-        if st.get("Effect") != "Allow" or st.get("Condition"):
-            continue
-        principal = st.get("Principal")
-        if not (
-            principal == "*"
-            or (isinstance(principal, dict) and principal.get("AWS") in ("*", ["*"]))
-        ):
-            continue
-        actions = st.get("Action", [])
-        actions = [actions] if isinstance(actions, str) else actions
-        if not any(a in ("*", "s3:*", "s3:GetObject") for a in actions):
-            continue
-        resources = st.get("Resource", [])
-        resources = [resources] if isinstance(resources, str) else resources
-        target = f"arn:aws:s3:::{bucket}/{prefix}"
-        for resource in resources:
-            pattern = str(resource)
-            if (
-                pattern == "*"
-                or (pattern.endswith("*") and target.startswith(pattern[:-1]))
-                or (pattern.endswith("*") and pattern[:-1].startswith(target))
-            ):
-                return True
-    return False
-
-
-def folder_public_findings(root: Path, prefix: str) -> list[str]:
-    """Why a quarantine folder may be readable by other local users; creates it private."""
-    folder = root / prefix
-    if not folder.exists():
-        # Created here, it starts private; a later put would create it with the umask.
-        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
-        return []
-    mode = folder.stat().st_mode
-    if mode & stat.S_IROTH:
-        return [
-            f"quarantine folder {folder} is world-readable (mode {stat.filemode(mode)}) — "
-            f"run chmod o-rwx {folder}"
-        ]
-    return []
+        return parse_object_id(unquote(text), [unquote(root)] if root else ())
+    except StorageError:
+        return None

@@ -16,10 +16,12 @@ from enforce.enforcer import OutcomeCallback
 from enforce.ledger import LedgerWriter, TopicLedger
 from enforce.notify.unverified import UnverifiedDigest
 from enforce.preserve import EvidenceStage, UploadKeeper, retention_warnings
+from enforce.quarantine import QuarantineError
 from enforce.records import Records
 from enforce.settings import EnforceConfig
 from enforce.stage import EnforceStage
 from pipeline.context import Mode, RoleContext
+from pipeline.hashlists import Hasher, sha256_only
 from pipeline.ledger import VerdictLedger
 from pipeline.stage import consume
 from pipeline.state.table import Table
@@ -44,6 +46,15 @@ async def start_stage(
     Kafka the stage also keeps the ``object-verdicts`` ledger topic current.
     """
     s = ctx.settings
+    if ctx.mode is Mode.DISTRIBUTED and s.enforce.quarantines and s.enforce.quarantine is None:
+        # Replicas each have their own state dir (an emptyDir in the chart): evidence would
+        # be scattered over pods and lost with them, out of reach of `pictguard restore`.
+        raise QuarantineError(
+            "enforce.quarantine is not set: the enforce role on Kafka needs a quarantine "
+            "location every replica and the admin commands share — set it to a private "
+            "bucket (PICTGUARD_ENFORCE__QUARANTINE=s3://pictguard-quarantine/), or run "
+            "with enforce.dry_run"
+        )
     for warning in retention_warnings(s):
         log.warning(warning)
     ledger = None
@@ -63,13 +74,16 @@ def stage_loops(
     *,
     hashlists: Table | None = None,
     media_roots: Sequence[Path] = (),
+    hasher: Hasher = sha256_only,
 ) -> Loops:
     """The loops of a started stage.
 
     In distributed mode admin requests from the API are answered here too, with the same
-    enforcer; ``hashlists`` is the table allow/block write to and ``media_roots`` the
-    folders whose files the admin API may name (``ingest.watch.roots``). The API's counts
-    of uploads accepted without a verdict become warnings on the admins' channels.
+    enforcer; ``hashlists`` is the table allow/block write to, ``media_roots`` the
+    folders whose files the admin API may name (``ingest.watch.roots``) and ``hasher``
+    hashes an image an admin names (classify's sha256 + PDQ, from the composition root).
+    The API's counts of uploads accepted without a verdict become warnings on the admins'
+    channels.
     """
     s = ctx.settings
     keeper = UploadKeeper(stage.enforcer, s, ctx.stores)
@@ -91,7 +105,7 @@ def stage_loops(
     ]
     if ctx.mode is Mode.DISTRIBUTED:
         admin = EnforceContext(
-            s, ctx.stores, ctx.state, ctx.bus, hashlists, media_roots=media_roots
+            s, ctx.stores, ctx.state, ctx.bus, hashlists, media_roots=media_roots, hasher=hasher
         )
         handler = AdminRequestHandler(admin, stage.enforcer)
         loops.append(
@@ -113,10 +127,11 @@ async def tasks(
     *,
     hashlists: Table | None = None,
     media_roots: Sequence[Path] = (),
+    hasher: Hasher = sha256_only,
 ) -> Loops:
     """Start the enforcer and return its loops (see :func:`start_stage`, :func:`stage_loops`)."""
     stage = await start_stage(ctx, on_outcome)
-    return stage_loops(ctx, stage, hashlists=hashlists, media_roots=media_roots)
+    return stage_loops(ctx, stage, hashlists=hashlists, media_roots=media_roots, hasher=hasher)
 
 
 async def ledger(ctx: RoleContext[EnforceConfig]) -> VerdictLedger:

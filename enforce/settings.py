@@ -194,9 +194,11 @@ class EnforceSettings(_Section):
     on_error: PolicyAction = Field(
         "report", description="Action for `error` verdicts (undecodable, too large, fetch failed…)"
     )
-    quarantine: str = Field(
-        "quarantine/",
-        description="s3://bucket/prefix/, a folder path, or a prefix inside the scanned bucket",
+    quarantine: str | None = Field(
+        None,
+        description="Where quarantined objects go: s3://bucket/prefix/ (a private bucket), a "
+        "folder path, or a bare prefix inside each scanned bucket (only where that bucket is "
+        "private). Unset: the private folder quarantine/ under storage.state_dir",
     )
     quarantine_retention_days: int = Field(
         365,
@@ -214,6 +216,12 @@ class EnforceSettings(_Section):
         description="Where rejected pict-rs uploads are kept (s3://bucket/prefix/ or a folder); "
         "unset: `uploads/` in the quarantine location when it is a bucket or folder of its "
         "own, else the folder `evidence` in storage.state_dir",
+    )
+    quarantine_recheck_s: float = Field(
+        60.0,
+        ge=0,
+        description="While quarantining, check again this often that the quarantine location "
+        "is not publicly readable (0: before every move)",
     )
     concurrency: int = Field(16, gt=0, description="Actions performed at once")
     guard: GuardSettings = Field(default_factory=GuardSettings)  # type: ignore[arg-type]
@@ -234,10 +242,15 @@ class EnforceSettings(_Section):
 
     @field_validator("quarantine")
     @classmethod
-    def _quarantine_not_empty(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must name a location (s3://bucket/prefix/, a folder, or a prefix)")
-        return value.strip()
+    def _quarantine_or_default(cls, value: str | None) -> str | None:
+        # Empty means unset: the private folder under storage.state_dir.
+        return (value.strip() or None) if value is not None else None
+
+    @property
+    def quarantines(self) -> bool:
+        """Whether a live run moves objects into quarantine (some decision's action)."""
+        actions = (self.on_flag_csam, self.on_flag_nsfw, self.on_error)
+        return not self.dry_run and "quarantine" in actions
 
     def action_policy(self) -> ActionPolicy:
         """The decision → action policy these settings describe, for every role that needs it."""

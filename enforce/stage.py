@@ -64,9 +64,11 @@ class EnforceStage:
         """Prepare the state tables, load the guard, start notifications, check quarantine.
 
         A guard still tripped from before is said here, once per start of the role (not by
-        every admin command that loads the guard).
+        every admin command that loads the guard). Raises
+        :class:`enforce.quarantine.QuarantineExposed` when the run would quarantine into a
+        location that is publicly readable (or cannot be checked).
         """
-        await self.enforcer.start()
+        await self.enforcer.start(strict=True)
         trip = self.enforcer.guard.trip
         if trip is not None:
             held = await self.enforcer.records.count_open_held()

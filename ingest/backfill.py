@@ -32,7 +32,7 @@ from pipeline.bus.base import Bus, Outgoing
 from pipeline.events import Lane, ScanRequest, Source, encode
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.base import ObjectInfo, ObjectStore
-from pipeline.storage.locations import Location
+from pipeline.storage.locations import Location, LocationNotAllowed
 from pipeline.topics import SCAN_BULK
 from pipeline.tracing import new_trace_headers, tracer
 
@@ -121,6 +121,11 @@ class Backfill:
         self, stop: asyncio.Event | None = None, *, resume: bool = True
     ) -> BackfillResult:
         stop = stop or asyncio.Event()
+        if self.store.hides(self.location.prefix):
+            raise LocationNotAllowed(
+                f"{self.location} lies in the quarantine location; pictguard never scans "
+                "its own quarantine"
+            )
         result = BackfillResult(parts=len(self.parts))
         self.progress = Progress(started=time.monotonic())
         starts: dict[Location, str | None] = {}

@@ -19,6 +19,7 @@ from ingest.sources import normalizer
 from pipeline.bus.base import Bus, Message
 from pipeline.events import Source
 from pipeline.stage import consume
+from pipeline.storage.locations import Scope
 from pipeline.topics import BUCKET_EVENTS
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,12 @@ class EventsStage:
     """Batch handler: raw notifications in, scan requests and dead letters out."""
 
     def __init__(
-        self, settings: IngestConfig, bus: Bus, *, dedupe: DedupeWindow | None = None
+        self,
+        settings: IngestConfig,
+        bus: Bus,
+        *,
+        dedupe: DedupeWindow | None = None,
+        scope: Scope | None = None,
     ) -> None:
         self.intake = Intake(
             settings,
@@ -38,6 +44,7 @@ class EventsStage:
             normalizer=normalizer(settings.ingest.events.format),
             source=Source.EVENT,
             dedupe=dedupe,
+            scope=scope,
         )
         self.produced = 0  # scan requests acknowledged since start
 
@@ -63,6 +70,7 @@ async def run_events_stage(
     *,
     dedupe: DedupeWindow | None = None,
     started: asyncio.Event | None = None,
+    scope: Scope | None = None,
 ) -> None:
     """Consume ``bucket-events`` as group ``<group_prefix>ingest-events`` until ``stop``."""
     topic = settings.topic(BUCKET_EVENTS)
@@ -71,7 +79,7 @@ async def run_events_stage(
         bus,
         [topic],
         settings.group(GROUP),
-        EventsStage(settings, bus, dedupe=dedupe),
+        EventsStage(settings, bus, dedupe=dedupe, scope=scope),
         stop,
         max_records=settings.ingest.events.max_batch,
         started=started,

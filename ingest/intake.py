@@ -8,6 +8,12 @@ so the caller may then commit its offsets, answer 200 or delete its SQS messages
 Concurrent callers (webhook requests) never produce the same object twice: a payload whose
 object is being produced by another caller waits for that produce, then counts as a repeat
 if it succeeded or goes ahead if it failed.
+
+Where an object may come from is checked here for every source: an object outside
+``storage.allowed_locations`` (the :class:`pipeline.storage.locations.Scope`) is refused
+and dead-lettered (reason ``location_not_allowed``), a folder key that leaves its folder
+(``..``, absolute) is dead-lettered as ``unsafe_key``, and objects inside the quarantine
+location (pictguard's own copies) are filtered out.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from ingest.settings import IngestConfig
 from ingest.sources import Normalizer, ObjectEvent, ParseResult
 from pipeline import metrics
 from pipeline.bus.base import Bus, Outgoing
-from pipeline.events import DeadLetter, Lane, ScanRequest, Source, encode
+from pipeline.events import DeadLetter, Lane, ScanRequest, Source, StoreKind, encode
+from pipeline.storage.locations import Scope, UnsafePath, check_key
 from pipeline.topics import DEAD_LETTER, SCAN_BULK
 from pipeline.tracing import inject_headers
 
@@ -31,6 +38,9 @@ log = logging.getLogger(__name__)
 
 # Dead-letter records keep the start of the payload for the admin, not all of it.
 MAX_DEAD_LETTER_PAYLOAD = 65536
+NOT_ALLOWED = "location_not_allowed"
+UNSAFE_KEY = "unsafe_key"
+IN_QUARANTINE = "inside the quarantine location"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +63,7 @@ class Outcome:
     filtered: int = 0
     ignored: int = 0
     removals: int = 0
+    refused: int = 0  # outside the allowed locations, or an unsafe folder key
     error: str | None = None
     dead_lettered: bool = False
     reasons: list[str] = field(default_factory=list)
@@ -61,7 +72,12 @@ class Outcome:
     def rejected(self) -> bool:
         """The payload said nothing usable at all (a 400 for an HTTP sender)."""
         return self.dead_lettered and not (
-            self.produced or self.repeats or self.filtered or self.ignored or self.removals
+            self.produced
+            or self.repeats
+            or self.filtered
+            or self.ignored
+            or self.removals
+            or self.refused
         )
 
 
@@ -77,8 +93,10 @@ class Intake:
         source: Source = Source.EVENT,
         dedupe: DedupeWindow | None = None,
         key_filter: KeyFilter | None = None,
+        scope: Scope | None = None,
     ) -> None:
         self.settings = settings
+        self.scope = scope or Scope()
         self.bus = bus
         self.normalizer = normalizer
         self.source = source
@@ -125,7 +143,15 @@ class Intake:
                     self._dead_letter(payload, result.error.reason, result.error.detail)
                 )
             for event in result.events:
-                reason = self.key_filter.rejection(
+                refusal = self._refusal(event)
+                if refusal is not None:
+                    outcome.refused += 1
+                    outcome.reasons.append(refusal[1])
+                    outcome.dead_lettered = True
+                    outcome.error = outcome.error or f"{refusal[0]}: {refusal[1]}"
+                    outgoing.append(self._dead_letter(payload, *refusal))
+                    continue
+                reason = self._excluded(event) or self.key_filter.rejection(
                     event.key, size=event.size, content_type=event.content_type
                 )
                 if reason is not None:
@@ -177,6 +203,20 @@ class Intake:
         self._count(outcomes)
         return outcomes
 
+    def _refusal(self, event: ObjectEvent) -> tuple[str, str] | None:
+        """(reason, detail) when ``event``'s object must not be scanned at all."""
+        if event.store is StoreKind.FILE:
+            try:
+                check_key(event.key)
+            except UnsafePath as exc:
+                return UNSAFE_KEY, str(exc)
+        why = self.scope.refusal(event.ref())
+        return (NOT_ALLOWED, why) if why is not None else None
+
+    def _excluded(self, event: ObjectEvent) -> str | None:
+        # pictguard's own copies (a quarantine prefix inside a notified bucket) are not news.
+        return IN_QUARANTINE if self.scope.in_quarantine(event.ref()) else None
+
     async def _wait_for_twins(self, idents: Sequence[Identity]) -> None:
         """Wait until no other caller is producing any of ``idents``' objects.
 
@@ -219,8 +259,16 @@ class Intake:
         return Outgoing(self.dead_letter_topic, encode(record), record.key.encode())
 
     def _count(self, outcomes: Sequence[Outcome]) -> None:
-        totals = {"produced": 0, "repeat": 0, "filtered": 0, "ignored": 0, "removed": 0}
+        totals = {
+            "produced": 0,
+            "repeat": 0,
+            "filtered": 0,
+            "ignored": 0,
+            "removed": 0,
+            "refused": 0,
+        }
         for o in outcomes:
+            totals["refused"] += o.refused
             totals["produced"] += o.produced
             totals["repeat"] += o.repeats
             totals["filtered"] += o.filtered

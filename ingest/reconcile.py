@@ -45,7 +45,7 @@ from pipeline.ledger import KnownVerdict, VerdictLedger
 from pipeline.policy import ActionPolicy
 from pipeline.retry import pause
 from pipeline.storage.base import StorageError
-from pipeline.storage.locations import Location, Stores, parse_location
+from pipeline.storage.locations import Location, LocationNotAllowed, Stores, parse_location
 from pipeline.topics import SCAN_BULK
 from pipeline.tracing import inject_headers, tracer
 
@@ -148,6 +148,11 @@ async def reconcile_once(
     high = moment - timedelta(seconds=rec.min_age_s)
     key_filter = KeyFilter.from_settings(settings.ingest)
     store = stores.for_location(where)
+    if store.hides(where.prefix):
+        raise LocationNotAllowed(
+            f"{where} lies in the quarantine location; pictguard never reconciles its own "
+            "quarantine — remove it from ingest.reconcile.locations"
+        )
     topic = settings.topic(SCAN_BULK)
 
     batch: list[ObjectRef] = []

@@ -1,7 +1,10 @@
 """The ingest role: every event source the ``ingest`` settings turn on, in one process.
 
 All sources share one dedupe window, so an object notified through two paths (a MinIO Kafka
-target and a webhook, say) is scanned once.
+target and a webhook, say) is scanned once. All share the process's storage scope too
+(``ctx.stores.scope``): notifications about buckets or folders outside
+``storage.allowed_locations`` are dead-lettered, and the quarantine location is never
+listed, watched or scanned.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ingest.settings import IngestConfig
 from pipeline.context import Mode, RoleContext
 from pipeline.ledger import VerdictLedger
 from pipeline.policy import ActionPolicy
+from pipeline.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +37,36 @@ async def tasks(
     """
     s = ctx.settings
     ing = s.ingest
+    scope = ctx.stores.scope
     dedupe = DedupeWindow(ing.dedupe_window_s, ing.dedupe_max_entries)
     loops: list[Coroutine[Any, Any, None]] = []
     distributed = ctx.mode is Mode.DISTRIBUTED
+    receivers = [
+        name for name, on in (("webhook", ing.webhook.enabled), ("sqs", ing.sqs.enabled)) if on
+    ]
+    if receivers and not scope.restricted:
+        # Anyone who can reach a receiver could otherwise have any bucket scanned and acted on.
+        raise SettingsError(
+            f"ingest.{receivers[0]} is on but no location is allowed: set "
+            "storage.allowed_locations to the buckets (and folders) whose notifications "
+            "pictguard may act on, e.g. PICTGUARD_STORAGE__ALLOWED_LOCATIONS="
+            "'[\"s3://media\"]'"
+        )
     if ing.events.enabled and distributed:
-        loops.append(run_events_stage(s, ctx.bus, ctx.stop, dedupe=dedupe))
+        if not scope.restricted:
+            log.warning(
+                "storage.allowed_locations is empty: the bucket-events topic may name any "
+                "bucket; set it to the buckets pictguard protects"
+            )
+        loops.append(run_events_stage(s, ctx.bus, ctx.stop, dedupe=dedupe, scope=scope))
     if ing.webhook.enabled:
         from ingest.webhook import run_webhook
 
-        loops.append(run_webhook(s, ctx.bus, ctx.stop, dedupe=dedupe))
+        loops.append(run_webhook(s, ctx.bus, ctx.stop, dedupe=dedupe, scope=scope))
     if ing.sqs.enabled:
         from ingest.sqs import run_sqs
 
-        loops.append(run_sqs(s, ctx.bus, ctx.stop, dedupe=dedupe))
+        loops.append(run_sqs(s, ctx.bus, ctx.stop, dedupe=dedupe, scope=scope))
     if ing.watch.enabled:
         from ingest.watch import run_watch
 
@@ -56,7 +77,9 @@ async def tasks(
             # found by a scan or reconcile.
             watching = asyncio.Event()
             ctx.health.add(f"watch {root}", watching.is_set)
-            loops.append(run_watch(s, ctx.bus, root, ctx.stop, dedupe=dedupe, started=watching))
+            loops.append(
+                run_watch(s, ctx.bus, root, ctx.stop, dedupe=dedupe, started=watching, scope=scope)
+            )
     if ing.reconcile.enabled:
         if ledger is None:
             raise ValueError("ingest.reconcile is on but no verdict ledger was handed in")

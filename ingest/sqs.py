@@ -26,6 +26,7 @@ from pipeline.bus.base import Bus, BusError
 from pipeline.events import Source
 from pipeline.retry import Stopped, retrying
 from pipeline.settings import SettingsError
+from pipeline.storage.locations import Scope
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,13 @@ class SqsPoller:
     """Receives, normalises and deletes messages of one queue."""
 
     def __init__(
-        self, settings: IngestConfig, bus: Bus, client: Any, *, dedupe: DedupeWindow | None = None
+        self,
+        settings: IngestConfig,
+        bus: Bus,
+        client: Any,
+        *,
+        dedupe: DedupeWindow | None = None,
+        scope: Scope | None = None,
     ) -> None:
         sqs = settings.ingest.sqs
         if not sqs.queue_url:
@@ -59,7 +66,12 @@ class SqsPoller:
         self.origin = f"sqs:{_queue_name(sqs.queue_url)}"
         self.client = client
         self.intake = Intake(
-            settings, bus, normalizer=AwsNormalizer(), source=Source.EVENT, dedupe=dedupe
+            settings,
+            bus,
+            normalizer=AwsNormalizer(),
+            source=Source.EVENT,
+            dedupe=dedupe,
+            scope=scope,
         )
 
     async def check(self) -> None:
@@ -189,11 +201,12 @@ async def run_sqs(
     *,
     dedupe: DedupeWindow | None = None,
     started: asyncio.Event | None = None,
+    scope: Scope | None = None,
 ) -> None:
     """Poll ``ingest.sqs.queue_url`` until ``stop``; raises :class:`SqsConfigError` early."""
     session = get_session()
     async with session.create_client(**sqs_client_kwargs(settings)) as client:
-        poller = SqsPoller(settings, bus, client, dedupe=dedupe)
+        poller = SqsPoller(settings, bus, client, dedupe=dedupe, scope=scope)
         await poller.check()
         log.info("polling SQS queue %s", poller.queue_url, extra={"queue": poller.queue_url})
         if started is not None:

@@ -5,7 +5,9 @@ is not complete yet. The watcher (watchfiles: inotify, or polling on mounts with
 keeps every added or modified file pending until its size and modification time have stayed
 the same for ``ingest.watch.settle_s``, then produces one scan request (``source=watch``)
 for it. Temporary names (dot files, ``*.tmp``, ``*.part``) are skipped; their final rename
-is what gets scanned.
+is what gets scanned. So are the quarantine location (pictguard's own copies, when it lies
+inside a watched folder) and files reached through a symlink (a link out of the root must
+not make pictguard read, or act on, what lies outside it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from ingest.sources import ObjectEvent
 from pipeline.bus.base import Bus, BusError
 from pipeline.events import Source, StoreKind
 from pipeline.settings import SettingsError
-from pipeline.storage.local import META_SUFFIX
+from pipeline.storage.local import META_SUFFIX, file_etag
+from pipeline.storage.locations import Scope, UnsafePath, resolve_key
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +69,15 @@ class FileWatcher:
         *,
         dedupe: DedupeWindow | None = None,
         clock: Callable[[], float] = time.monotonic,
+        scope: Scope | None = None,
     ) -> None:
         self.settings = settings
         self.watch = settings.ingest.watch
         self.root = root.resolve()
         self.location = str(self.root)
-        self.intake = Intake(settings, bus, source=Source.WATCH, dedupe=dedupe)
+        scope = scope or Scope()
+        self.hidden = scope.hidden_prefixes(StoreKind.FILE, self.location)
+        self.intake = Intake(settings, bus, source=Source.WATCH, dedupe=dedupe, scope=scope)
         self._clock = clock
         self._pending: dict[str, _Pending] = {}
 
@@ -85,7 +91,10 @@ class FileWatcher:
         rel = os.path.relpath(path, self.location)
         if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
             return None
-        return Path(rel).as_posix()
+        key = Path(rel).as_posix()
+        if self.hidden and key.startswith(self.hidden):
+            return None  # the quarantine location: pictguard's own writes
+        return key
 
     def note(self, change: Change, path: str) -> None:
         """Take one watchfiles change into account."""
@@ -111,7 +120,12 @@ class FileWatcher:
         inside: dict[str, list[tuple[str, tuple[int, int]]]] = {}
         for key in keys:
             try:
-                st = os.stat(self.root / key, follow_symlinks=False)
+                path = resolve_key(self.root, key)
+                st = os.stat(path, follow_symlinks=False)
+            except UnsafePath as exc:
+                log.warning("watcher %s: skipped %r: %s", self.location, key, exc)
+                found[key] = None
+                continue
             except OSError:
                 found[key] = None
                 continue
@@ -168,7 +182,7 @@ class FileWatcher:
                 key=key,
                 size=st.st_size,
                 # The same tag LocalStore lists, so reconcile and watcher agree.
-                etag=f"{st.st_mtime_ns:x}-{st.st_size:x}",
+                etag=file_etag(st),
                 store=StoreKind.FILE,
                 event_name="watch",
             )
@@ -241,6 +255,8 @@ async def run_watch(
     *,
     dedupe: DedupeWindow | None = None,
     started: asyncio.Event | None = None,
+    scope: Scope | None = None,
 ) -> None:
     """Watch ``root`` recursively until ``stop``; scan requests use ``source=watch``."""
-    await FileWatcher(settings, bus, root, dedupe=dedupe).run(stop, started=started)
+    watcher = FileWatcher(settings, bus, root, dedupe=dedupe, scope=scope)
+    await watcher.run(stop, started=started)

@@ -43,6 +43,7 @@ from pipeline.bus.base import Bus, BusError
 from pipeline.events import Source
 from pipeline.health import Health
 from pipeline.http import CapBodies, serve_app
+from pipeline.storage.locations import Scope
 from pipeline.tokens import bearer_token, secret_matches
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class WebhookReceiver:
         *,
         dedupe: DedupeWindow | None = None,
         clock: Callable[[], float] = time.time,
+        scope: Scope | None = None,
     ) -> None:
         self.settings = settings
         self.hook = settings.ingest.webhook
@@ -74,7 +76,12 @@ class WebhookReceiver:
         sources: tuple[SourceName, ...] = ("minio", "ceph", "b2")
         self.intakes: dict[str, Intake] = {
             name: Intake(
-                settings, bus, normalizer=normalizer(name), source=Source.EVENT, dedupe=window
+                settings,
+                bus,
+                normalizer=normalizer(name),
+                source=Source.EVENT,
+                dedupe=window,
+                scope=scope,
             )
             for name in sources
         }
@@ -175,6 +182,7 @@ class WebhookReceiver:
             filtered=outcome.filtered,
             ignored=outcome.ignored,
             removed=outcome.removals,
+            refused=outcome.refused,
             **extra,
         )
         if outcome.error is not None:
@@ -185,7 +193,7 @@ class WebhookReceiver:
 def _answer(**counts: int) -> dict[str, Any]:
     """A 200's body: what became of the delivery's events, every count present."""
     answer: dict[str, Any] = dict.fromkeys(
-        ("accepted", "repeats", "filtered", "ignored", "removed"), 0
+        ("accepted", "repeats", "filtered", "ignored", "removed", "refused"), 0
     )
     answer.update(counts)
     return answer
@@ -197,12 +205,14 @@ def create_webhook_app(
     *,
     dedupe: DedupeWindow | None = None,
     clock: Callable[[], float] = time.time,
+    scope: Scope | None = None,
 ) -> ASGIApp:
     """The ASGI app; the caller owns ``bus`` (started and stopped outside the app).
 
-    ``clock`` (tests) is what B2 event timestamps are compared with.
+    ``clock`` (tests) is what B2 event timestamps are compared with; ``scope`` refuses
+    (dead-letters) notifications about buckets outside it.
     """
-    receiver = WebhookReceiver(settings, bus, dedupe=dedupe, clock=clock)
+    receiver = WebhookReceiver(settings, bus, dedupe=dedupe, clock=clock, scope=scope)
     hook = settings.ingest.webhook
     if not any((hook.minio_token, hook.ceph_token, hook.b2_secret)):
         log.warning(
@@ -221,11 +231,12 @@ async def run_webhook(
     *,
     dedupe: DedupeWindow | None = None,
     started: asyncio.Event | None = None,
+    scope: Scope | None = None,
 ) -> None:
     """Serve the receiver on ``ingest.webhook.host:port`` until ``stop`` is set."""
     hook = settings.ingest.webhook
     await serve_app(
-        create_webhook_app(settings, bus, dedupe=dedupe),
+        create_webhook_app(settings, bus, dedupe=dedupe, scope=scope),
         hook.host,
         hook.port,
         stop,

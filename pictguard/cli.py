@@ -690,6 +690,7 @@ def _register_role_commands(target: typer.Typer) -> None:
     """Commands owned by the roles: hash lists, feeds and models (classify), admin flows
     (enforce)."""
     from classify.cli import register as register_classify
+    from classify.decode import entry_hashes
     from classify.feeds.cli import register as register_feeds
     from enforce.admin import EnforceContext
     from enforce.cli import register as register_enforce
@@ -714,6 +715,7 @@ def _register_role_commands(target: typer.Typer) -> None:
                 rt.bus,
                 rt.tables.hashlists,
                 media_roots=settings.ingest.watch.roots,
+                hasher=entry_hashes,
             )
 
     @contextlib.asynccontextmanager

@@ -115,9 +115,12 @@ async def run_serve(settings: Settings, started: asyncio.Event | None = None) ->
         await rt.start_tables()
         lists_only = settings.classify.model_copy(update={"classifiers": ["hashlist"]})
         engine = await start_engine(rt, lists_only if only_remote else None)
+        # Enforce first: it may refuse to start (a public quarantine location) before any
+        # other loop exists.
+        enforce = await enforce_loops(rt)
         loops = (
             ([] if only_remote else await classify_loops(rt, engine))
-            + await enforce_loops(rt)
+            + enforce
             + [sink_loop(settings, rt.bus, rt.state, rt.stop)]
             + await ingest_loops(rt)
             + await feeds_loops(rt)
@@ -170,7 +173,7 @@ async def run_backfill(
     from ingest.backfill import Backfill
 
     location = parse_location(target)
-    async with open_runtime(settings, mode=Mode.DISTRIBUTED) as rt:
+    async with open_runtime(settings, mode=Mode.DISTRIBUTED, locations=[target]) as rt:
         stop_on_signals(rt.stop)
         store = rt.stores.for_location(location)
         await store.check()
@@ -193,7 +196,7 @@ async def run_reconcile_once(settings: Settings, target: str) -> int:
             "turn on ingest.reconcile for `pictguard serve`, or run `pictguard scan`"
         )
     location = parse_location(target)
-    async with open_runtime(settings, mode=Mode.DISTRIBUTED) as rt:
+    async with open_runtime(settings, mode=Mode.DISTRIBUTED, locations=[target]) as rt:
         stop_on_signals(rt.stop)
         await rt.stores.for_location(location).check()
         await rt.bus.ensure_topics([settings.topic(SCAN_BULK)])

@@ -49,6 +49,7 @@ async def classify_loops(runtime: Runtime, engine: ClassifyEngine | None = None)
 
 async def enforce_stage(runtime: Runtime, on_outcome: Any = None) -> tuple[EnforceStage, Loops]:
     """The started enforce stage (for what it reports at the end of a scan) and its loop."""
+    from classify.decode import entry_hashes
     from enforce import role
 
     await runtime.start_tables()
@@ -58,6 +59,7 @@ async def enforce_stage(runtime: Runtime, on_outcome: Any = None) -> tuple[Enfor
         stage,
         hashlists=runtime.tables.hashlists,
         media_roots=runtime.settings.ingest.watch.roots,
+        hasher=entry_hashes,
     )
     return stage, loops
 
@@ -97,6 +99,7 @@ async def admin_endpoints(runtime: Runtime) -> APIRouter | None:
     the only ones (the console then runs in the enforce pod: ``pictguard review``)."""
     from fastapi import APIRouter
 
+    from classify.decode import entry_hashes
     from enforce.admin import EnforceContext, static_context
     from enforce.admin_api import admin_router
     from enforce.review.app import review_router
@@ -124,6 +127,7 @@ async def admin_endpoints(runtime: Runtime) -> APIRouter | None:
         runtime.bus,
         runtime.tables.hashlists,
         media_roots=s.ingest.watch.roots,
+        hasher=entry_hashes,
     )
     endpoints = APIRouter()
     endpoints.include_router(admin_router(static_context(context), token=s.enforce.admin_token))

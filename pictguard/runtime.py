@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from pictguard.settings import Settings
+from pictguard.settings import Settings, storage_scope
 from pipeline.bus.base import Bus
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
@@ -89,12 +89,14 @@ class _LoggingExitStack(AsyncExitStack):
 
 @contextlib.asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, mode: Mode, service: str = "pictguard"
+    settings: Settings, *, mode: Mode, service: str = "pictguard", locations: Sequence[str] = ()
 ) -> AsyncIterator[Runtime]:
     """Open bus, stores, state and tables for this process's mode.
 
-    Tracing starts here too when the ``OTEL_*`` environment asks for it (``service`` is
-    the default service name) and is flushed last, after everything else closed.
+    ``locations`` (a scan, backfill or reconcile target) join the locations the stores'
+    scope allows (:func:`pictguard.settings.storage_scope`). Tracing starts here too when
+    the ``OTEL_*`` environment asks for it (``service`` is the default service name) and
+    is flushed last, after everything else closed.
     """
     async with _LoggingExitStack() as stack:
         # Whatever writes logs or spans in this process redacts these secrets.
@@ -110,7 +112,7 @@ async def open_runtime(
             bus = MemoryBus(table_topics=[settings.topic(t) for t in TABLE_TOPICS])
         await bus.start()
         stack.push_async_callback(bus.stop)
-        stores = Stores(settings.s3)
+        stores = Stores(settings.s3, scope=storage_scope(settings, locations))
         stack.push_async_callback(stores.close)
         state = SqliteState(settings.storage.state_file)
         await state.start()

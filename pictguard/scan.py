@@ -214,7 +214,7 @@ def quarantine_destination(settings: Settings) -> str | None:
     policy = settings.enforce.action_policy()
     if not any(policy.action_for(d) is ActionType.QUARANTINE for d in Decision):
         return None
-    return QuarantineSpec.parse(settings.enforce.quarantine).describe()
+    return QuarantineSpec.parse(settings.enforce.quarantine, settings.storage.state_dir).describe()
 
 
 def _without_own_state(settings: Settings, location: Location) -> Settings:
@@ -278,7 +278,7 @@ async def run_scan(
     progress = _Progress()
     tracker = _Tracker(summary, progress, on_done)
     opened = time.perf_counter()
-    async with open_runtime(settings, mode=Mode.SINGLE) as rt:
+    async with open_runtime(settings, mode=Mode.SINGLE, locations=[target]) as rt:
         with _stop_on_signals(rt.stop) if handle_signals else contextlib.nullcontext():
             store = rt.stores.for_location(location)
             await store.check()

@@ -7,8 +7,9 @@ protocol its settings module defines (``ClassifyConfig``, ``EnforceConfig``…),
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
@@ -17,6 +18,9 @@ from enforce.settings import EnforceSettings
 from ingest.settings import IngestSettings
 from pipeline.settings import PipelineSettings, load_into
 from validate_api.settings import ApiSettings
+
+if TYPE_CHECKING:
+    from pipeline.storage.locations import Scope
 
 
 class Settings(PipelineSettings):
@@ -46,3 +50,30 @@ class Settings(PipelineSettings):
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """Read settings from the environment and ``config``; raise ``SettingsError``."""
     return load_into(Settings, config, **overrides)
+
+
+def storage_scope(settings: Settings, targets: Sequence[str] = ()) -> Scope:
+    """Where this process may act, and the quarantine location it never scans.
+
+    Allowed: ``storage.allowed_locations``, plus ``targets`` (a scan, backfill or
+    reconcile target given on the command line), ``ingest.watch.roots`` and
+    ``ingest.reconcile.locations``: configuring a location to scan says pictguard may act
+    there. The quarantine location comes from ``enforce.quarantine``.
+    """
+    from enforce.quarantine import QuarantineSpec
+    from pipeline.storage.locations import Scope
+
+    spec = QuarantineSpec.parse(settings.enforce.quarantine, settings.storage.state_dir)
+    named = {
+        "storage.allowed_locations": list(settings.storage.allowed_locations),
+        "command line": list(targets),
+        "ingest.watch.roots": [str(r) for r in settings.ingest.watch.roots],
+        "ingest.reconcile.locations": list(settings.ingest.reconcile.locations),
+    }
+    location = spec.location
+    return Scope.of(
+        [text for texts in named.values() for text in texts],
+        quarantine=[location] if location is not None else [],
+        quarantine_prefix=spec.prefix if location is None else None,
+        sources=tuple(name for name, texts in named.items() if texts),
+    )

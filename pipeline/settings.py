@@ -220,6 +220,14 @@ class StorageSettings(BaseModel):
         "lists and the verdict cache: sqlite for a single-process install, kafka when the "
         "roles run distributed (`pictguard run`)",
     )
+    allowed_locations: list[str] = Field(
+        default_factory=list,
+        description="Buckets (s3://bucket[/prefix]) and folders pictguard may scan and act on; "
+        "events, verdicts and admin targets naming anything else are refused. Added to it: "
+        "the scan/backfill target given on the command line, ingest.watch.roots and "
+        "ingest.reconcile.locations. Empty with nothing to add: any location (webhook and "
+        "SQS receivers then refuse to start)",
+    )
 
     @property
     def state_file(self) -> Path:

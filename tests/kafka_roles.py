@@ -18,7 +18,7 @@ from classify.hashlists import HashLists
 from pipeline.bus.kafka import KafkaBus, create_topics
 from pipeline.state.topic_table import TopicTable
 from tests.corpus import Corpus
-from tests.servers import FAST_GROUPS, Broker, S3Server
+from tests.servers import FAST_GROUPS, Broker, S3Server, bucket_keys
 
 PICTGUARD = [sys.executable, "-m", "pictguard.cli"]
 
@@ -43,6 +43,9 @@ def role_env(
         # Several replicas of a role on this host: each its own free health port (a role
         # whose port is taken does not start).
         PICTGUARD_METRICS__PORT="0",
+        # Enforce on Kafka wants a quarantine location named (not the per-pod default under
+        # its state dir); tests that check the copies pass a bucket of their own.
+        PICTGUARD_ENFORCE__QUARANTINE=str(state_dir / "quarantine"),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -99,6 +102,13 @@ def seed_bucket(
     if broker is not None:
         asyncio.run(block_on_kafka(broker, prefix, corpus))
     return f"s3://{bucket}-q/"
+
+
+def quarantined_keys(client: Any, bucket: str) -> set[str]:
+    """The original keys of ``bucket``'s copies in ``<bucket>-q`` (a copy's key there names
+    its source: ``s3/<bucket>/<key>``)."""
+    source = f"s3/{bucket}/"
+    return {k.removeprefix(source) for k in bucket_keys(client, f"{bucket}-q")}
 
 
 def outcomes(state_dir: Path) -> dict[str, Any]:

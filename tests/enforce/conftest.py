@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pictguard.settings import Settings
+from pictguard.settings import Settings, storage_scope
 from pipeline.bus.base import Consumer
 from pipeline.bus.memory import MemoryBus
 from pipeline.events import (
@@ -27,7 +27,14 @@ from pipeline.topics import ACTIONS
 from tests.servers import S3Server
 
 
-def make_settings(s3_server: S3Server, tmp_path: Path, prefix: str, **enforce: Any) -> Settings:
+def make_settings(
+    s3_server: S3Server,
+    tmp_path: Path,
+    prefix: str,
+    *,
+    storage: dict[str, Any] | None = None,
+    **enforce: Any,
+) -> Settings:
     """Settings pointing at the moto server and a private state folder."""
     return Settings(
         kafka={"topic_prefix": prefix},
@@ -37,7 +44,7 @@ def make_settings(s3_server: S3Server, tmp_path: Path, prefix: str, **enforce: A
             "secret_access_key": s3_server.secret_key,
             "path_style": True,
         },
-        storage={"state_dir": tmp_path / "state"},
+        storage={"state_dir": tmp_path / "state", **(storage or {})},
         enforce=enforce,
     )
 
@@ -114,10 +121,13 @@ async def env(
     """Build (settings, bus, stores, tap) for a test; everything is closed at the end."""
     opened: list[Stores] = []
 
-    async def _env(**enforce: Any) -> tuple[Settings, MemoryBus, Stores, ActionTap]:
-        settings = make_settings(s3_server, tmp_path, topic_prefix, **enforce)
+    async def _env(
+        storage: dict[str, Any] | None = None, **enforce: Any
+    ) -> tuple[Settings, MemoryBus, Stores, ActionTap]:
+        settings = make_settings(s3_server, tmp_path, topic_prefix, storage=storage, **enforce)
         bus = MemoryBus()
-        stores = Stores(settings.s3)
+        # The scope the composition root gives every process (allowed locations, quarantine).
+        stores = Stores(settings.s3, scope=storage_scope(settings))
         opened.append(stores)
         tap = ActionTap(bus, settings)
         await tap.start()

@@ -150,7 +150,7 @@ async def test_restore_by_key_and_by_quarantined_id(quarantined: Any, bucket: st
     qbucket = settings.enforce.quarantine.split("/")[2]
     async with EnforceAdmin(ctx) as admin:
         by_key = await admin.restore("c/3.jpg")
-        by_copy = await admin.restore(f"s3://{qbucket}/q/a/1.jpg")
+        by_copy = await admin.restore(f"s3://{qbucket}/q/s3/{bucket}/a/1.jpg")
     assert [a.object.key for a in by_key.actions if a.object] == ["c/3.jpg"]
     assert [a.object.key for a in by_copy.actions if a.object] == ["a/1.jpg"]
     assert exists(s3, bucket, "c/3.jpg") and exists(s3, bucket, "a/1.jpg")

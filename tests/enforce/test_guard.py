@@ -252,7 +252,7 @@ def test_hash_list_hits_arriving_first_cannot_act_before_the_ratio_is_judged(
     assert summary["held"] == 30
     assert "before the flagged ratio is judged" in (summary["guard_trip"] or "")
     assert "BLAST-RADIUS GUARD TRIPPED" in scan.stderr
-    assert len(list((tmp_path / "quarantine").glob("*.jpg"))) == 10
+    assert len(list((tmp_path / "quarantine").rglob("*.jpg"))) == 10  # keyed by source
     assert len(list(media.glob("a-*.jpg"))) == 30  # the held ones are still in place
 
     # The audit says where each quarantined image went and what matched.

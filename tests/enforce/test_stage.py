@@ -15,13 +15,15 @@ from pipeline.events import (
     Decision,
     EnforcementAction,
     Lane,
+    ScanRequest,
     Verdict,
     decode,
     encode,
 )
 from pipeline.state.sqlite import SqliteState
-from pipeline.topics import DEAD_LETTER, VERDICTS
+from pipeline.topics import DEAD_LETTER, SCAN_BULK, VERDICTS
 from tests.enforce.conftest import exists, verdict_for
+from tests.media import photo_jpeg
 
 
 def message(settings: Any, verdict: Verdict | bytes, offset: int = 0) -> Message:
@@ -52,9 +54,10 @@ async def test_quarantine_moves_object_to_other_bucket_with_metadata(
     assert action.action is ActionType.QUARANTINE
     assert action.outcome is ActionOutcome.DONE
     assert action.quarantine is not None
-    assert action.quarantine.id == f"s3://{qbucket}/held/aa/bb/img.jpg"
+    # The copy's key names its source bucket: copies from two buckets never meet.
+    assert action.quarantine.id == f"s3://{qbucket}/held/s3/{bucket}/aa/bb/img.jpg"
     assert not exists(s3, bucket, "aa/bb/img.jpg")
-    copy = s3.get_object(Bucket=qbucket, Key="held/aa/bb/img.jpg")
+    copy = s3.get_object(Bucket=qbucket, Key=f"held/s3/{bucket}/aa/bb/img.jpg")
     assert copy["Body"].read() == data
     assert copy["ContentType"] == "image/jpeg"
     meta = copy["Metadata"]
@@ -84,16 +87,17 @@ async def test_bare_prefix_quarantines_inside_the_same_bucket(
     await run(stage, settings, verdict_for(bucket, "x/y.png", data=data))
     [action] = await tap.take()
     assert action.quarantine is not None
-    assert action.quarantine.id == f"s3://{bucket}/quarantine/x/y.png"
-    assert s3.get_object(Bucket=bucket, Key="quarantine/x/y.png")["Body"].read() == data
+    copy_key = f"quarantine/s3/{bucket}/x/y.png"
+    assert action.quarantine.id == f"s3://{bucket}/{copy_key}"
+    assert s3.get_object(Bucket=bucket, Key=copy_key)["Body"].read() == data
     assert not exists(s3, bucket, "x/y.png")
 
     # A verdict about the quarantined copy itself (a rescan of the bucket) moves nothing.
-    await run(stage, settings, verdict_for(bucket, "quarantine/x/y.png", data=data))
+    await run(stage, settings, verdict_for(bucket, copy_key, data=data))
     [again] = await tap.take()
     assert again.action is ActionType.REPORT
     assert "quarantine location" in (again.detail or "")
-    assert exists(s3, bucket, "quarantine/x/y.png")
+    assert exists(s3, bucket, copy_key)
     await stage.stop()
 
 
@@ -154,7 +158,9 @@ async def test_dry_run_changes_nothing(
     assert all(a.dry_run for a in actions)
     details = sorted(a.detail or "" for a in actions)
     assert details[0] == "dry run: would delete"
-    assert details[1].startswith("dry run: would quarantine to s3://")
+    # The default quarantine: the private folder under the state dir, keyed by source.
+    quarantine = settings.storage.state_dir.resolve() / "quarantine"
+    assert details[1] == f"dry run: would quarantine to file://{quarantine}/s3/{bucket}/a.jpg"
     assert exists(s3, bucket, "a.jpg") and exists(s3, bucket, "b.jpg")
 
 
@@ -220,20 +226,23 @@ async def test_storage_failure_is_a_failed_action_not_a_crash(
 ) -> None:
     put(bucket, "ok.jpg")
     put(bucket, "stuck.jpg")
-    # The quarantine bucket does not exist: the copy fails, the original must stay.
-    settings, bus, stores, tap = await env(quarantine="s3://no-such-quarantine-bucket/q/")
+    qbucket = f"gone-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=qbucket)
+    settings, bus, stores, tap = await env(quarantine=f"s3://{qbucket}/q/")
     stage = EnforceStage(bus, settings, stores, state)
     await stage.start()
+    # The quarantine bucket disappears after start-up: the copy fails, the original stays.
+    s3.delete_bucket(Bucket=qbucket)
     await run(stage, settings, verdict_for(bucket, "stuck.jpg"))
     await stage.stop()
     [action] = await tap.take()
     assert action.outcome is ActionOutcome.FAILED
-    assert "no-such-quarantine-bucket" in (action.detail or "")
+    assert qbucket in (action.detail or "")
     assert "not found" in (action.detail or "")
     assert exists(s3, bucket, "stuck.jpg")
 
     # A failed action is not final: once the location works, the next verdict acts.
-    s3.create_bucket(Bucket="no-such-quarantine-bucket")
+    s3.create_bucket(Bucket=qbucket)
     stage = EnforceStage(bus, settings, stores, state)
     await stage.start()
     await run(stage, settings, verdict_for(bucket, "stuck.jpg"))
@@ -302,3 +311,63 @@ async def test_batch_keeps_per_object_order(
             (ActionType.DELETE, ActionOutcome.DONE),
             (ActionType.QUARANTINE, ActionOutcome.ALREADY_ABSENT),
         ]
+
+
+async def test_a_verdict_outside_the_allowed_locations_is_refused(
+    env: Any, state: SqliteState, bucket: str, put: Any, s3: Any
+) -> None:
+    """Before, enforce deleted whatever a verdict named, in any bucket its keys reach."""
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=other)
+    data = put(other, "not-ours.jpg", photo_jpeg(31, 640, 480))
+    put(bucket, "ours.jpg", data)
+    settings, bus, stores, tap = await env(
+        storage={"allowed_locations": [f"s3://{bucket}"]}, on_flag_csam="delete"
+    )
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    await run(
+        stage,
+        settings,
+        verdict_for(other, "not-ours.jpg", data=data),
+        verdict_for(bucket, "ours.jpg", data=data),
+    )
+    await stage.stop()
+    by_bucket = {a.object.bucket: a for a in await tap.take() if a.object}
+    refused = by_bucket[other]
+    assert (refused.action, refused.outcome) == (ActionType.DELETE, ActionOutcome.FAILED)
+    assert "outside the locations pictguard may act on" in (refused.detail or "")
+    assert "storage.allowed_locations" in (refused.detail or "")
+    assert exists(s3, other, "not-ours.jpg")
+    assert by_bucket[bucket].outcome is ActionOutcome.DONE
+    assert not exists(s3, bucket, "ours.jpg")
+
+
+async def test_an_object_changed_since_its_verdict_is_rescanned_not_removed(
+    env: Any, state: SqliteState, bucket: str, s3: Any
+) -> None:
+    """Enforce acts only on the version classified: new bytes under the key get a scan."""
+    flagged = photo_jpeg(41, 800, 600)
+    s3.put_object(Bucket=bucket, Key="avatar.jpg", Body=flagged)
+    classified = s3.head_object(Bucket=bucket, Key="avatar.jpg")["ETag"].strip('"')
+    replaced = photo_jpeg(42, 800, 600)  # the user replaced the image before enforce ran
+    s3.put_object(Bucket=bucket, Key="avatar.jpg", Body=replaced)
+    current = s3.head_object(Bucket=bucket, Key="avatar.jpg")["ETag"].strip('"')
+    settings, bus, stores, tap = await env(on_flag_csam="delete")
+    rescans = bus.consumer([settings.topic(SCAN_BULK)], "rescans")
+    await rescans.start()
+    verdict = verdict_for(bucket, "avatar.jpg", data=flagged)
+    verdict = verdict.model_copy(
+        update={"object": verdict.object.model_copy(update={"etag": classified})}  # type: ignore[union-attr]
+    )
+    stage = EnforceStage(bus, settings, stores, state)
+    await stage.start()
+    await run(stage, settings, verdict)
+    await stage.stop()
+    [action] = await tap.take()
+    assert (action.action, action.outcome) == (ActionType.REPORT, ActionOutcome.DONE)
+    assert "changed since it was classified" in (action.detail or "")
+    assert s3.get_object(Bucket=bucket, Key="avatar.jpg")["Body"].read() == replaced
+    [request] = [decode(m.value, ScanRequest) for m in await rescans.getmany(0, 10)]
+    assert request.object is not None
+    assert (request.object.id, request.object.etag) == (f"s3://{bucket}/avatar.jpg", current)

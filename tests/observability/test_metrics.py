@@ -192,6 +192,8 @@ async def test_a_role_process_serves_probes_and_metrics(broker: Broker, tmp_path
         PICTGUARD_STORAGE__STATE_DIR=str(tmp_path / "state"),
         PICTGUARD_METRICS__HOST="127.0.0.1",
         PICTGUARD_METRICS__PORT=str(port),
+        # No quarantine location shared by replicas is configured here.
+        PICTGUARD_ENFORCE__DRY_RUN="true",
     )
     log = (tmp_path / "enforce.log").open("wb")
     role = subprocess.Popen(

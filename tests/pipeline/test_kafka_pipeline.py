@@ -18,6 +18,7 @@ from tests.kafka_roles import (
     Roles,
     backfill,
     outcomes,
+    quarantined_keys,
     role_env,
     seed_bucket,
     wait_for,
@@ -59,7 +60,7 @@ def test_two_classify_consumers_over_kafka(
     assert set(seen["destructive"]) == {f"s3://{bucket}/{k}" for k in corpus.blocked}
     assert set(seen["destructive"].values()) == {1}
     assert bucket_keys(client, bucket) == set(corpus.objects) - corpus.blocked
-    assert bucket_keys(client, f"{bucket}-q") == corpus.blocked
+    assert quarantined_keys(client, bucket) == corpus.blocked
     assert all(p.poll() is None for p in roles.procs)  # nothing crashed
 
 
@@ -104,7 +105,7 @@ def test_classify_killed_mid_run_loses_nothing_and_acts_once(
     assert seen["objects"] == len(corpus.objects)
     assert set(seen["destructive"]) == {f"s3://{bucket}/{k}" for k in corpus.blocked}
     assert set(seen["destructive"].values()) == {1}  # nobody acted on an object twice
-    assert bucket_keys(client, f"{bucket}-q") == corpus.blocked
+    assert quarantined_keys(client, bucket) == corpus.blocked
 
 
 async def read_keys(broker: Broker, topic: str) -> list[str]:

@@ -36,9 +36,10 @@ async def test_bucket_scan_quarantines_blocklisted_and_reports_errors(
     assert summary.decisions[Decision.ALLOW] == len(corpus.clean)
     remaining = bucket_keys(client, bucket)
     assert remaining == set(corpus.objects) - corpus.blocked  # clean and failed untouched
-    assert bucket_keys(client, f"{bucket}-q") == {f"held/{k}" for k in corpus.blocked}
+    assert bucket_keys(client, f"{bucket}-q") == {f"held/s3/{bucket}/{k}" for k in corpus.blocked}
     for key in corpus.blocked:
-        body = client.get_object(Bucket=f"{bucket}-q", Key=f"held/{key}")["Body"].read()
+        copy = f"held/s3/{bucket}/{key}"  # the copy's key names its source bucket
+        body = client.get_object(Bucket=f"{bucket}-q", Key=copy)["Body"].read()
         assert body == corpus.objects[key]
     reasons = {v.object.key: v.reason for v, _ in summary.notable if v.object}
     assert {reasons[k] for k in corpus.corrupt} == {"undecodable"}
@@ -81,7 +82,8 @@ async def test_folder_scan_quarantines_into_a_folder(tmp_path: Path, s3_server: 
     assert summary.decisions[Decision.FLAG_CSAM] == 3
     for key in corpus.blocked:
         assert not (media / key).exists()
-        assert (tmp_path / "q" / key).read_bytes() == corpus.objects[key]
+        copy = tmp_path / "q" / "file" / str(media.resolve()).lstrip("/") / key
+        assert copy.read_bytes() == corpus.objects[key]
     for key in corpus.clean:
         assert (media / key).read_bytes() == corpus.objects[key]
 

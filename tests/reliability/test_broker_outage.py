@@ -27,6 +27,7 @@ from tests.kafka_roles import (
     backfill,
     block_on_kafka,
     outcomes,
+    quarantined_keys,
     role_env,
     seed_bucket,
     wait_for,
@@ -88,7 +89,7 @@ def test_roles_started_before_the_broker_wait_for_it(
     assert seen["objects"] == len(corpus.objects)
     assert set(seen["destructive"]) == {f"s3://{bucket}/{k}" for k in corpus.blocked}
     assert set(seen["destructive"].values()) == {1}
-    assert bucket_keys(client, f"{bucket}-q") == corpus.blocked
+    assert quarantined_keys(client, bucket) == corpus.blocked
     for name, text in logs(roles).items():
         attempts = [(m[0], m[1], int(m[2])) for m in WAITING.findall(text)]
         assert attempts, name
@@ -186,7 +187,7 @@ def test_broker_paused_mid_run_roles_ride_it_out(
     assert seen["objects"] == len(corpus.objects)
     blocked = {f"s3://{bucket}/{k}" for k in corpus.blocked}
     assert acted_once(destructive_outcomes(tmp_path / "enforce"), blocked) == []
-    assert bucket_keys(client, f"{bucket}-q") == corpus.blocked
+    assert quarantined_keys(client, bucket) == corpus.blocked
     assert not corpus.blocked & bucket_keys(client, bucket)
     text = "\n".join(logs(roles).values())
     assert "Traceback" not in text

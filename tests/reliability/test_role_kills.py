@@ -27,6 +27,7 @@ from tests.kafka_roles import (
     Roles,
     backfill,
     outcomes,
+    quarantined_keys,
     role_env,
     seed_bucket,
     wait_for,
@@ -103,7 +104,7 @@ def test_backfill_killed_mid_listing_resumes_without_losing_objects(
     assert seen["objects"] == len(corpus.objects)  # 0 objects without a verdict
     blocked = {f"s3://{bucket}/{k}" for k in corpus.blocked}
     assert acted_once(destructive_outcomes(tmp_path / "enforce"), blocked) == []
-    assert bucket_keys(client, f"{bucket}-q") == corpus.blocked
+    assert quarantined_keys(client, bucket) == corpus.blocked
     repeated = total - len(corpus.objects)
     assert 0 <= repeated <= 40 + 20  # at most what followed the last checkpoint
     record(
@@ -157,7 +158,8 @@ def test_enforce_killed_mid_action_acts_once(
             seen = list(proxy.seen)
             copied = {s.path.split("?")[0] for s in seen if s.method == "PUT"}
             deleted = {s.path.split("?")[0] for s in seen if s.method == "DELETE"}
-            return {p for p in copied if p.replace(f"/{bucket}-q/", f"/{bucket}/") not in deleted}
+            into = f"/{bucket}-q/s3/{bucket}/"  # a copy's key names its source bucket
+            return {p for p in copied if p.replace(into, f"/{bucket}/") not in deleted}
 
         # Kill while a move is under way: on a busy machine enforce can sit between
         # actions, waiting for classify, and a kill then would test nothing.
@@ -175,7 +177,7 @@ def test_enforce_killed_mid_action_acts_once(
 
         roles.start("enforce", enforce_env)
         wait_for(tmp_path / "enforce", len(corpus.objects))
-        wait_until(lambda: bucket_keys(client, f"{bucket}-q") == corpus.blocked, 60, "every move")
+        wait_until(lambda: quarantined_keys(client, bucket) == corpus.blocked, 60, "every move")
         roles.stop_all()
         copies = [s.path.split("?")[0] for s in proxy.seen if s.method == "PUT"]
 
@@ -184,10 +186,10 @@ def test_enforce_killed_mid_action_acts_once(
     actions = destructive_outcomes(tmp_path / "enforce")
     blocked = {f"s3://{bucket}/{k}" for k in corpus.blocked}
     assert acted_once(actions, blocked) == []  # 0 duplicate destructive actions
-    assert bucket_keys(client, f"{bucket}-q") == corpus.blocked
+    assert quarantined_keys(client, bucket) == corpus.blocked
     assert not corpus.blocked & bucket_keys(client, bucket)
     for key in corpus.blocked:  # every quarantined copy is the original, byte for byte
-        copy = client.get_object(Bucket=f"{bucket}-q", Key=key)["Body"].read()
+        copy = client.get_object(Bucket=f"{bucket}-q", Key=f"s3/{bucket}/{key}")["Body"].read()
         assert copy == corpus.objects[key]
     record(
         "enforce_killed",

@@ -3,8 +3,10 @@ and no secret in the logs, checked against a real `pictguard --debug serve` proc
 
 Existing coverage this file does not repeat: CIDR arithmetic and X-Forwarded-For
 (tests/validate/test_auth.py), 413 for oversize uploads (tests/validate/test_api.py), the
-admin token on the admin router (tests/enforce/test_admin_api.py), the quarantine
-public-access warning (tests/enforce/test_quarantine.py).
+admin token on the admin router (tests/enforce/test_admin_api.py), the refusal of a public
+quarantine location (tests/enforce/test_quarantine.py, tests/enforce/test_quarantine_cli.py),
+events and verdicts outside ``storage.allowed_locations`` (tests/ingest/test_scope.py,
+tests/enforce/test_stage.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import pytest
 import yaml
 
 from pipeline.samples import image_bytes
+from tests.media import photo_jpeg
 from tests.servers import S3Server, free_port, poll_ready, send_chunked_until_answered
 
 # Every secret the configuration carries; none may ever reach a log line.
@@ -92,6 +95,7 @@ class Guarded:
     sink: Recorder  # receives the notifications
     proc: subprocess.Popen[bytes]
     log: Path
+    root: Path  # holds watched/ (a watch root) and victim/ (outside every root)
     statuses: dict[str, int] = field(default_factory=dict)
 
     def stop(self) -> str:
@@ -114,6 +118,8 @@ def guarded(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
     client.put_object(Bucket=bucket, Key="media/cat.png", Body=image_bytes(77, "PNG", 64))
     canary, sink = Recorder(), Recorder()
     port, hook_port = free_port(), free_port()
+    (tmp / "watched" / "2024").mkdir(parents=True)
+    (tmp / "victim").mkdir()
     config = {
         "kafka": {"sasl_password": S["Kafka SASL password"]},
         "s3": {
@@ -122,7 +128,10 @@ def guarded(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
             "secret_access_key": S["S3 secret key"],
             "session_token": S["S3 session token"],
         },
-        "storage": {"state_dir": str(tmp / "state")},
+        "storage": {
+            "state_dir": str(tmp / "state"),
+            "allowed_locations": [f"s3://{bucket}"],
+        },
         "classify": {"classifiers": ["hashlist"]},
         "api": {
             "host": "127.0.0.1",
@@ -140,7 +149,8 @@ def guarded(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
                 "host": "127.0.0.1",
                 "port": hook_port,
                 "minio_token": S["MinIO webhook token"],
-            }
+            },
+            "watch": {"roots": [str(tmp / "watched")]},
         },
         "enforce": {
             "admin_token": S["admin token"],
@@ -179,7 +189,14 @@ def guarded(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> It
         stderr=subprocess.STDOUT,
     )
     stack = Guarded(
-        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{hook_port}", bucket, canary, sink, proc, log
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{hook_port}",
+        bucket,
+        canary,
+        sink,
+        proc,
+        log,
+        tmp,
     )
     if not poll_ready(stack.url, lambda: proc.poll() is None):
         text = stack.stop()
@@ -340,6 +357,76 @@ def test_admin_api_cannot_reach_files_of_its_host(guarded: Guarded, tmp_path: Pa
     assert [p.name for p in tmp_path.iterdir()] == ["not-media.conf"]  # nothing quarantined
 
 
+def test_admin_api_resolves_paths_before_any_check(guarded: Guarded) -> None:
+    """Before, ``file://ROOT/watched/../victim/x.jpg`` passed the watched-root check as text:
+    block moved the file into quarantine, and with ``dry_run`` the answer gave its sha256."""
+    root = guarded.root
+    victim = root / "victim" / "passport-scan.jpg"
+    data = photo_jpeg(91, 1200, 900)
+    victim.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    watched = root / "watched"
+    (watched / "2024" / "avatar.jpg").unlink(missing_ok=True)
+    os.symlink(victim, watched / "2024" / "avatar.jpg")  # a link out of the root
+    (watched / "old").unlink(missing_ok=True)
+    os.symlink(root / "victim", watched / "old")  # a folder link out of the root
+    targets = [
+        f"file://{watched}/../victim/passport-scan.jpg",
+        f"{watched}/2024/../../victim/passport-scan.jpg",
+        f"file://{watched}/2024/avatar.jpg",
+        f"{watched}/old/passport-scan.jpg",
+        f"s3://another-{guarded.bucket}/passport-scan.jpg",  # a bucket it may not touch
+    ]
+    admin = bearer(S["admin token"])
+    with httpx.Client(timeout=30) as http:
+        for endpoint in ("/admin/block", "/admin/allow", "/admin/restore"):
+            for target in targets:
+                for dry_run in (True, False):
+                    answer = http.post(
+                        f"{guarded.url}{endpoint}",
+                        json={"target": target, "reason": "probe", "dry_run": dry_run},
+                        headers=admin,
+                    )
+                    assert answer.status_code in (400, 404), (endpoint, target, answer.text)
+                    assert digest not in answer.text
+    assert victim.read_bytes() == data
+    assert sorted(p.name for p in (root / "victim").iterdir()) == ["passport-scan.jpg"]
+    quarantined = root / "state" / "quarantine"
+    assert not quarantined.exists() or not any(p.is_file() for p in quarantined.rglob("*"))
+
+
+def test_notifications_about_another_bucket_are_not_scanned(guarded: Guarded) -> None:
+    """Before, a webhook event naming any bucket was accepted and scanned."""
+    hook = bearer(S["MinIO webhook token"])
+    with httpx.Client(timeout=30) as http:
+        answer = http.post(
+            f"{guarded.hook_url}/hooks/minio",
+            json=_minio_event(f"another-{guarded.bucket}", "media/cat.png"),
+            headers=hook,
+        )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["accepted"], answer.json()["refused"]) == (0, 1)
+    assert "location_not_allowed" in answer.json()["dead_lettered"]
+
+
+def _minio_event(bucket: str, key: str) -> dict[str, Any]:
+    return {
+        "EventName": "s3:ObjectCreated:Put",
+        "Key": f"{bucket}/{key}",
+        "Records": [
+            {
+                "eventVersion": "2.0",
+                "eventSource": "minio:s3",
+                "eventName": "s3:ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": bucket},
+                    "object": {"key": key.replace("/", "%2F"), "size": 10, "eTag": "x"},
+                },
+            }
+        ],
+    }
+
+
 def test_token_comparisons_are_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every token check goes through hmac.compare_digest (no early-exit string ==)."""
     from fastapi import FastAPI
@@ -407,21 +494,7 @@ def test_secrets_never_reach_the_logs(guarded: Guarded) -> None:
         )
         assert allowed.status_code == 200, allowed.text
         # The bucket-notification receiver, with a wrong and the right token.
-        event = {
-            "EventName": "s3:ObjectCreated:Put",
-            "Key": f"{guarded.bucket}/media/cat.png",
-            "Records": [
-                {
-                    "eventVersion": "2.0",
-                    "eventSource": "minio:s3",
-                    "eventName": "s3:ObjectCreated:Put",
-                    "s3": {
-                        "bucket": {"name": guarded.bucket},
-                        "object": {"key": "media%2Fcat.png", "size": 10, "eTag": "x"},
-                    },
-                }
-            ],
-        }
+        event = _minio_event(guarded.bucket, "media/cat.png")
         for token in ("wrong", S["MinIO webhook token"]):
             http.post(f"{guarded.hook_url}/hooks/minio", json=event, headers=bearer(token))
     time.sleep(3)  # notifications and the scan of the notified object run meanwhile

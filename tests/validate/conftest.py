@@ -180,6 +180,10 @@ def kafka_stack(
     stack = Stack([f"http://127.0.0.1:{p}" for p in ports], {})
     for role in ("classify", "enforce"):
         cfg = kafka_config(tmp / role, broker, prefix, notifications.url)
+        if role == "enforce":
+            # Inline uploads only, no bucket; enforce on Kafka wants a quarantine location
+            # named (not the per-pod default) before it starts a live run.
+            cfg["enforce"]["quarantine"] = str(tmp / "quarantine")
         start(stack, ["run", role], cfg, tmp, role)
         if role == "enforce":
             stack.enforce_config = cfg

@@ -305,6 +305,8 @@ async def test_overload_policy_and_a_down_classifier_over_kafka(
             "channels": [webhook(rx.url, min_severity="warning")],
             "unverified_interval_s": 1,
         }
+        # Enforce on Kafka wants a quarantine location named before a live run starts.
+        enforce_cfg["enforce"]["quarantine"] = str(tmp_path / "quarantine")
         launch(stack, ["run", "enforce"], enforce_cfg, tmp_path, "enforce")
         for policy, port in ports.items():
             cfg = kafka_config(

@@ -73,7 +73,7 @@ async def test_quarantine_purges_every_alias_and_variant_and_reports_on_lemmy(
     stored = pictrs.stored_identifiers()
     assert bad.identifier not in stored and not set(bad.variants) & stored
     assert {c.identifier for c in clean} <= stored
-    assert exists(s3, quarantine_bucket, bad.identifier)
+    assert exists(s3, quarantine_bucket, f"s3/{bucket}/{bad.identifier}")  # keyed by source
     # Lemmy: the post and the comment are reported by pictguard's account (default policy).
     reports = {(r.kind, r.object_id): r for r in lemmy.reports.values()}
     assert set(reports) == {("post", post), ("comment", comment)}

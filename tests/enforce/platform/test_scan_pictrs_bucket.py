@@ -92,7 +92,7 @@ def test_scan_of_an_old_pictrs_bucket_purges_and_reports_with_the_uploader(
     assert bad.identifier not in stored and not set(bad.variants) & stored
     assert {c.identifier for c in clean} <= stored
     quarantined = {o["Key"] for o in s3.list_objects_v2(Bucket=quarantine).get("Contents", [])}
-    assert bad.identifier in quarantined
+    assert f"s3/{bucket}/{bad.identifier}" in quarantined  # keyed by its source bucket
     # Lemmy: the post and the comment that use it are reported by pictguard's admin account.
     assert {(r.kind, r.object_id) for r in lemmy.reports.values()} == {
         ("post", post),
