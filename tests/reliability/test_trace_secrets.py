@@ -191,7 +191,7 @@ def traced(
                     "secret_access_key": S["S3 secret key"],
                     "session_token": S["S3 session token"],
                 },
-                storage={"state_dir": str(tmp / "state")},
+                storage={"state_dir": str(tmp / "state"), "allowed_locations": [f"s3://{bucket}"]},
                 classify={"classifiers": ["hashlist"]},
                 api={
                     "host": "127.0.0.1",

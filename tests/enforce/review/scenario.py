@@ -20,6 +20,7 @@ from PIL import Image
 
 from enforce.enforcer import Enforcer
 from enforce.preserve import UploadKeeper
+from enforce.quarantine import quarantine_key
 from enforce.stage import EnforceStage
 from pictguard.scan import run_scan
 from pictguard.settings import Settings, load_settings
@@ -64,6 +65,11 @@ class Scenario:
     @property
     def quarantine(self) -> Path:
         return self.root / "quarantine"
+
+    def quarantined(self, name: str) -> Path:
+        """Where the quarantine keeps its copy of ``media/name`` (unique per source)."""
+        ref = ObjectRef(store=StoreKind.FILE, bucket=str(self.media.resolve()), key=name)
+        return self.quarantine / quarantine_key(ref)
 
     @property
     def config_file(self) -> Path:

@@ -189,7 +189,7 @@ def test_posts_without_the_csrf_token_fail(scenario: Scenario, console: Console,
         "SELECT COUNT(*) FROM review_events WHERE event = 'delete'",
     )
     assert deleted == [(0,)]
-    assert (scenario.quarantine / sorted(scenario.listed)[0]).exists()
+    assert scenario.quarantined(sorted(scenario.listed)[0]).exists()
 
 
 def test_keyboard_decisions_reach_the_allowlist_the_quarantine_and_the_audit(
@@ -213,7 +213,7 @@ def test_keyboard_decisions_reach_the_allowlist_the_quarantine_and_the_audit(
     assert b'"list":"allow"' in entry and b'"author":"ana"' in entry
     restored = scenario.media / scenario.model_only
     assert restored.read_bytes() == scenario.images[scenario.model_only]  # byte-identical
-    assert not (scenario.quarantine / scenario.model_only).exists()
+    assert not scenario.quarantined(scenario.model_only).exists()
     [(detail,)] = rows(
         state, "SELECT json_extract(body, '$.detail') FROM actions WHERE action = 'restore'"
     )
@@ -224,12 +224,12 @@ def test_keyboard_decisions_reach_the_allowlist_the_quarantine_and_the_audit(
     page.goto(console.page_url(f"/items/{item_for_page(page, console, listed[0])}"))
     page.keyboard.press("c")
     page.wait_for_url(re.compile(r".*did=confirm$"))
-    assert (scenario.quarantine / listed[0]).exists()
+    assert scenario.quarantined(listed[0]).exists()
     # d deletes another one for good.
     page.goto(console.page_url(f"/items/{item_for_page(page, console, listed[1])}"))
     page.keyboard.press("d")
     page.wait_for_url(re.compile(r".*did=delete$"))
-    assert not (scenario.quarantine / listed[1]).exists()
+    assert not scenario.quarantined(listed[1]).exists()
     events = rows(
         state,
         "SELECT reviewer, event FROM review_events WHERE event IN ('allow', 'confirm', 'delete') "

@@ -184,7 +184,7 @@ async def test_bulk_is_for_hash_list_matches_and_confirmed_evidence_is_not_delet
             f"{PREFIX}/bulk", data={"csrf": csrf, "decision": "allow", "item": [listed]}
         )
         assert allow_bulk.status_code == 400
-        assert (scenario.quarantine / scenario.model_only).exists()
+        assert scenario.quarantined(scenario.model_only).exists()
 
         confirm = await c.client.post(
             f"{PREFIX}/items/{listed}/decide", data={"csrf": csrf, "decision": "confirm"}
@@ -241,7 +241,7 @@ async def test_confirming_a_held_item_releases_it_into_quarantine(tmp_path: Path
         )
         assert done.status_code == 303
     assert not (scenario.media / "second.jpg").exists()
-    assert (scenario.quarantine / "second.jpg").read_bytes() == scenario.images["second.jpg"]
+    assert scenario.quarantined("second.jpg").read_bytes() == scenario.images["second.jpg"]
     state = scenario.settings.storage.state_file
     assert rows(state, "SELECT COUNT(*) FROM enforce_held WHERE resolved_at IS NULL") == [(0,)]
     [(reviewer,)] = rows(state, "SELECT reviewer FROM review_events WHERE event = 'confirm'")
