@@ -62,7 +62,7 @@ demo: $(DEMO_STAMP)
 	$(PY) -m pictguard.demo
 
 test: env browser
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadgroup
 
 lint: env
 	$(VENV)/bin/ruff check .

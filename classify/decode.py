@@ -112,6 +112,8 @@ _PILLOW_ERRORS: tuple[type[BaseException], ...] = (
     KeyError,
     ZeroDivisionError,
     struct.error,
+    # pillow-jxl-plugin: libjxl's "Generic Error" for a broken JPEG XL codestream.
+    RuntimeError,
 )
 
 # pictguard enforces its own pixel limit (``max_pixels``) before any pixel is decoded;

@@ -13,6 +13,23 @@ import pytest
 from tests.kafka_roles import Roles
 from tests.servers import Broker, S3Server, start_broker, start_s3
 
+ROOT = Path(__file__).resolve().parents[1]
+# Modules whose commands start roles on their default ports (9101-9103): under pytest-xdist
+# they share one group, so two of them never run at once on different workers.
+DEFAULT_PORT_MODULES = frozenset(
+    {"tests/journeys/test_errors.py", "tests/pipeline/test_cli_errors.py"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``make test`` runs two workers (``-n 2 --dist loadgroup``): a module's tests stay on
+    one worker, so its module fixtures start once; see DEFAULT_PORT_MODULES."""
+    for item in items:
+        module = item.path.relative_to(ROOT).as_posix()
+        group = "default-ports" if module in DEFAULT_PORT_MODULES else module
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 # Tests must never read an admin's real configuration.
 for _name in list(os.environ):
     if _name.startswith("PICTGUARD_"):

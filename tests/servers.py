@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import subprocess
 import time
@@ -24,10 +25,17 @@ FAST_GROUPS = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 300}
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port free now; under pytest-xdist, one no other worker can be handed (each worker
+    takes the ports of its own residue, so two workers never pick the same one)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if (port >> 1) % workers == worker:  # Linux hands out even ports to bind(0)
+            return port
+    raise RuntimeError("no free port for this test worker")
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:

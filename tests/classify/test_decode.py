@@ -236,6 +236,15 @@ def test_first_frame_only_when_max_frames_is_one() -> None:
     assert len(result.inputs) == 1
 
 
+@pytest.mark.parametrize("tail", [b"\x00" * 40, bytes(range(256))])
+def test_a_broken_jpeg_xl_codestream_is_undecodable_not_a_crash(tail: bytes) -> None:
+    # libjxl raises RuntimeError("Generic Error") through the Pillow plugin (found by the
+    # arbitrary-bytes property below).
+    result = prepare(b"\xff\x0a" + tail, OPTIONS)
+    assert isinstance(result, DecodeFailure)
+    assert result.reason is ErrorReason.UNDECODABLE
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=4096))
 def test_arbitrary_bytes_never_raise(data: bytes) -> None:

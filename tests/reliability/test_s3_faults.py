@@ -41,9 +41,11 @@ def proxied_settings(proxy: FaultProxy, state_dir: Path, **enforce: Any) -> Sett
             "access_key_id": "testing",
             "secret_access_key": "testing",
             # Short, so the "timeout" fault costs seconds, not minutes; not shorter, or moto
-            # itself answering late on a busy machine reads as a fault and costs a retry.
-            "read_timeout_s": 2.0,
-            "connect_timeout_s": 0.5,
+            # itself answering late on a machine whose cores are busy reads as a fault and
+            # costs a retry. No fault here is about connecting: a connect timeout short
+            # enough to fire on a busy machine would lose attempts before the proxy sees them.
+            "read_timeout_s": 5.0,
+            "connect_timeout_s": 10.0,
             "max_attempts": ATTEMPTS,
         },
         storage={"state_dir": str(state_dir)},
