@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ingest.filters import KeyFilter
@@ -39,6 +40,7 @@ from pipeline.tracing import new_trace_headers, tracer
 log = logging.getLogger(__name__)
 
 _DONE = "#done"
+TOO_OLD = "older than ingest.backfill.since"
 
 
 @dataclass
@@ -47,6 +49,8 @@ class BackfillResult:
     produced: int = 0
     filtered: int = 0
     too_old: int = 0
+    # Why objects were skipped (the filters' reasons, and ``since``), with how many each.
+    skipped: Counter[str] = field(default_factory=Counter)
     resumed_after: str | None = None
     completed: bool = False
     parts: int = 1
@@ -182,10 +186,10 @@ class Backfill:
             if modified.tzinfo is None:
                 modified = modified.replace(tzinfo=UTC)
             if modified < self.since:
-                return "too_old"
-        if self.filter.rejection(info.key, size=info.size) is not None:
-            return "filtered"
-        return None
+                return TOO_OLD
+        return self.filter.rejection(
+            info.key, size=info.size, store=self.store.kind, root=self.store.location
+        )
 
     async def _run_part(
         self, part: Location, start_after: str | None, stop: asyncio.Event, result: BackfillResult
@@ -202,7 +206,9 @@ class Backfill:
             self.progress.listed += 1
             last_key = info.key
             skip = self._skip(info)
-            if skip == "too_old":
+            if skip is not None:
+                result.skipped[skip] += 1
+            if skip == TOO_OLD:
                 result.too_old += 1
                 self.progress.too_old += 1
                 continue

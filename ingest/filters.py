@@ -3,14 +3,20 @@
 One :class:`KeyFilter` serves every source (backfill, events, watcher, reconcile). Keys are
 judged by their path; size and content type only where the source knows them (listings and
 most events know the size; only MinIO events carry the content type).
+
+The admin's prefixes match the key: relative to the bucket, or to the folder being scanned,
+watched or reconciled. The Mastodon preset's rule judges the object's whole location
+instead (the folder joined with the key, or the bucket key), so local and remote media are
+told apart the same way wherever a scan starts; callers pass ``store`` and ``root`` for it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ingest.presets import preset_rules
+from ingest.presets import MastodonLayout, preset_rules
 from ingest.settings import IngestSettings
+from pipeline.events import StoreKind
 
 
 def _norm_ext(ext: str) -> str:
@@ -22,9 +28,20 @@ def _norm_type(value: str) -> str:
     return value.split(";", 1)[0].strip().lower()
 
 
+def layout_path(key: str, store: StoreKind | None = None, root: str = "") -> str:
+    """The object's whole location in its store's layout: a file's folder joined with its
+    key; a bucket key as it is (it already starts at the bucket's root)."""
+    if store is StoreKind.FILE and root:
+        return f"{root.rstrip('/')}/{key}"
+    return key
+
+
 @dataclass(frozen=True)
 class KeyFilter:
-    """Include/exclude rules; an empty include list admits everything."""
+    """Include/exclude rules; an empty include list admits everything.
+
+    ``mastodon`` is the Mastodon preset's rule; it applies on top of the admin's prefixes.
+    """
 
     include_prefixes: tuple[str, ...] = ()
     exclude_prefixes: tuple[str, ...] = ()
@@ -34,14 +51,15 @@ class KeyFilter:
     content_types: tuple[str, ...] = ()
     exclude_content_types: tuple[str, ...] = ()
     max_size_bytes: int | None = None
+    mastodon: MastodonLayout | None = None
 
     @classmethod
     def from_settings(cls, settings: IngestSettings) -> KeyFilter:
         """The admin's rules, with the preset filling each list left empty."""
         preset = preset_rules(settings)
         return cls(
-            include_prefixes=tuple(settings.include_prefixes or preset.include_prefixes),
-            exclude_prefixes=tuple(settings.exclude_prefixes or preset.exclude_prefixes),
+            include_prefixes=tuple(settings.include_prefixes),
+            exclude_prefixes=tuple(settings.exclude_prefixes),
             extensions=frozenset(_norm_ext(e) for e in settings.extensions),
             exclude_extensions=frozenset(
                 _norm_ext(e) for e in (settings.exclude_extensions or preset.exclude_extensions)
@@ -52,18 +70,29 @@ class KeyFilter:
             content_types=tuple(_norm_type(t) for t in settings.content_types),
             exclude_content_types=tuple(_norm_type(t) for t in settings.exclude_content_types),
             max_size_bytes=settings.max_size_bytes,
+            mastodon=preset.mastodon,
         )
 
-    def admits(self, key: str) -> bool:
-        """Whether ``key`` passes the path rules (prefixes, names, extensions)."""
-        return self.key_rejection(key) is None
+    def admits(self, key: str, *, store: StoreKind | None = None, root: str = "") -> bool:
+        """Whether ``key`` passes the path rules (prefixes, layout, names, extensions)."""
+        return self.key_rejection(key, store=store, root=root) is None
 
-    def key_rejection(self, key: str) -> str | None:
-        """Why the path rules skip ``key``, or None if they admit it."""
+    def key_rejection(
+        self, key: str, *, store: StoreKind | None = None, root: str = ""
+    ) -> str | None:
+        """Why the path rules skip ``key``, or None if they admit it.
+
+        ``store`` and ``root`` say where the key lives (the store's kind and its bucket or
+        folder): the Mastodon rule needs a file's folder to see where in the layout it is.
+        """
         if self.include_prefixes and not key.startswith(self.include_prefixes):
             return "outside the included prefixes"
         if self.exclude_prefixes and key.startswith(self.exclude_prefixes):
             return "under an excluded prefix"
+        if self.mastodon is not None:
+            reason = self.mastodon.rejection(layout_path(key, store, root))
+            if reason is not None:
+                return reason
         name = key.rsplit("/", 1)[-1].lower()
         if self.exclude_name_prefixes and name.startswith(self.exclude_name_prefixes):
             return "excluded file name"
@@ -75,10 +104,17 @@ class KeyFilter:
         return None
 
     def rejection(
-        self, key: str, *, size: int | None = None, content_type: str | None = None
+        self,
+        key: str,
+        *,
+        size: int | None = None,
+        content_type: str | None = None,
+        store: StoreKind | None = None,
+        root: str = "",
     ) -> str | None:
-        """Why the object is skipped, or None if it is to be scanned."""
-        reason = self.key_rejection(key)
+        """Why the object is skipped, or None if it is to be scanned (``store`` and
+        ``root``: see :meth:`key_rejection`)."""
+        reason = self.key_rejection(key, store=store, root=root)
         if reason is not None:
             return reason
         if self.max_size_bytes is not None and size is not None and size > self.max_size_bytes:

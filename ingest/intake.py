@@ -152,7 +152,11 @@ class Intake:
                     outgoing.append(self._dead_letter(payload, *refusal))
                     continue
                 reason = self._excluded(event) or self.key_filter.rejection(
-                    event.key, size=event.size, content_type=event.content_type
+                    event.key,
+                    size=event.size,
+                    content_type=event.content_type,
+                    store=event.store,
+                    root=event.bucket,
                 )
                 if reason is not None:
                     outcome.filtered += 1

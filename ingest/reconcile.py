@@ -185,7 +185,10 @@ async def reconcile_once(
                 if (low is not None and modified < low) or modified >= high:
                     continue
             result.in_window += 1
-            if key_filter.rejection(info.key, size=info.size) is not None:
+            skip = key_filter.rejection(
+                info.key, size=info.size, store=store.kind, root=store.location
+            )
+            if skip is not None:
                 result.filtered += 1
                 continue
             batch.append(store.ref(info.key, info))
@@ -194,10 +197,12 @@ async def reconcile_once(
         await flush()
     await state.set_checkpoint(name, high.isoformat())
     log.info(
-        "reconciled %s: %d listed, %d modified in the window, %d already scanned, %d enqueued",
+        "reconciled %s: %d listed, %d modified in the window, %d skipped by the filters, "
+        "%d already scanned, %d enqueued",
         where,
         result.listed,
         result.in_window,
+        result.filtered,
         result.covered,
         result.produced,
         extra={"location": str(where), "enqueued": result.produced},

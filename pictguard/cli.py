@@ -8,7 +8,8 @@ Exit statuses (``pictguard scan`` follows clamscan's convention: 0 nothing found
        configured classifier has no weights; ``allow``, ``block``, ``restore``: the request
        cannot be carried out as asked)
 2      stopped by something the admin must fix: a setting, the store, the state file, the
-       broker, a port already in use, a missing package (one line says what to fix)
+       broker, a port already in use, a missing package (one line says what to fix);
+       ``scan``: the filters skipped every object it listed, so nothing was scanned
 3      ``scan``: the blast-radius guard tripped; deletes and quarantines are held
 70     an unexpected error (a bug: ``--debug`` shows the traceback)
 130    stopped with Ctrl-C (SIGINT); ``scan`` keeps its checkpoint
@@ -299,8 +300,9 @@ def load(ctx: typer.Context | None, **overrides: Any) -> tuple[Options, Settings
 SCAN_HELP = (
     "Scan a bucket or folder end to end in this process and print a summary.\n\n"
     "Exit status: 0 nothing flagged; 1 something flagged; 2 a setting, the store or the "
-    "state is wrong (one line says what to fix); 3 the blast-radius guard held actions; "
-    "130 interrupted (run the same command again to continue)."
+    "state is wrong (one line says what to fix), or the filters skipped every object "
+    "listed; 3 the blast-radius guard held actions; 130 interrupted (run the same command "
+    "again to continue)."
 )
 
 
@@ -376,14 +378,40 @@ def _held(summary: ScanSummary) -> tuple[bool, int]:
 
 
 def scan_exit_status(summary: ScanSummary) -> ExitStatus:
-    """0 nothing flagged, 1 flagged, 3 guard held actions, 130 interrupted."""
+    """0 nothing flagged, 1 flagged, 2 the filters skipped everything, 3 guard held
+    actions, 130 interrupted."""
     if summary.interrupted:
         return ExitStatus.INTERRUPTED
     if _held(summary)[0]:
         return ExitStatus.GUARD_HELD
     if summary.flagged:
         return ExitStatus.FLAGGED
+    if summary.skipped_everything:
+        return ExitStatus.ADMIN_ERROR
     return ExitStatus.OK
+
+
+def _skip_reasons(summary: ScanSummary) -> str:
+    """``remote media (mastodon_media=local) 400, excluded extension 12``: most first."""
+    return ", ".join(f"{why} {n}" for why, n in summary.skipped.most_common())
+
+
+def _skipped_row(summary: ScanSummary) -> str:
+    total = summary.skipped.total()
+    if not total:
+        return f"none of {summary.listed} listed"
+    return f"{total} of {summary.listed} listed: {_skip_reasons(summary)}"
+
+
+def _nothing_scanned(summary: ScanSummary) -> str | None:
+    """The line that says the filters left nothing to scan (None when they did not)."""
+    if not summary.skipped_everything:
+        return None
+    return (
+        f"nothing was scanned: the filters skipped all {summary.listed} objects listed under "
+        f"{summary.target} ({_skip_reasons(summary)}). Check ingest.preset, "
+        "ingest.mastodon_media and the other ingest filters, or scan another folder or prefix."
+    )
 
 
 def shorten(text: str, width: int) -> str:
@@ -424,6 +452,7 @@ def print_summary(summary: ScanSummary, settings: Settings, *, as_json: bool) ->
 
     trip, held = _held(summary)
     warnings = _warnings(summary)
+    nothing = _nothing_scanned(summary)
     if as_json:
         out = {
             "target": summary.target,
@@ -438,13 +467,17 @@ def print_summary(summary: ScanSummary, settings: Settings, *, as_json: bool) ->
             "errors": summary.decisions[Decision.ERROR],
             "actions": dict(summary.actions),
             "already_handled": dict(summary.already_handled),
+            "listed": summary.listed,
+            "skipped": summary.skipped.total(),
+            "skipped_by": dict(summary.skipped.most_common()),
+            "nothing_scanned": summary.skipped_everything,
             "guard_trip": summary.guard_trip,
             "held": held,
             "quarantine": summary.quarantine,
             "classifiers": summary.classifiers,
             "classifiers_missing": summary.missing,
             "csam_detection": summary.csam_capable,
-            "warnings": warnings,
+            "warnings": [nothing, *warnings] if nothing else warnings,
             "elapsed_s": round(summary.elapsed_s, 3),
             "startup_s": round(summary.startup_s, 3),
             "objects_per_s": round(summary.rate, 2),
@@ -482,6 +515,7 @@ def print_summary(summary: ScanSummary, settings: Settings, *, as_json: bool) ->
         f"nsfw {summary.decisions[Decision.FLAG_NSFW]})",
     )
     table.add_row("errors", str(summary.decisions[Decision.ERROR]))
+    table.add_row("skipped by filters", escape(_skipped_row(summary)))
     actions = ", ".join(f"{k} {v}" for k, v in sorted(summary.actions.items())) or "none"
     table.add_row("actions", actions + (" (dry run)" if settings.enforce.dry_run else ""))
     if summary.already_handled:
@@ -508,6 +542,9 @@ def print_summary(summary: ScanSummary, settings: Settings, *, as_json: bool) ->
         _print_notable(summary)
     for warning in warnings:
         console.print(f"[bold yellow]WARNING:[/] {escape(warning)}", highlight=False)
+    if nothing is not None:
+        # Exit status 2: like every other "fix this" line, on stderr.
+        err_console.print(f"[bold red]error:[/] {escape(nothing)}", highlight=False, soft_wrap=True)
 
 
 def _print_notable(summary: ScanSummary) -> None:

@@ -45,6 +45,11 @@ class ScanSummary:
 
     target: str
     produced: int = 0
+    # Objects this run listed, and those it skipped without a scan (the filters and presets
+    # of ``ingest``, ``ingest.backfill.since``) by why.
+    listed: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    too_old: int = 0  # of those skipped, older than ``ingest.backfill.since``
     decisions: Counter[str] = field(default_factory=Counter)
     # Actions this run took, "quarantine:done"; repeats of an earlier run's are not here.
     actions: Counter[str] = field(default_factory=Counter)
@@ -70,6 +75,21 @@ class ScanSummary:
     @property
     def scanned(self) -> int:
         return sum(self.decisions.values())
+
+    @property
+    def skipped_everything(self) -> bool:
+        """The filters skipped every object this run listed: nothing was scanned at all.
+
+        Not counted as a mistake: objects older than ``ingest.backfill.since`` (a repeated
+        scan with ``since`` may well find nothing new), and a resumed scan (what it skipped
+        is only the rest after the checkpoint).
+        """
+        return (
+            self.listed > 0
+            and self.skipped.total() == self.listed
+            and not self.too_old
+            and self.resumed_after is None
+        )
 
     @property
     def flagged(self) -> int:
@@ -308,6 +328,9 @@ async def run_scan(
             try:
                 result = await backfill.run(rt.stop, resume=resume)
                 summary.produced = result.produced
+                summary.listed = result.listed
+                summary.skipped = result.skipped
+                summary.too_old = result.too_old
                 summary.resumed_after = result.resumed_after
                 if result.completed:
                     tracker.listed_all()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.filters import KeyFilter
+from ingest.filters import KeyFilter, layout_path
+from ingest.presets import mastodon_kind
 from ingest.settings import IngestSettings
+from pipeline.events import StoreKind
 
 
 def f(**kw: object) -> KeyFilter:
@@ -105,3 +107,71 @@ def test_admin_lists_replace_the_presets() -> None:
     rules = f(preset="mastodon", exclude_extensions=[".zip"])
     assert rules.admits(AUDIO)  # the admin's exclude list replaced the preset's
     assert not rules.admits(BACKUP)  # the preset's prefixes still apply
+
+
+# Where a store's files lie: Mastodon's public/system, under folders whose names must not
+# count (a restored copy under backups/, a home under accounts/).
+SYSTEM = "/home/accounts/backups/mastodon/public/system"
+
+
+@pytest.mark.parametrize(
+    ("root", "key", "kind"),
+    [
+        (SYSTEM, LOCAL, "local"),
+        (SYSTEM, REMOTE, "remote"),
+        (SYSTEM, AVATAR, "local"),
+        (SYSTEM, BACKUP, "archive"),
+        (f"{SYSTEM}/cache", LOCAL, "remote"),  # a scan or watcher started inside cache/
+        (f"{SYSTEM}/cache/media_attachments", LOCAL.removeprefix("media_attachments/"), "remote"),
+        (f"{SYSTEM}/cache/accounts/avatars", "000/000/001/original/5a4b3c.jpeg", "remote"),
+        (f"{SYSTEM}/media_attachments", LOCAL.removeprefix("media_attachments/"), "local"),
+        (f"{SYSTEM}/accounts", AVATAR.removeprefix("accounts/"), "local"),
+        (f"{SYSTEM}/imports", IMPORT.removeprefix("imports/"), "archive"),
+        (SYSTEM, "robots.txt", None),
+        (SYSTEM, "media_attachments/stray.png", None),  # not Mastodon's layout below
+        (SYSTEM, "cache/backup-of-avatar.png", None),
+        ("/srv/elsewhere", "photos/cat.jpg", None),
+    ],
+)
+def test_mastodon_layout_is_judged_on_the_files_whole_location(
+    root: str, key: str, kind: str | None
+) -> None:
+    assert mastodon_kind(layout_path(key, StoreKind.FILE, root)) == kind
+    local, remote = (
+        f(preset="mastodon", mastodon_media="local"),
+        f(preset="mastodon", mastodon_media="remote"),
+    )
+    assert local.admits(key, store=StoreKind.FILE, root=root) is (kind == "local")
+    assert remote.admits(key, store=StoreKind.FILE, root=root) is (kind == "remote")
+
+
+@pytest.mark.parametrize("prefix", ["", "mastodon/", "shared/social/"])
+def test_mastodon_bucket_keys_are_judged_from_the_bucket_root(prefix: str) -> None:
+    local = f(preset="mastodon", mastodon_media="local")
+    remote = f(preset="mastodon", mastodon_media="remote")
+    # The bucket's name is not part of the layout (a bucket named "cache" holds local media).
+    for bucket in ("mastodon-media", "cache"):
+        s3 = StoreKind.S3
+        assert local.admits(prefix + LOCAL, store=s3, root=bucket)
+        assert not local.admits(prefix + REMOTE, store=s3, root=bucket)
+        assert remote.admits(prefix + REMOTE, store=s3, root=bucket)
+        assert not remote.admits(prefix + LOCAL, store=s3, root=bucket)
+        assert not remote.admits(prefix + BACKUP, store=s3, root=bucket)
+
+
+def test_mastodon_skips_say_why() -> None:
+    local = f(preset="mastodon", mastodon_media="local")
+    remote = f(preset="mastodon", mastodon_media="remote")
+    assert local.rejection(REMOTE) == "remote media (mastodon_media=local)"
+    assert remote.rejection(LOCAL) == "local media (mastodon_media=remote)"
+    assert local.rejection("cat.jpg") == "outside Mastodon's media folders (mastodon_media=local)"
+    assert f(preset="mastodon").rejection(BACKUP) == "Mastodon backups and imports"
+    assert f(preset="mastodon").rejection(AUDIO) == "excluded extension"
+
+
+def test_admin_prefixes_apply_on_top_of_mastodon_media() -> None:
+    # The Mastodon rule is no list: prefixes the admin sets narrow it, never undo it.
+    rules = f(preset="mastodon", mastodon_media="local", include_prefixes=["cache/", "accounts/"])
+    assert rules.admits(AVATAR)
+    assert not rules.admits(REMOTE)
+    assert not rules.admits(LOCAL)

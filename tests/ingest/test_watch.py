@@ -6,15 +6,17 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
 from watchfiles import Change
 
 from ingest.watch import FileWatcher, is_temporary, run_watch
-from pictguard.settings import Settings
+from pictguard.settings import Settings, load_settings
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
 from pipeline.events import ScanRequest, Source, StoreKind, decode
 from pipeline.storage.local import LocalStore
 from tests.ingest.conftest import scan_requests
+from tests.mastodon_store import LOCAL, REMOTE, write_tree
 
 
 def watching(settings: Settings, root: Path, settle_s: float) -> Settings:
@@ -128,3 +130,39 @@ async def test_files_in_a_new_folder_are_found_from_the_folder_event(
     requests = [decode(m.value, ScanRequest) for m in await consumer.getmany(0, 10)]
     keys = sorted(r.object.key for r in requests if r.object)
     assert keys == ["2024/06/a.jpg", "2024/06/b.png", "2024/06/deeper/d.gif"]
+
+
+@pytest.mark.parametrize(
+    ("media", "watched"),
+    [
+        ("remote", "cache"),  # a watcher on public/system/cache sees remote media
+        ("remote", "cache/media_attachments"),
+        ("local", "cache"),  # …which `local` leaves out, wherever the watch starts
+        ("local", "media_attachments"),
+    ],
+)
+async def test_a_watcher_inside_mastodons_store_knows_local_from_remote_media(
+    tmp_path: Path, media: str, watched: str
+) -> None:
+    system = tmp_path / "public" / "system"
+    write_tree(system)
+    root = system / watched
+    settings = load_settings(
+        storage={"state_dir": str(tmp_path / "state")},
+        ingest={"preset": "mastodon", "mastodon_media": media},
+    )
+    clock = Clock()
+    bus = MemoryBus()
+    consumer = bus.consumer([settings.topic("scan-requests.bulk")], "g")
+    await consumer.start()
+    watcher = FileWatcher(watching(settings, root, 1.0), bus, root, clock=clock)
+    for path in root.rglob("*"):
+        if path.is_file():
+            watcher.note(Change.added, str(path))
+    assert await watcher.flush() == 0  # pending until settled
+    clock.now += 2.0
+    await watcher.flush()
+    requests = [decode(m.value, ScanRequest) for m in await consumer.getmany(0, 10)]
+    found = {f"{watched}/{r.object.key}" for r in requests if r.object}
+    kind = REMOTE if media == "remote" else LOCAL
+    assert found == {k for k in kind if k.startswith(f"{watched}/")}

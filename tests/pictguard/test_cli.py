@@ -109,6 +109,15 @@ def test_scan_exit_statuses() -> None:
     assert scan_exit_status(tripped) is ExitStatus.GUARD_HELD
     stopped = summary(decisions=flagged, completed=False, interrupted=True)
     assert scan_exit_status(stopped) is ExitStatus.INTERRUPTED
+    # The filters skipped everything listed: nothing was scanned, the admin must look.
+    preset = Counter({"remote media (mastodon_media=local)": 3})
+    assert scan_exit_status(summary(listed=3, skipped=preset)) is ExitStatus.ADMIN_ERROR
+    assert scan_exit_status(summary(listed=0)) is ExitStatus.OK  # an empty folder
+    # Older than ingest.backfill.since: a repeated scan that found nothing new is fine.
+    old = Counter({"older than ingest.backfill.since": 2, **preset})
+    assert scan_exit_status(summary(listed=5, skipped=old, too_old=2)) is ExitStatus.OK
+    resumed = summary(listed=3, skipped=preset, resumed_after="media_attachments/x.png")
+    assert scan_exit_status(resumed) is ExitStatus.OK
     # The unexpected-error status no longer collides with "flagged" (1) or "held" (3).
     assert len({int(s) for s in ExitStatus}) == len(ExitStatus)
     assert ExitStatus.UNEXPECTED not in (1, 2, 3)
