@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from classify.base import ClassifyTables
 from classify.engine import ClassifyEngine
 from classify.settings import ClassifySettings
 from pipeline.state.sqlite import SqliteState
+from tests.classify.helpers import EngineFactory
 
 
 @pytest_asyncio.fixture
@@ -26,9 +27,6 @@ async def state(tmp_path: Path) -> AsyncIterator[SqliteState]:
 @pytest.fixture
 def tables(state: SqliteState) -> ClassifyTables:
     return ClassifyTables(state.table("hashlists"), state.table("verdict_cache"))
-
-
-EngineFactory = Callable[..., Awaitable[ClassifyEngine]]
 
 
 @pytest_asyncio.fixture

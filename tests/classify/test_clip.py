@@ -15,7 +15,7 @@ from classify.models.clip import ClipModel, Head
 from classify.settings import ClassifySettings, ClipSettings
 from pipeline.events import Decision
 from tests.classify import images
-from tests.classify.conftest import EngineFactory
+from tests.classify.helpers import EngineFactory
 
 TINY = {
     "embed_dim": 32,

@@ -15,7 +15,7 @@ from classify.hashlists import HashLists
 from classify.settings import ClassifySettings
 from pipeline.events import Decision, ErrorReason, Lane
 from tests.classify import images
-from tests.classify.conftest import EngineFactory
+from tests.classify.helpers import EngineFactory
 from tests.colour_model import ColourModel  # noqa: F401 — registers the "colour" classifier
 
 HASH_AND_NUDENET = ["hashlist", "nudenet"]

@@ -12,7 +12,7 @@ import pytest
 from classify.hashlists import HashListError, HashLists
 from pipeline.events import Decision
 from pipeline.state.sqlite import SqliteState
-from tests.classify.conftest import EngineFactory
+from tests.classify.helpers import EngineFactory
 from tests.media import near_duplicates, photo_jpeg
 
 PDQ_A = "0f" * 32

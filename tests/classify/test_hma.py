@@ -13,7 +13,7 @@ from classify.registry import describe
 from classify.settings import ClassifySettings, HmaSettings
 from pipeline.events import Decision, ErrorReason
 from tests.classify import images
-from tests.classify.conftest import EngineFactory
+from tests.classify.helpers import EngineFactory
 from tests.classify.hma_servers import TokenHMA, refused_url, silent_server
 from tests.colour_model import ColourModel  # noqa: F401 — registers the "colour" classifier
 from tests.fakes import FakeHMA

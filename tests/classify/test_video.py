@@ -31,7 +31,7 @@ from classify.hashlists import HashLists
 from classify.preprocess import CenterCrop
 from pipeline.events import Decision, ErrorReason, utcnow
 from tests import media
-from tests.classify.conftest import EngineFactory
+from tests.classify.helpers import EngineFactory
 from tests.colour_model import ColourModel  # noqa: F401 — registers the "colour" classifier
 from tests.reliability.hostile import jxl_huge_dimensions
 

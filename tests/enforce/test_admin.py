@@ -15,7 +15,7 @@ from pipeline.bus.base import Message
 from pipeline.events import ActionOutcome, ActionType, Decision, Verdict, encode
 from pipeline.state.sqlite import SqliteState
 from pipeline.topics import VERDICTS
-from tests.enforce.conftest import exists, verdict_for
+from tests.enforce.helpers import exists, verdict_for
 
 
 async def handle(stage: EnforceStage, settings: Any, *verdicts: Verdict) -> None:

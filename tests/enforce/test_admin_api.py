@@ -14,7 +14,7 @@ from pipeline.bus.base import Message
 from pipeline.events import encode
 from pipeline.state.sqlite import SqliteState
 from pipeline.topics import VERDICTS
-from tests.enforce.conftest import exists, verdict_for
+from tests.enforce.helpers import exists, verdict_for
 
 TOKEN = "correct-horse-battery-staple"
 

@@ -24,7 +24,7 @@ from pipeline.events import Decision, Verdict, encode
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores
 from pipeline.topics import VERDICTS
-from tests.enforce.conftest import exists, make_settings, verdict_for
+from tests.enforce.helpers import exists, make_settings, verdict_for
 from tests.servers import S3Server
 
 

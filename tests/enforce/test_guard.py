@@ -13,7 +13,7 @@ from pipeline.events import ActionOutcome, ActionType, Decision, Verdict, encode
 from pipeline.state.sqlite import SqliteState
 from pipeline.topics import VERDICTS
 from tests.enforce.admin_cli import json_out, pictguard, write_config
-from tests.enforce.conftest import verdict_for
+from tests.enforce.helpers import verdict_for
 from tests.enforce.receivers import http_receiver
 from tests.media import photo_jpeg
 

@@ -20,7 +20,7 @@ from pipeline.bus.base import Message
 from pipeline.events import ActionOutcome, ActionType, Decision, StoreKind, Verdict, encode
 from pipeline.state.sqlite import SqliteState
 from pipeline.topics import VERDICTS
-from tests.enforce.conftest import exists, verdict_for
+from tests.enforce.helpers import exists, verdict_for
 from tests.enforce.receivers import http_receiver
 from tests.exposure import make_public
 from tests.media import photo_jpeg, webp_image

@@ -20,7 +20,7 @@ from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores
 from pipeline.topics import VERDICTS
 from tests.admin_cli import pictguard, write_config
-from tests.enforce.conftest import exists, make_settings, verdict_for
+from tests.enforce.helpers import exists, make_settings, verdict_for
 from tests.exposure import make_public
 from tests.media import pdq_distance, pdq_hash, photo_jpeg, screenshot_png, webp_image
 from tests.servers import S3Server

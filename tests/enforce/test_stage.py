@@ -22,7 +22,7 @@ from pipeline.events import (
 )
 from pipeline.state.sqlite import SqliteState
 from pipeline.topics import DEAD_LETTER, SCAN_BULK, VERDICTS
-from tests.enforce.conftest import exists, verdict_for
+from tests.enforce.helpers import exists, verdict_for
 from tests.media import photo_jpeg
 
 

@@ -16,7 +16,7 @@ from pipeline.bus.memory import MemoryBus
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores, parse_location
 from pipeline.timeparse import parse_since
-from tests.ingest.conftest import make_settings, put_objects
+from tests.ingest.helpers import make_settings, put_objects
 from tests.servers import S3Server
 
 

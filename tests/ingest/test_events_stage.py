@@ -13,7 +13,7 @@ from pipeline.bus.kafka import KafkaBus
 from pipeline.events import Source
 from pipeline.topics import BUCKET_EVENTS
 from tests.ingest import payloads as p
-from tests.ingest.conftest import dead_letters, put_objects, scan_requests
+from tests.ingest.helpers import dead_letters, put_objects, scan_requests
 from tests.servers import S3Server
 
 MINIO_KEY = "media/2024/my photo+1.jpg"  # travels as media%2F2024%2Fmy+photo%2B1.jpg

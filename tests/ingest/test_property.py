@@ -28,7 +28,7 @@ from pipeline.bus.memory import MemoryBus
 from pipeline.events import DeadLetter, ScanRequest, decode
 from pipeline.topics import BUCKET_EVENTS, DEAD_LETTER, SCAN_BULK
 from tests.ingest import payloads as p
-from tests.ingest.conftest import dead_letters, scan_requests
+from tests.ingest.helpers import dead_letters, scan_requests
 from tests.servers import free_port
 
 TOKEN = "property-token-0123456789"

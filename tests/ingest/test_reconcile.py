@@ -22,7 +22,7 @@ from pipeline.state.topic_table import TopicTable
 from pipeline.storage.locations import Stores, parse_location
 from pipeline.topics import BUCKET_EVENTS, OBJECT_VERDICTS
 from tests.ingest import payloads as p
-from tests.ingest.conftest import Stored, put_objects, scan_requests
+from tests.ingest.helpers import Stored, put_objects, scan_requests
 from tests.servers import S3Server
 
 

@@ -12,7 +12,7 @@ from pictguard.runtime import open_runtime, run_all
 from pictguard.settings import Settings
 from pipeline.context import Mode
 from pipeline.topics import TOPICS
-from tests.ingest.conftest import scan_requests
+from tests.ingest.helpers import scan_requests
 from tests.servers import free_port
 
 

@@ -29,7 +29,7 @@ from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores
 from pipeline.topics import DEAD_LETTER, SCAN_BULK
 from tests.ingest import payloads as p
-from tests.ingest.conftest import make_settings
+from tests.ingest.helpers import make_settings
 from tests.media import photo_jpeg
 from tests.servers import S3Server, free_port
 

@@ -17,7 +17,7 @@ from pipeline.bus.base import Bus, BusError, Outgoing
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
 from tests.ingest import payloads as p
-from tests.ingest.conftest import dead_letters, put_objects, scan_requests
+from tests.ingest.helpers import dead_letters, put_objects, scan_requests
 from tests.servers import S3Server
 
 

@@ -15,7 +15,7 @@ from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
 from pipeline.events import ScanRequest, Source, StoreKind, decode
 from pipeline.storage.local import LocalStore
-from tests.ingest.conftest import scan_requests
+from tests.ingest.helpers import scan_requests
 from tests.mastodon_store import LOCAL, REMOTE, write_tree
 
 

@@ -18,7 +18,7 @@ from pipeline.bus.base import Bus, BusError, Outgoing
 from pipeline.bus.kafka import KafkaBus
 from pipeline.bus.memory import MemoryBus
 from tests.ingest import payloads as p
-from tests.ingest.conftest import dead_letters, put_objects, scan_requests
+from tests.ingest.helpers import dead_letters, put_objects, scan_requests
 from tests.servers import S3Server, free_port
 
 MINIO_TOKEN = "minio-token-0123456789abcdef"

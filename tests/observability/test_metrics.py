@@ -26,7 +26,7 @@ from pipeline.metrics import (
     set_consumer_lag,
 )
 from pipeline.settings import MetricsSettings
-from tests.observability.conftest import GREY, MAGENTA, MODEL, png, samples, value
+from tests.observability.helpers import GREY, MAGENTA, MODEL, png, samples, value
 from tests.servers import FAST_GROUPS, Broker, free_port
 
 CLEAN = [png((GREY[0] + i, GREY[1], GREY[2] - i)) for i in range(5)]

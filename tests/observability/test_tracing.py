@@ -34,7 +34,7 @@ from pipeline.telemetry import instrument_app, setup_tracing
 from pipeline.topics import SCAN_BULK
 from pipeline.tracing import new_trace_headers, tracer
 from tests.enforce.receivers import HttpReceiver, http_receiver
-from tests.observability.conftest import MAGENTA, MODEL, Spans, png, samples, until, value
+from tests.observability.helpers import MAGENTA, MODEL, Spans, png, samples, until, value
 from tests.servers import Broker, S3Server, free_port
 from validate_api.role import serve_http
 

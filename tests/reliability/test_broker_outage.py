@@ -4,7 +4,7 @@ Tansu keeps its data in memory, so "down mid-run, then back" is a paused broker 
 (SIGSTOP/SIGCONT): connections stay open and every request times out, as with a broker
 behind a network partition. Failing fast without ``kafka.wait_for_broker_s`` is checked in
 tests/pipeline/test_cli_errors.py; the API's answer while the broker is gone for good in
-tests/validate/test_api.py::test_reject_policy_when_the_broker_is_gone.
+tests/validate_api/test_api.py::test_reject_policy_when_the_broker_is_gone.
 """
 
 from __future__ import annotations

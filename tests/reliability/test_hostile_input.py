@@ -5,7 +5,7 @@ bounded memory.
 Existing coverage this file builds on: the decoding corpus and byte-level fuzzing of the
 decoder (tests/classify/test_decode.py), fuzzed notifications into the webhook and the raw
 topic (tests/ingest/test_property.py), schemathesis against the API
-(tests/validate/test_openapi.py).
+(tests/validate_api/test_openapi.py).
 """
 
 from __future__ import annotations

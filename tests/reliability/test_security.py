@@ -2,7 +2,7 @@
 and no secret in the logs, checked against a real `pictguard --debug serve` process.
 
 Existing coverage this file does not repeat: CIDR arithmetic and X-Forwarded-For
-(tests/validate/test_auth.py), 413 for oversize uploads (tests/validate/test_api.py), the
+(tests/validate_api/test_auth.py), 413 for oversize uploads (tests/validate_api/test_api.py), the
 admin token on the admin router (tests/enforce/test_admin_api.py), the refusal of a public
 quarantine location (tests/enforce/test_quarantine.py, tests/enforce/test_quarantine_cli.py),
 events and verdicts outside ``storage.allowed_locations`` (tests/ingest/test_scope.py,

@@ -18,7 +18,7 @@ from enforce.notify import action_notice
 from enforce.notify.message import render_text
 from pipeline.events import ActionOutcome, ActionType, Decision, EnforcementAction
 from pipeline.state.sqlite import SqliteState
-from tests.enforce.conftest import exists
+from tests.enforce.helpers import exists
 from tests.enforce.platform.world import (
     ADMIN_PASSWORD,
     LemmyWorld,

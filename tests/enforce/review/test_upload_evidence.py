@@ -25,7 +25,7 @@ import yaml
 
 from tests.media import photo_jpeg
 from tests.servers import Broker, free_port, wait_until
-from tests.validate.conftest import (
+from tests.validate_api.helpers import (
     CLIENT,
     Stack,
     base_config,

@@ -30,8 +30,7 @@ from tests.classify.remote.media import clean
 from tests.enforce.receivers import http_receiver
 from tests.media import corrupt_jpeg, video
 from tests.servers import Broker, free_port, wait_until
-from tests.validate.conftest import CLIENT, Stack, kafka_config, wait_ready
-from tests.validate.dropin import (
+from tests.validate_api.dropin import (
     launch,
     metric,
     pictrs_validate,
@@ -39,6 +38,7 @@ from tests.validate.dropin import (
     unverified_notices,
     webhook,
 )
+from tests.validate_api.helpers import CLIENT, Stack, kafka_config, wait_ready
 from validate_api.settings import ApiSettings, rejected_decisions
 from validate_api.unverified import ClassifierPath, UnverifiedReporter
 

@@ -7,7 +7,7 @@ from typing import Any
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.validate.conftest import Stack
+from tests.validate_api.helpers import Stack
 
 
 def test_no_server_errors(single: Stack) -> None:

@@ -16,12 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.enforce.receivers import HttpReceiver
 from tests.fakes.pictrs import PICTRS_USER_AGENT
-from tests.validate.conftest import Stack
+from tests.validate_api.helpers import Stack
 
 # pict-rs streams the upload to the validation URL in chunks of this size, without a
 # Content-Length.
 PICTRS_CHUNK = 16 * 1024
-COLOUR_CLI = [sys.executable, "-m", "tests.validate.colour_cli"]
+COLOUR_CLI = [sys.executable, "-m", "tests.validate_api.colour_cli"]
 
 
 def launch(

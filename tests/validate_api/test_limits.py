@@ -15,8 +15,8 @@ import pytest
 
 from tests.media import photo_jpeg
 from tests.servers import free_port, wait_until
-from tests.validate.conftest import CLIENT, Stack, base_config, start, wait_ready
-from tests.validate.slow_clients import (
+from tests.validate_api.helpers import CLIENT, Stack, base_config, start, wait_ready
+from tests.validate_api.slow_clients import (
     HalfSent,
     closed_by_server,
     half_sent_upload,

@@ -20,7 +20,7 @@ from pipeline.state.sqlite import SqliteState
 from tests import media
 from tests.enforce.receivers import HttpReceiver
 from tests.servers import free_port, wait_until
-from tests.validate.conftest import CLIENT, Stack, base_config, start, wait_ready
+from tests.validate_api.helpers import CLIENT, Stack, base_config, start, wait_ready
 from validate_api.replies import ReplyRouter
 from validate_api.service import Validator
 from validate_api.settings import ApiSettings

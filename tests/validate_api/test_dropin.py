@@ -20,14 +20,14 @@ from tests.classify.remote.media import MAGENTA, RED, clean, washed
 from tests.enforce.receivers import HttpReceiver, http_receiver
 from tests.fakes import FakePictrs, FilesystemStore
 from tests.servers import free_port, wait_until
-from tests.validate.conftest import CLIENT, Stack, wait_ready
-from tests.validate.dropin import (
+from tests.validate_api.dropin import (
     action_notices,
     launch,
     metric,
     pictrs_validate,
     webhook,
 )
+from tests.validate_api.helpers import CLIENT, Stack, wait_ready
 
 
 def serve_config(tmp: Path, port: int, notify: str, **sections: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from pipeline.samples import image_bytes
 from tests.enforce.receivers import HttpReceiver
 from tests.media import photo_jpeg
 from tests.servers import send_chunked_until_answered, wait_until
-from tests.validate.conftest import CLIENT, Stack
+from tests.validate_api.helpers import CLIENT, Stack
 
 PICTRS_HEADERS = {"Content-Type": "image/png", "User-Agent": "pict-rs v0.5.16"}
 
@@ -274,7 +274,7 @@ async def test_timeout_policy_answers_by_the_deadline_when_classify_is_down(
     broker: Any, tmp_path: Path
 ) -> None:
     from tests.servers import free_port
-    from tests.validate.conftest import kafka_config, start, wait_ready
+    from tests.validate_api.helpers import kafka_config, start, wait_ready
 
     port = free_port()
     stack = Stack([f"http://127.0.0.1:{port}"], {})
@@ -302,7 +302,7 @@ async def test_timeout_policy_answers_by_the_deadline_when_classify_is_down(
 
 async def test_reject_policy_when_the_broker_is_gone(tmp_path: Path) -> None:
     from tests.servers import free_port, start_broker
-    from tests.validate.conftest import kafka_config, start, wait_ready
+    from tests.validate_api.helpers import kafka_config, start, wait_ready
 
     own = start_broker()
     port = free_port()
@@ -333,7 +333,7 @@ async def test_a_multi_megabyte_upload_crosses_kafka(kafka_stack: Stack) -> None
 
 
 def test_a_taken_port_is_one_clear_error(tmp_path: Path) -> None:
-    from tests.validate.conftest import base_config
+    from tests.validate_api.helpers import base_config
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

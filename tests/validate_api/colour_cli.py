@@ -1,4 +1,4 @@
-"""``python -m tests.validate.colour_cli ARGS``: the ``pictguard`` CLI with the deterministic
+"""``python -m tests.validate_api.colour_cli ARGS``: the ``pictguard`` CLI with the deterministic
 colour model (tests/colour_model.py: red is ``flag_nsfw``, magenta ``flag_csam``) registered,
 so a real ``pictguard serve`` or ``run classify`` gives known decisions on harmless images."""
 
