@@ -22,16 +22,15 @@ from typing import Any
 from enforce.admin import AdminError, EnforceAdmin, EnforceContext, NotFound
 from enforce.admin_api import AdminUnavailable, perform
 from enforce.enforcer import Enforcer
-from pipeline.bus.base import Bus, BusError, Consumer, Message
+from pipeline.bus.base import Bus, BusError, Message
+from pipeline.bus.replies import ReplyListener
 from pipeline.events import (
     AdminOperation,
     AdminReply,
     AdminRequest,
-    SchemaError,
-    decode,
     encode,
 )
-from pipeline.stage import Committer, decode_or_dead_letter
+from pipeline.stage import decode_or_dead_letter
 from pipeline.storage import StorageError
 from pipeline.topics import DEAD_LETTER
 from pipeline.tracing import consuming, inject_headers
@@ -126,28 +125,23 @@ class AdminClient:
         self.reply_topic = reply_topic
         self.group_id = group_id
         self.timeout_s = timeout_s
-        self._pending: dict[str, asyncio.Future[AdminReply]] = {}
-        self._consumer: Consumer | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._replies = ReplyListener(
+            bus,
+            reply_topic,
+            group_id,
+            AdminReply,
+            what="admin replies",
+            poll_ms=100,
+            ensure=[requests_topic],
+        )
 
     async def start(self) -> None:
         """Create and read this replica's reply topic."""
-        await self.bus.ensure_topics([self.requests_topic, self.reply_topic])
-        self._consumer = self.bus.consumer([self.reply_topic], self.group_id, low_latency=True)
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._listen(self._consumer), name="admin-replies")
+        await self._replies.start()
 
     async def stop(self) -> None:
         """Stop reading, fail what still waits, drop the reply topic."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
-        for future in self._pending.values():
-            future.cancel()
-        self._pending.clear()
+        await self._replies.stop()
         with contextlib.suppress(BusError):
             await self.bus.drop_topics([self.reply_topic])
 
@@ -162,8 +156,7 @@ class AdminClient:
             reply_to=self.reply_topic,
             deadline=deadline,
         )
-        future: asyncio.Future[AdminReply] = asyncio.get_running_loop().create_future()
-        self._pending[request.request_id] = future
+        future = self._replies.expect(request.request_id)
         try:
             try:
                 await self.bus.produce(
@@ -185,7 +178,7 @@ class AdminClient:
                     "(enforce.admin_timeout_s)"
                 ) from None
         finally:
-            self._pending.pop(request.request_id, None)
+            self._replies.forget(request.request_id)
         if reply.error == "not_found":
             raise NotFound(reply.message)
         if reply.error == "invalid":
@@ -195,32 +188,3 @@ class AdminClient:
         if reply.error is not None:
             raise AdminUnavailable(reply.message)
         return reply.result
-
-    def _resolve(self, message: Message) -> None:
-        try:
-            reply = decode(message.value, AdminReply)
-        except SchemaError as exc:
-            log.warning("ignoring a malformed admin reply on %s: %s", self.reply_topic, exc)
-            return
-        future = self._pending.get(reply.request_id)
-        if future is not None and not future.done():
-            future.set_result(reply)
-
-    async def _listen(self, consumer: Consumer) -> None:
-        committer = Committer(consumer)
-        while True:
-            try:
-                batch = await consumer.getmany(200, 100)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 — keep listening; the broker may return
-                log.warning(
-                    "reading admin replies from %s failed, retrying: %s", self.reply_topic, exc
-                )
-                await asyncio.sleep(0.5)
-                continue
-            for message in batch:
-                with consuming(message, self.bus.system):
-                    self._resolve(message)
-            if batch:
-                committer.add(batch)

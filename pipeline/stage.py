@@ -24,7 +24,7 @@ from pipeline.bus.base import Bus, BusUnavailable, Consumer, Message
 from pipeline.errors import PictguardError
 from pipeline.events import DeadLetter, SchemaError, _Event, decode, encode
 from pipeline.retry import Stopped, pause, retrying
-from pipeline.tracing import continued, inject_headers
+from pipeline.tracing import consuming, continued, inject_headers
 
 # Lag is sampled this often per consumer (a ListOffsets request to the broker each time).
 LAG_INTERVAL_S = 15.0
@@ -203,6 +203,37 @@ class Committer:
             await asyncio.shield(self._task)
         if self._waiting:
             await self._run()
+
+
+async def listen(
+    consumer: Consumer,
+    system: str,
+    resolve: Callable[[Message], None],
+    *,
+    what: str,
+    poll_ms: int,
+) -> None:
+    """Read ``consumer`` until cancelled, ``resolve`` each message inside its trace, and
+    commit beside the reading (a reply never waits for a broker round trip).
+
+    For reply listeners (the API's verdict replies, the admin CLI's replies): a failed
+    fetch is logged ("reading ``what`` failed") and retried, as the broker may return.
+    """
+    committer = Committer(consumer)
+    while True:
+        try:
+            batch = await consumer.getmany(200, poll_ms)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — keep listening; the broker may return
+            log.warning("reading %s failed, retrying: %s", what, exc)
+            await asyncio.sleep(0.5)
+            continue
+        for message in batch:
+            with consuming(message, system):
+                resolve(message)
+        if batch:
+            committer.add(batch)
 
 
 async def _pipelined(
