@@ -148,7 +148,16 @@ class ObjectStore(abc.ABC):
 
     async def retain(self, key: str, retention: Retention) -> None:
         """Set object-lock retention on ``key``; stores without object lock refuse."""
-        raise StorageError(
+        raise self._unlockable()
+
+    def refuse_unlockable(self, retention: Retention | None) -> None:
+        """Raise :class:`StorageError` when ``retention`` is asked of a store that cannot
+        lock objects (checked before a copy writes anything)."""
+        if retention is not None and not self.supports_retention:
+            raise self._unlockable()
+
+    def _unlockable(self) -> StorageError:
+        return StorageError(
             f"{self.location} cannot lock objects (object-lock retention is S3 only)"
         )
 

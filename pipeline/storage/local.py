@@ -197,10 +197,7 @@ class LocalStore(ObjectStore):
         overwrite: bool = True,
         retention: Retention | None = None,
     ) -> None:
-        if retention is not None and not target.supports_retention:
-            raise StorageError(
-                f"{target.location} cannot lock objects (object-lock retention is S3 only)"
-            )
+        target.refuse_unlockable(retention)
         if not overwrite and await target.head(target_key) is not None:
             raise ObjectExists(f"{target.location}/{target_key} already exists; not overwritten")
         if if_match is not None:

@@ -320,10 +320,7 @@ class S3Store(ObjectStore):
         overwrite: bool = True,
         retention: Retention | None = None,
     ) -> None:
-        if retention is not None and not target.supports_retention:
-            raise StorageError(
-                f"{target.location} cannot lock objects (object-lock retention is S3 only)"
-            )
+        target.refuse_unlockable(retention)
         if not overwrite and isinstance(target, S3Store):
             await target._refuse_taken(target_key)
         if isinstance(target, S3Store) and target.connection is self.connection:
