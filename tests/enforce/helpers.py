@@ -80,3 +80,25 @@ class ActionTap:
     async def take(self) -> list[EnforcementAction]:
         messages = await self.consumer.getmany(0, 10_000)
         return [decode(m.value, EnforcementAction) for m in messages]
+
+
+async def enforce_verdicts(settings: Settings, *verdicts: Verdict) -> None:
+    """Run the enforce stage over ``verdicts`` as `pictguard serve` would, then stop it."""
+    from enforce.stage import EnforceStage
+    from pipeline.bus.base import Message
+    from pipeline.events import encode
+    from pipeline.state.sqlite import SqliteState
+    from pipeline.storage.locations import Stores
+    from pipeline.topics import VERDICTS
+
+    state = SqliteState(settings.storage.state_file)
+    await state.start()
+    stores = Stores(settings.s3)
+    stage = EnforceStage(MemoryBus(), settings, stores, state)
+    await stage.start()
+    await stage.handle(
+        [Message(settings.topic(VERDICTS), encode(v), v.key.encode()) for v in verdicts]
+    )
+    await stage.stop()
+    await stores.close()
+    await state.stop()

@@ -16,15 +16,12 @@ from typer.testing import CliRunner
 
 from enforce.admin import EnforceContext
 from enforce.cli import register
-from enforce.stage import EnforceStage
 from pictguard.settings import Settings
-from pipeline.bus.base import Message
 from pipeline.bus.memory import MemoryBus
-from pipeline.events import Decision, Verdict, encode
+from pipeline.events import Decision, Verdict
 from pipeline.state.sqlite import SqliteState
 from pipeline.storage.locations import Stores
-from pipeline.topics import VERDICTS
-from tests.enforce.helpers import exists, make_settings, verdict_for
+from tests.enforce.helpers import enforce_verdicts, exists, make_settings, verdict_for
 from tests.servers import S3Server
 
 
@@ -55,20 +52,7 @@ def cli_for(settings: Settings) -> typer.Typer:
 def scan(settings: Settings, *verdicts: Verdict) -> None:
     """Run the enforce stage over ``verdicts`` as `pictguard serve` would."""
 
-    async def run() -> None:
-        state = SqliteState(settings.storage.state_file)
-        await state.start()
-        stores = Stores(settings.s3)
-        stage = EnforceStage(MemoryBus(), settings, stores, state)
-        await stage.start()
-        await stage.handle(
-            [Message(settings.topic(VERDICTS), encode(v), v.key.encode()) for v in verdicts]
-        )
-        await stage.stop()
-        await stores.close()
-        await state.stop()
-
-    asyncio.run(run())
+    asyncio.run(enforce_verdicts(settings, *verdicts))
 
 
 @pytest.fixture

@@ -12,15 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from enforce.stage import EnforceStage
-from pipeline.bus.base import Message
-from pipeline.bus.memory import MemoryBus
-from pipeline.events import Decision, encode
-from pipeline.state.sqlite import SqliteState
-from pipeline.storage.locations import Stores
-from pipeline.topics import VERDICTS
+from pipeline.events import Decision
 from tests.admin_cli import pictguard, write_config
-from tests.enforce.helpers import exists, make_settings, verdict_for
+from tests.enforce.helpers import enforce_verdicts, exists, make_settings, verdict_for
 from tests.exposure import make_public
 from tests.media import pdq_distance, pdq_hash, photo_jpeg, screenshot_png, webp_image
 from tests.servers import S3Server
@@ -128,7 +122,9 @@ def test_block_file_hashes_it_and_acts_only_on_stored_copies(
     settings = make_settings(s3_server, tmp_path, "t.")
     # Scanned earlier and let through (the model missed it): a known stored copy.
     asyncio.run(
-        _record(settings, verdict_for(bucket, "u/42/upload.jpg", Decision.ALLOW, data=data))
+        enforce_verdicts(
+            settings, verdict_for(bucket, "u/42/upload.jpg", Decision.ALLOW, data=data)
+        )
     )
     evidence = tmp_path / "reports" / "from-a-user.jpg"
     evidence.parent.mkdir()
@@ -149,17 +145,3 @@ def test_block_file_hashes_it_and_acts_only_on_stored_copies(
     ]
     assert not exists(s3, bucket, "u/42/upload.jpg")
     assert "only hashed" in result["summary"]
-
-
-async def _record(settings: Any, *verdicts: Any) -> None:
-    state = SqliteState(settings.storage.state_file)
-    await state.start()
-    stores = Stores(settings.s3)
-    stage = EnforceStage(MemoryBus(), settings, stores, state)
-    await stage.start()
-    await stage.handle(
-        [Message(settings.topic(VERDICTS), encode(v), v.key.encode()) for v in verdicts]
-    )
-    await stage.stop()
-    await stores.close()
-    await state.stop()
